@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The prepared GPU check, one call on a lent GPU machine (python3 there has torch, pytest,
+# hypothesis): GPU parity tests, then the cell benchmark on CUDA. Results land in $OUT.
+set -uo pipefail
+export PYTHONPATH="$PWD/src:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
+OUT=${OUT:-bench/out}
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
+python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version())" | tee -a "$OUT/gpu.txt"
+timeout 240 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/layers 2>&1 | tail -15 | tee "$OUT/gpu-tests.txt"
+timeout 300 python3 bench/cells.py --device cuda --dispatch --repeats 5 --seconds 0.2 \
+    --json "$OUT/cells-cuda.json" 2>&1 | tee "$OUT/cells-cuda.txt"

@@ -1,0 +1,87 @@
+"""Side-by-side timing: interleaved repeats, median ratios with their spread, JSON out.
+
+These machines are noisy (±13% run to run here), so every variant of a case is timed
+in the same process, one block each per repeat (A B C A B C ...), and a ratio is the
+median over repeats of the per-repeat ratio, reported with its min and max.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def interleaved(
+    variants: dict[str, Callable[[], None]],
+    device: torch.device,
+    repeats: int = 5,
+    min_seconds: float = 0.5,
+    warmup: int = 2,
+) -> dict[str, list[float]]:
+    """Seconds per call of each variant, one value per repeat, variants interleaved.
+
+    Each variant is warmed up, then calibrated to a block of calls lasting about
+    ``min_seconds``; every repeat times one block of each variant in turn.
+    """
+    calls = {}
+    for name, fn in variants.items():
+        for _ in range(warmup):
+            fn()
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        once = max(time.perf_counter() - start, 1e-6)
+        calls[name] = max(1, round(min_seconds / once))
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, fn in variants.items():
+            sync(device)
+            start = time.perf_counter()
+            for _ in range(calls[name]):
+                fn()
+            sync(device)
+            times[name].append((time.perf_counter() - start) / calls[name])
+    return times
+
+
+def ratio(times: dict[str, list[float]], ours: str, base: str) -> dict[str, float]:
+    """Speed of ``ours`` relative to ``base`` (>1: ours is faster): median, min, max."""
+    per_repeat = [b / a for a, b in zip(times[ours], times[base])]
+    return {"median": statistics.median(per_repeat), "min": min(per_repeat), "max": max(per_repeat)}
+
+
+def machine(device: torch.device) -> dict[str, object]:
+    info: dict[str, object] = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def write_json(path: str | Path, payload: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,27 @@
+"""rnnkit: recurrent neural networks on text, exactly as the CS224N lecture writes them, and fast."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from rnnkit.cells import ElmanCell, GRUCell, LSTMCell, LSTMState, detach_state, irnn_cell
+from rnnkit.errors import RnnkitError
+from rnnkit.layers import RNN
+from rnnkit.registry import CELLS, rnn
+
+try:
+    __version__ = version("rnnkit")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = [
+    "CELLS",
+    "RNN",
+    "ElmanCell",
+    "GRUCell",
+    "LSTMCell",
+    "LSTMState",
+    "RnnkitError",
+    "__version__",
+    "detach_state",
+    "irnn_cell",
+    "rnn",
+]

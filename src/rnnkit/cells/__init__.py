@@ -1,0 +1,19 @@
+"""Recurrent cells, one recurrence per file, each ``forward`` the lecture's equations."""
+
+from rnnkit.cells.base import LSTMState, RecurrentCell, State, detach_state, hidden_of
+from rnnkit.cells.elman import ElmanCell
+from rnnkit.cells.gru import GRUCell
+from rnnkit.cells.irnn import irnn_cell
+from rnnkit.cells.lstm import LSTMCell
+
+__all__ = [
+    "ElmanCell",
+    "GRUCell",
+    "LSTMCell",
+    "LSTMState",
+    "RecurrentCell",
+    "State",
+    "detach_state",
+    "hidden_of",
+    "irnn_cell",
+]

@@ -1,0 +1,132 @@
+"""The cell protocol shared by every recurrence: parameters, state type, initial state."""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Union
+
+import torch
+from torch import Tensor, nn
+
+from rnnkit.errors import RnnkitError
+
+
+class LSTMState(NamedTuple):
+    """State of an LSTM: hidden vector ``h`` and memory cell ``c``.
+
+    A ``NamedTuple``, so ``h, c = state`` works as with torch's ``(h, c)`` tuples.
+    """
+
+    h: Tensor
+    c: Tensor
+
+
+State = Union[Tensor, LSTMState]
+"""A cell's state: one tensor ``h`` (Elman, GRU) or :class:`LSTMState` ``(h, c)``."""
+
+
+def detach_state(state):
+    """Cut the autograd graph behind ``state`` (a tensor, or any nesting of tuples/lists).
+
+    Truncated BPTT calls this at every window boundary, whatever the cell.
+    """
+    if isinstance(state, Tensor):
+        return state.detach()
+    if isinstance(state, tuple) and hasattr(state, "_fields"):
+        return type(state)(*(detach_state(s) for s in state))
+    if isinstance(state, (tuple, list)):
+        return type(state)(detach_state(s) for s in state)
+    raise TypeError(f"detach_state: expected a tensor or a tuple/list of them, got {type(state)!r}")
+
+
+def hidden_of(state: State) -> Tensor:
+    """The hidden vector ``h_t`` of a state: what a layer emits as its output at step t."""
+    return state.h if isinstance(state, LSTMState) else state
+
+
+def initial_state(
+    batch_size: int, like: Tensor, h_0: Tensor | None, c_0: Tensor | None, has_cell_state: bool
+) -> State:
+    """Zeros shaped (N, H) like ``like``'s rows, or the learned vectors ``h_0``/``c_0`` expanded."""
+    H = like.shape[1]
+    h = like.new_zeros(batch_size, H) if h_0 is None else h_0.expand(batch_size, H)
+    if not has_cell_state:
+        return h
+    return LSTMState(h, like.new_zeros(batch_size, H) if c_0 is None else c_0.expand(batch_size, H))
+
+
+class RecurrentCell(nn.Module):
+    """Base of all cells: torch-named parameters for ``gates`` stacked blocks.
+
+    Parameters are named as torch's ``nn.RNNCell``/``nn.GRUCell``/``nn.LSTMCell`` name
+    them (``weight_ih`` of shape ``(gates*H, H_in)``, ``weight_hh`` of shape
+    ``(gates*H, H)``, ``bias_ih``, ``bias_hh``), so a cell's ``state_dict`` loads into
+    the matching torch cell and back. With ``learn_initial_state`` the cell also owns
+    ``h_0`` (and, for the LSTM, ``c_0``), each of shape ``(H,)``: the lecture's "h_0 is
+    some initialization vector", learned; otherwise the initial state is zeros.
+
+    Subclasses set ``gates`` and ``has_cell_state`` and write ``forward(x_t, state)``
+    as the lecture's equations.
+    """
+
+    gates: int = 1
+    has_cell_state: bool = False
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        learn_initial_state: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise RnnkitError(f"{name} must be a positive integer, got {value!r}")
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.bias = bool(bias)
+        self.learn_initial_state = bool(learn_initial_state)
+        kw = {"device": device, "dtype": dtype}
+        rows = self.gates * hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(rows, input_size, **kw))
+        self.weight_hh = nn.Parameter(torch.empty(rows, hidden_size, **kw))
+        if self.bias:
+            self.bias_ih = nn.Parameter(torch.empty(rows, **kw))
+            self.bias_hh = nn.Parameter(torch.empty(rows, **kw))
+        else:
+            self.register_parameter("bias_ih", None)
+            self.register_parameter("bias_hh", None)
+        if self.learn_initial_state:
+            self.h_0 = nn.Parameter(torch.zeros(hidden_size, **kw))
+            if self.has_cell_state:
+                self.c_0 = nn.Parameter(torch.zeros(hidden_size, **kw))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """torch's default: every weight and bias ~ U(-1/sqrt(H), 1/sqrt(H)); h_0 = 0."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        with torch.no_grad():
+            for name, p in self.named_parameters():
+                if name in ("h_0", "c_0"):
+                    p.zero_()
+                else:
+                    p.uniform_(-bound, bound)
+
+    def initial_state(self, batch_size: int) -> State:
+        """The state before the first step: zeros, or the learned ``h_0`` (and ``c_0``)."""
+        return initial_state(
+            batch_size,
+            self.weight_hh,
+            getattr(self, "h_0", None),
+            getattr(self, "c_0", None),
+            self.has_cell_state,
+        )
+
+    def extra_repr(self) -> str:
+        extra = "" if self.bias else ", bias=False"
+        if self.learn_initial_state:
+            extra += ", learn_initial_state=True"
+        return f"{self.input_size}, {self.hidden_size}{extra}"

@@ -1,0 +1,1 @@
+"""Data: vocabularies, corpora, batching and generated tasks."""

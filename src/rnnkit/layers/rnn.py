@@ -1,0 +1,239 @@
+"""The recurrent network module: flat torch-named parameters, reference and fast paths."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from rnnkit.cells.base import LSTMState, RecurrentCell, State, initial_state
+from rnnkit.errors import RnnkitError
+from rnnkit.layers import fast
+from rnnkit.layers.bidirectional import Bidirectional
+from rnnkit.layers.recurrent import Recurrent
+from rnnkit.layers.stacked import Stacked
+from rnnkit.layers.state import check_lengths
+
+IMPLS = ("auto", "reference", "own", "native")
+
+
+class RNN(nn.Module):
+    r"""A deep, optionally bidirectional recurrent network of any cell.
+
+    Layer k runs its cell over the whole sequence (both ways if bidirectional,
+    :math:`h_t = [\overrightarrow{h}_t; \overleftarrow{h}_t]`) and passes the output
+    sequence, after dropout, to layer k+1. Build it with :func:`rnnkit.rnn`.
+
+    Args:
+        make_cell: builds one cell given its input size (called once per layer and
+            direction; it initialises the weights).
+        input_size: size of x_t.
+        hidden_size: size of each direction's h_t.
+        num_layers: depth.
+        bidirectional: add a reversed direction to every layer.
+        dropout: dropout between layers in training mode.
+        impl: ``"auto"`` (the fast path: the fastest measured kernel per device, cell,
+            dtype and lengths), ``"reference"`` (the Python loop over the cells),
+            ``"own"`` (rnnkit's kernels) or ``"native"`` (torch's fused op). Settable
+            later through the ``impl`` attribute.
+
+    Inputs: ``input, state=None, lengths=None``
+        * **input** (L, N, H_in), time-major.
+        * **state** (D*num_layers, N, H) with D = 2 if bidirectional else 1, or for
+          the LSTM a pair ``(h_0, c_0)`` of such tensors; ``None`` starts from zeros
+          (or from the learned initial state).
+        * **lengths** (N,) integers in [1, L]: sequence n's real tokens are its first
+          ``lengths[n]`` steps. Padding never changes outputs at real steps nor the
+          final states; outputs at padded steps are zero.
+
+    Outputs: ``output, final_state``
+        * **output** (L, N, D*H): the last layer's h_t at every step.
+        * **final_state** shaped like ``state``: each layer and direction's state
+          after its last real token (an :class:`~rnnkit.cells.LSTMState` for the LSTM).
+
+    .. note::
+        Parameters are named as torch names them (``weight_ih_l0``,
+        ``weight_hh_l1_reverse``, ``bias_ih_l0``, ...) in torch's gate order, so
+        ``load_state_dict`` to and from the matching ``nn.RNN``/``nn.GRU``/``nn.LSTM``
+        works with ``strict=True``. A learned initial state is stored as ``h_0_l{k}``
+        (and ``c_0_l{k}``), with ``_reverse`` for the backward direction.
+    """
+
+    def __init__(
+        self,
+        make_cell: Callable[[int], RecurrentCell],
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        impl: str = "auto",
+    ) -> None:
+        super().__init__()
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise RnnkitError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+            raise RnnkitError(f"dropout must be a probability in [0, 1), got {dropout!r}")
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bidirectional, self.dropout = bool(bidirectional), float(dropout)
+        self.impl = impl
+        self.num_directions = 2 if bidirectional else 1
+        self._suffixes = ("", "_reverse")[: self.num_directions]
+        # Cells on the meta device: they hold each direction's options and code but no
+        # memory; the reference path runs them on views of this module's parameters.
+        self._cells: list[RecurrentCell] = []
+        self._names: list[dict[str, str]] = []  # per (layer, direction): cell name -> flat name
+        for layer in range(num_layers):
+            layer_input = input_size if layer == 0 else hidden_size * self.num_directions
+            for suffix in self._suffixes:
+                cell = make_cell(layer_input)
+                names = {}
+                for name, p in cell.named_parameters():
+                    names[name] = f"{name}_l{layer}{suffix}"
+                    self.register_parameter(names[name], p)
+                self._cells.append(copy.deepcopy(cell).to("meta"))
+                self._names.append(names)
+        self.__dict__["_reference"] = self._build_reference()
+
+    @property
+    def impl(self) -> str:
+        return self._impl
+
+    @impl.setter
+    def impl(self, value: str) -> None:
+        if value not in IMPLS:
+            raise RnnkitError(f"impl must be one of {list(IMPLS)}, got {value!r}")
+        self._impl = value
+
+    @property
+    def cell(self) -> RecurrentCell:
+        """The first layer's forward cell (on the meta device): its type and options."""
+        return self._cells[0]
+
+    def _build_reference(self) -> Stacked:
+        D = self.num_directions
+        layers = []
+        for k in range(self.num_layers):
+            directions = [Recurrent(self._cells[k * D + d], reverse=bool(d)) for d in range(D)]
+            layers.append(Bidirectional(*directions) if D == 2 else directions[0])
+        return Stacked(layers, self.dropout)
+
+    def train(self, mode: bool = True) -> RNN:
+        super().train(mode)
+        self._reference.train(mode)  # not a submodule (it would own copies of the names)
+        return self
+
+    def forward(
+        self, input: Tensor, state: Tensor | tuple[Tensor, Tensor] | None = None, lengths: Tensor | Sequence[int] | None = None
+    ) -> tuple[Tensor, Tensor | LSTMState]:
+        self._check_input(input)
+        L, N = input.shape[:2]
+        if lengths is not None:
+            lengths = check_lengths(lengths, L, N, input.device)
+        states = None if state is None else self._split_state(state, N, input)
+        if self.impl == "reference":
+            output, finals = self._forward_reference(input, states, lengths)
+        else:
+            output, finals = self._forward_fast(input, states, lengths)
+        return output, self._join_state(finals)
+
+    def layer_parameters(self, index: int) -> dict[str, Tensor]:
+        """Parameters of layer-direction ``index`` (= layer * D + direction) by cell name."""
+        return {name: getattr(self, flat) for name, flat in self._names[index].items()}
+
+    def _forward_reference(self, input: Tensor, states: list[State] | None, lengths: Tensor | None):
+        D = self.num_directions
+        params = {}
+        for k in range(self.num_layers):
+            for d in range(D):
+                prefix = f"layers.{k}." + (("forward_layer.", "backward_layer.")[d] if D == 2 else "") + "cell."
+                params.update({prefix + name: p for name, p in self.layer_parameters(k * D + d).items()})
+        nested = None
+        if states is not None:
+            nested = [tuple(states[k * D : (k + 1) * D]) if D == 2 else states[k] for k in range(self.num_layers)]
+        output, finals = functional_call(self._reference, params, (input, nested, lengths))
+        flat = [s for layer in finals for s in (layer if D == 2 else (layer,))]
+        return output, flat
+
+    def _forward_fast(self, input: Tensor, states: list[State] | None, lengths: Tensor | None):
+        D, N = self.num_directions, input.shape[1]
+        x, finals = input, []
+        for k in range(self.num_layers):
+            if k > 0:
+                x = F.dropout(x, self.dropout, self.training)
+            index = range(k * D, (k + 1) * D)
+            params = [self.layer_parameters(i) for i in index]
+            if states is None:
+                layer_states = [initial_state(N, p["weight_hh"], p.get("h_0"), p.get("c_0"), self.cell.has_cell_state) for p in params]
+            else:
+                layer_states = states[k * D : (k + 1) * D]
+            kernel = self._kernel(input.device, input.dtype, lengths is not None)
+            x, layer_finals = kernel(self._cells[k * D], x, layer_states, params, lengths)
+            finals.extend(layer_finals)
+        return x, finals
+
+    def _kernel(self, device: torch.device, dtype: torch.dtype, has_lengths: bool) -> fast.LayerKernel:
+        if self.impl == "own":
+            return fast.own_layer
+        if self.impl == "native":
+            if fast.native_op(self.cell) is None:
+                raise RnnkitError(f"impl='native': torch has no fused op for {self.cell!r}")
+            return fast.native_layer
+        return fast.choose(self.cell, device, dtype, has_lengths)
+
+    def _check_input(self, input: Tensor) -> None:
+        if not isinstance(input, Tensor):
+            raise RnnkitError(f"input must be a torch.Tensor of shape (L, N, {self.input_size}), got {type(input).__name__}")
+        if input.dim() != 3:
+            raise RnnkitError(
+                f"input must be 3-D, time-major (L, N, H_in={self.input_size}), got shape {tuple(input.shape)}"
+            )
+        if input.shape[-1] != self.input_size:
+            raise RnnkitError(f"input feature size must be {self.input_size}, got shape {tuple(input.shape)}")
+        if input.shape[0] == 0 or input.shape[1] == 0:
+            raise RnnkitError(f"input must have at least one step and one sequence, got shape {tuple(input.shape)}")
+        ref = self.weight_hh_l0
+        if input.dtype != ref.dtype or input.device != ref.device:
+            raise RnnkitError(
+                f"input is {input.dtype} on {input.device} but the parameters are {ref.dtype} on "
+                f"{ref.device}; move one to the other with .to(...)"
+            )
+
+    def _split_state(self, state, N: int, input: Tensor) -> list[State]:
+        """torch's (D*num_layers, N, H) layout -> one state per (layer, direction)."""
+        expected = (self.num_layers * self.num_directions, N, self.hidden_size)
+        lstm = self.cell.has_cell_state
+        parts = state if lstm else (state,)
+        if lstm and not (isinstance(state, (tuple, list)) and len(state) == 2):
+            raise RnnkitError(f"state must be a pair (h_0, c_0) for an LSTM, each of shape {expected}, got {type(state).__name__}")
+        for name, t in zip(("h_0", "c_0") if lstm else ("state",), parts):
+            if not isinstance(t, Tensor) or tuple(t.shape) != expected:
+                got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+                raise RnnkitError(f"{name} must have shape (D*num_layers, N, H) = {expected}, got {got}")
+            if t.dtype != input.dtype or t.device != input.device:
+                raise RnnkitError(f"{name} is {t.dtype} on {t.device}, expected {input.dtype} on {input.device} like the input")
+        if lstm:
+            return [LSTMState(h, c) for h, c in zip(state[0].unbind(0), state[1].unbind(0))]
+        return list(state.unbind(0))
+
+    def _join_state(self, finals: list[State]) -> Tensor | LSTMState:
+        if self.cell.has_cell_state:
+            return LSTMState(torch.stack([s.h for s in finals]), torch.stack([s.c for s in finals]))
+        return torch.stack(finals)
+
+    def extra_repr(self) -> str:
+        parts = [f"{self.input_size}, {self.hidden_size}", f"cell={type(self.cell).__name__}"]
+        if self.num_layers != 1:
+            parts.append(f"num_layers={self.num_layers}")
+        if self.bidirectional:
+            parts.append("bidirectional=True")
+        if self.dropout:
+            parts.append(f"dropout={self.dropout}")
+        if self.impl != "auto":
+            parts.append(f"impl={self.impl!r}")
+        return ", ".join(parts)

@@ -1,0 +1,41 @@
+"""Deep recurrent networks: each layer passes its whole output sequence to the next."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class Stacked(nn.Module):
+    r"""Stack layers in depth, with dropout between them (never after the last).
+
+    .. math::
+        h^{(1)}_{1:L} = \text{layer}_1(x_{1:L}),\qquad
+        h^{(k)}_{1:L} = \text{layer}_k\left(\text{dropout}(h^{(k-1)}_{1:L})\right)
+
+    Args:
+        layers: :class:`~rnnkit.layers.Recurrent` or
+            :class:`~rnnkit.layers.Bidirectional` modules, input sizes chained.
+        dropout: probability of zeroing an element between layers in training mode.
+
+    Inputs: ``input`` (L, N, H_in); ``states`` one state per layer (or ``None``);
+    ``lengths`` (N,) or ``None``.
+    Outputs: the last layer's output; the list of each layer's final state.
+    """
+
+    def __init__(self, layers: Sequence[nn.Module], dropout: float = 0.0) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self.dropout = dropout
+
+    def forward(self, input: Tensor, states: Sequence | None = None, lengths: Tensor | None = None) -> tuple[Tensor, list]:
+        states = [None] * len(self.layers) if states is None else states
+        x, finals = input, []
+        for k, (layer, state) in enumerate(zip(self.layers, states)):
+            if k > 0:
+                x = F.dropout(x, self.dropout, self.training)
+            x, final = layer(x, state, lengths)
+            finals.append(final)
+        return x, finals

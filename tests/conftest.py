@@ -1,0 +1,99 @@
+"""Shared helpers for the tests: cell configurations, torch oracles, gradient collection."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import rnnkit
+
+# (id, rnnkit cell name, options, torch module class and options computing the same function, or None)
+CELL_CASES = [
+    ("elman-sigmoid", "elman", {"nonlinearity": "sigmoid"}, None),
+    ("elman-tanh", "elman", {"nonlinearity": "tanh"}, (nn.RNN, {"nonlinearity": "tanh"})),
+    ("elman-relu", "elman", {"nonlinearity": "relu"}, (nn.RNN, {"nonlinearity": "relu"})),
+    ("irnn", "irnn", {"input_std": 0.1, "scale": 0.5}, (nn.RNN, {"nonlinearity": "relu"})),
+    ("gru", "gru", {}, (nn.GRU, {})),
+    ("gru-cho", "gru", {"reset_after": False}, None),
+    ("lstm", "lstm", {}, (nn.LSTM, {})),
+]
+CELL_IDS = [c[0] for c in CELL_CASES]
+
+F64 = {"rtol": 1e-8, "atol": 1e-10}
+F32 = {"rtol": 1e-5, "atol": 1e-6}
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def state_tensors(state) -> list[torch.Tensor]:
+    return list(state) if isinstance(state, tuple) else [state]
+
+
+def run_and_grad(module: nn.Module, x: torch.Tensor, lengths=None, state=None, torch_module: bool = False):
+    """Forward, a loss touching every output and final state, backward.
+
+    Returns (output, final state tensors, gradients of input, state and every parameter).
+    The loss is a fixed linear functional weighting each element differently, so that
+    no gradient is trivially uniform.
+    """
+    module.zero_grad()
+    x = x.detach().clone().requires_grad_(True)
+    state_in = None
+    if state is not None:
+        state_in = tuple(s.detach().clone().requires_grad_(True) for s in state_tensors(state))
+        state_arg = state_in if len(state_in) == 2 else state_in[0]
+    else:
+        state_arg = None
+    if torch_module and lengths is not None:
+        packed = nn.utils.rnn.pack_padded_sequence(x, torch.as_tensor(lengths), enforce_sorted=False)
+        out, final = module(packed, state_arg)
+        out = nn.utils.rnn.pad_packed_sequence(out, total_length=x.shape[0])[0]
+    elif torch_module:
+        out, final = module(x, state_arg)
+    else:
+        out, final = module(x, state_arg, lengths=lengths)
+    finals = state_tensors(final)
+    loss = (out * weights_like(out)).sum() + sum((f * weights_like(f).flip(-1)).sum() for f in finals)
+    loss.backward()
+    grads = [x.grad] + ([s.grad for s in state_in] if state_in else []) + [p.grad for p in module.parameters()]
+    return out.detach(), [f.detach() for f in finals], grads
+
+
+def weights_like(t: torch.Tensor) -> torch.Tensor:
+    return torch.linspace(-1.0, 1.5, t.numel(), dtype=t.dtype, device=t.device).view_as(t)
+
+
+def assert_all_close(actual, expected, **tol) -> None:
+    assert len(actual) == len(expected)
+    for i, (a, e) in enumerate(zip(actual, expected)):
+        torch.testing.assert_close(a, e, msg=lambda m, i=i: f"item {i}: {m}", **tol)
+
+
+def build(cell: str, options: dict, input_size: int, hidden: int, layers: int, bidirectional: bool, dtype, seed=0, **kw):
+    torch.manual_seed(seed)
+    return rnnkit.rnn(
+        cell, input_size, hidden, num_layers=layers, bidirectional=bidirectional, dtype=dtype, **options, **kw
+    )
+
+
+def torch_twin(module: rnnkit.RNN, spec, dtype) -> nn.Module:
+    """The torch module computing the same function, with ``module``'s weights copied."""
+    cls, options = spec
+    twin = cls(
+        module.input_size,
+        module.hidden_size,
+        num_layers=module.num_layers,
+        bidirectional=module.bidirectional,
+        bias=module.cell.bias,
+        **options,
+    ).to(dtype)
+    twin.load_state_dict(module.state_dict(), strict=True)
+    return twin

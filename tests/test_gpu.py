@@ -1,0 +1,52 @@
+"""GPU parity (skipped without CUDA): the CUDA fast path (cuDNN or ours) against CPU float64.
+
+TF32 is switched off so that float32 matrix products are float32.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from conftest import CELL_CASES, CELL_IDS, F32, F64, assert_all_close, build, run_and_grad
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(autouse=True)
+def no_tf32():
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("with_lengths", [False, True], ids=["full", "lengths"])
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("case", CELL_CASES, ids=CELL_IDS)
+def test_cuda_fast_path_matches_cpu_reference(case, bidirectional, with_lengths, dtype):
+    _, cell, options, _ = case
+    module = build(cell, options, 8, 16, 2, bidirectional, torch.float64)
+    torch.manual_seed(3)
+    x = torch.randn(8, 4, 8, dtype=torch.float64)
+    lengths = [8, 5, 1, 8] if with_lengths else None
+    module.impl = "reference"
+    expected = run_and_grad(module, x, lengths)
+    expected = [t.to(dtype) for t in (expected[0], *expected[1], *expected[2])]
+    gpu = copy.deepcopy(module).to("cuda", dtype)
+    gpu.impl = "auto"
+    out, finals, grads = run_and_grad(gpu, x.to("cuda", dtype), lengths)
+    actual = [t.cpu() for t in (out, *finals, *grads)]
+    assert_all_close(actual, expected, **(F64 if dtype == torch.float64 else F32))
+
+
+def test_state_dict_moves_between_gpu_and_cpu():
+    module = build("lstm", {}, 4, 6, 2, True, torch.float32)
+    gpu = copy.deepcopy(module).cuda()
+    back = build("lstm", {}, 4, 6, 2, True, torch.float32, seed=9)
+    back.load_state_dict({k: v.cpu() for k, v in gpu.state_dict().items()}, strict=True)
+    x = torch.randn(5, 2, 4)
+    torch.testing.assert_close(back(x)[0], gpu(x.cuda())[0].cpu(), **F32)
