@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -71,8 +72,13 @@ def run_case(label, cell, options, base_cls, base_options, target, hidden, args,
             continue
         twin = ours if impl == "auto" else _with_impl(ours, impl)
         variants[impl] = make_step(twin, x, lengths, False)
-    times = harness.interleaved(variants, device, repeats=args.repeats, min_seconds=args.seconds)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        times = harness.interleaved(variants, device, repeats=args.repeats, min_seconds=args.seconds)
     tokens = args.bptt * args.batch
+    gates = {"lstm": 4, "gru": 3}.get(cell, 1)
+    # forward + backward with the input's gradient: 6 multiply-adds per weight per token
+    flops_per_token = sum(6 * gates * hidden * (hidden + hidden) for _ in range(args.layers))
     row = {
         "case": label,
         "hidden": hidden,
@@ -82,6 +88,8 @@ def run_case(label, cell, options, base_cls, base_options, target, hidden, args,
         "tokens_per_s": {k: tokens / statistics.median(v) for k, v in times.items()},
         "ratio_vs_torch": {k: harness.ratio(times, k, "torch") for k in times if k != "torch"},
         "target": target if (dtype == torch.float32 and not lengths_on) else None,
+        "gflops": {k: flops_per_token * tokens / statistics.median(v) / 1e9 for k, v in times.items()},
+        "warnings": sorted({str(w.message)[:80] for w in caught}),
     }
     return row
 
@@ -113,12 +121,16 @@ def main() -> None:
         torch.backends.cudnn.benchmark = False
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
+        if hasattr(torch.backends.cudnn, "rnn") and hasattr(torch.backends.cudnn.rnn, "fp32_precision"):
+            torch.backends.cudnn.rnn.fp32_precision = "ieee"  # torch >= 2.9 defaults cuDNN RNNs to TF32
     impls = ["auto", "own", "native"] + (["reference"] if args.reference else [])
     settings = [(torch.float32, False)]
     if args.dispatch:
         settings += [(torch.float32, True), (torch.float64, False)]
     rows = []
-    print(f"{'case':14} {'H':>4} {'dtype':7} {'len':3} {'torch tok/s':>11}  " + "  ".join(f"{k:>22}" for k in impls))
+    peak = harness.matmul_peak(device, dtype=torch.float32)
+    print(f"matmul peak (1024^3, float32): {peak:.1f} GFLOP/s; 'auto %peak' = rnnkit's FLOP rate / peak")
+    print(f"{'case':14} {'H':>4} {'dtype':7} {'len':3} {'torch tok/s':>11}  " + "  ".join(f"{k:>22}" for k in impls) + "  auto %peak")
     for hidden in args.hidden:
         for label, cell, options, base_cls, base_options, target in CASES:
             if label not in args.cases:
@@ -126,6 +138,8 @@ def main() -> None:
             for dtype, lengths_on in settings:
                 row = run_case(label, cell, options, base_cls, base_options, target, hidden, args, device, dtype, lengths_on, impls)
                 rows.append(row)
+                for w in row["warnings"]:
+                    print(f"  warning: {w}")
                 cells = []
                 for k in impls:
                     r = row["ratio_vs_torch"].get(k)
@@ -135,11 +149,14 @@ def main() -> None:
                     flag = "  target {:.2f}x {}".format(row["target"], "met" if row["ratio_vs_torch"]["auto"]["median"] >= row["target"] else "MISSED")
                 print(
                     f"{label:14} {hidden:>4} {row['dtype']:7} {'yes' if lengths_on else 'no':3} "
-                    f"{row['tokens_per_s']['torch']:11.0f}  " + "  ".join(f"{c:>22}" for c in cells) + flag,
+                    f"{row['tokens_per_s']['torch']:11.0f}  " + "  ".join(f"{c:>22}" for c in cells)
+                    + f"  {100 * row['gflops']['auto'] / peak:9.0f}%" + flag,
                     flush=True,
                 )
     out = args.json or f"bench/out/cells-{device.type}.json"
-    harness.write_json(out, {"machine": harness.machine(device), "args": vars(args), "rows": rows})
+    harness.write_json(
+        out, {"machine": harness.machine(device), "matmul_peak_gflops": peak, "args": vars(args), "rows": rows}
+    )
     print(f"wrote {out}")
 
 

@@ -7,6 +7,8 @@ OUT=${OUT:-bench/out}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version())" | tee -a "$OUT/gpu.txt"
-timeout 240 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/layers 2>&1 | tail -15 | tee "$OUT/gpu-tests.txt"
+timeout 240 python3 -m pytest -q -p no:cacheprovider -W ignore::UserWarning tests/test_gpu.py tests/layers \
+    > "$OUT/gpu-tests.txt" 2>&1
+grep -E "Greatest|^FAILED|passed|failed" "$OUT/gpu-tests.txt" | head -30
 timeout 300 python3 bench/cells.py --device cuda --dispatch --repeats 5 --seconds 0.2 \
-    --json "$OUT/cells-cuda.json" 2>&1 | tee "$OUT/cells-cuda.txt"
+    --json "$OUT/cells-cuda.json" ${GPU_BENCH_ARGS:-} 2>&1 | tee "$OUT/cells-cuda.txt"

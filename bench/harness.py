@@ -58,6 +58,22 @@ def interleaved(
     return times
 
 
+def matmul_peak(device: torch.device, n: int = 1024, dtype: torch.dtype = torch.float32, repeats: int = 5) -> float:
+    """Best measured GFLOP/s of an n x n x n matrix product: the limit to compare against."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    calls = 3 if device.type == "cpu" else 50
+    best = float("inf")
+    for _ in range(repeats + 1):
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(calls):
+            torch.mm(a, b)
+        sync(device)
+        best = min(best, (time.perf_counter() - start) / calls)
+    return 2 * n**3 / best / 1e9
+
+
 def ratio(times: dict[str, list[float]], ours: str, base: str) -> dict[str, float]:
     """Speed of ``ours`` relative to ``base`` (>1: ours is faster): median, min, max."""
     per_repeat = [b / a for a, b in zip(times[ours], times[base])]

@@ -17,10 +17,21 @@ pytestmark = pytest.mark.gpu
 
 @pytest.fixture(autouse=True)
 def no_tf32():
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    """float32 means IEEE float32: no TF32 in matrix products, cuDNN convolutions or RNNs."""
+    flags = [(torch.backends.cuda.matmul, "allow_tf32", False), (torch.backends.cudnn, "allow_tf32", False)]
+    # torch >= 2.9 has per-backend precision settings; cuDNN RNNs default to "tf32" there.
+    for backend in ("cuda.matmul", "cudnn.rnn", "cudnn.conv"):
+        obj = torch.backends
+        for part in backend.split("."):
+            obj = getattr(obj, part, None)
+        if obj is not None and hasattr(obj, "fp32_precision"):
+            flags.append((obj, "fp32_precision", "ieee"))
+    saved = [(obj, name, getattr(obj, name)) for obj, name, _ in flags]
+    for obj, name, value in flags:
+        setattr(obj, name, value)
     yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+    for obj, name, value in reversed(saved):
+        setattr(obj, name, value)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])

@@ -45,32 +45,61 @@ def native_op(cell: RecurrentCell) -> Callable | None:
     return None
 
 
-def native_layer(
-    cell: RecurrentCell, x: Tensor, states: Sequence[State], params: Sequence[LayerParams], lengths: Tensor | None
-) -> tuple[Tensor, list[State]]:
-    """One layer through torch's fused op (cuDNN / oneDNN where torch uses them)."""
+def native_stack(
+    cell: RecurrentCell,
+    x: Tensor,
+    hx: Tensor | tuple[Tensor, Tensor],
+    weights: Sequence[Tensor],
+    lengths: Tensor | None,
+    num_layers: int,
+    bidirectional: bool,
+) -> tuple[Tensor, Tensor | LSTMState]:
+    """Layers through torch's fused op (cuDNN / oneDNN where torch uses them).
+
+    ``hx`` and the returned final state are in torch's layout (D*num_layers, N, H),
+    ``weights`` in torch's order (per layer and direction: w_ih, w_hh[, b_ih, b_hh]).
+    No dropout here: between layers it is the caller's (see ``RNN``).
+    """
     op = native_op(cell)
-    names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh") if cell.bias else ("weight_ih", "weight_hh")
-    weights = [p[name] for p in params for name in names]
-    bidirectional = len(params) == 2
-    hx = [torch.stack([hidden_of(s) for s in states])]
-    if cell.has_cell_state:
-        hx.append(torch.stack([s.c for s in states]))
+    hx = list(hx) if cell.has_cell_state else [hx]
+    # `train` only decides whether cuDNN keeps what its backward needs (dropout is 0):
+    # it must follow autograd, not the module's mode, or a gradient taken in eval mode
+    # (the diagnostics take them) fails on GPUs.
+    train = torch.is_grad_enabled() and any(t.requires_grad for t in (x, *weights, *hx))
+    args = (cell.bias, num_layers, 0.0, train, bidirectional)
     if lengths is None:
-        out = op(x, hx if cell.has_cell_state else hx[0], weights, cell.bias, 1, 0.0, False, bidirectional, False)
+        out = op(x, hx if cell.has_cell_state else hx[0], weights, *args, False)
         y, finals = out[0], out[1:]
     else:
         packed = pack_padded_sequence(x, lengths.cpu(), enforce_sorted=False)
         hx = [h.index_select(1, packed.sorted_indices) for h in hx]
-        out = op(packed.data, packed.batch_sizes, hx if cell.has_cell_state else hx[0], weights, cell.bias, 1, 0.0, False, bidirectional)
+        out = op(packed.data, packed.batch_sizes, hx if cell.has_cell_state else hx[0], weights, *args)
         y = pad_packed_sequence(
             PackedSequence(out[0], packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices),
             total_length=x.shape[0],
         )[0]
         finals = [h.index_select(1, packed.unsorted_indices) for h in out[1:]]
+    return y, (LSTMState(*finals) if cell.has_cell_state else finals[0])
+
+
+def native_layer(
+    cell: RecurrentCell, x: Tensor, states: Sequence[State], params: Sequence[LayerParams], lengths: Tensor | None
+) -> tuple[Tensor, list[State]]:
+    """One layer (both directions) through torch's fused op."""
+    names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh") if cell.bias else ("weight_ih", "weight_hh")
+    h = torch.stack([hidden_of(s) for s in states])
+    hx = (h, torch.stack([s.c for s in states])) if cell.has_cell_state else h
+    weights = [p[name] for p in params for name in names]
+    y, final = native_stack(cell, x, hx, weights, lengths, 1, len(params) == 2)
     if cell.has_cell_state:
-        return y, [LSTMState(h, c) for h, c in zip(finals[0], finals[1])]
-    return y, list(finals[0])
+        return y, [LSTMState(h, c) for h, c in zip(final.h, final.c)]
+    return y, list(final)
+
+
+def cudnn_mode(cell: RecurrentCell) -> str | None:
+    """cuDNN's name for ``cell``'s recurrence (for flattening weights), or None."""
+    op = native_op(cell)
+    return {torch.lstm: "LSTM", torch.gru: "GRU", torch.rnn_tanh: "RNN_TANH", torch.rnn_relu: "RNN_RELU"}.get(op)
 
 
 def own_layer(

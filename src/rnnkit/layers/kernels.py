@@ -146,35 +146,39 @@ class GRURecurrence(torch.autograd.Function):
             A.mul_(m)
             C.mul_(m)
             Zc.mul_(m).add_(keep)
-        d_rz = torch.empty_like(rz)  # dpre_r | dpre_z: the same for xp and for U h
-        d_n = torch.empty_like(n)  # dpre_n
-        d_hn = torch.empty_like(n) if reset_after else None  # d(U_n h + b_hn)
+        # dxp = [dpre_r | dpre_z | dpre_n]. reset_after: d_hh = d(U h + b_hh) =
+        # [dpre_r | dpre_z | dpre_n ∘ r], so one addmm per step and one GEMM for dW_hh.
+        # reset_before: d_hh = [dpre_r | dpre_z] and U_n gets d(r ∘ h) separately.
+        dxp = aux.new_empty(L, N, 3 * H)
+        d_hh = torch.empty_like(dxp) if reset_after else dxp[..., : 2 * H]
         g = dy[L - 1] + dh_last
         d_rh = torch.empty_like(g)  # d(r ∘ h), reset before
         tmp = torch.empty_like(g)
         w_rz, w_n = w_hh[: 2 * H], w_hh[2 * H :]
         for t in range(L - 1, -1, -1):
-            torch.mul(g, A[t], out=d_n[t])
-            torch.mul(g, C[t], out=d_rz[t, :, H:])
+            d_n = dxp[t, :, 2 * H :]
+            torch.mul(g, A[t], out=d_n)
+            torch.mul(g, C[t], out=d_hh[t, :, H : 2 * H])
             base = torch.mul(g, Zc[t], out=tmp) if t == 0 else torch.addcmul(dy[t - 1], g, Zc[t], out=tmp)
             if reset_after:
-                torch.mul(d_n[t], r[t], out=d_hn[t])
-                torch.mul(d_n[t], B[t], out=d_rz[t, :, :H])
-                base.addmm_(d_hn[t], w_n)
+                torch.mul(d_n, r[t], out=d_hh[t, :, 2 * H :])
+                torch.mul(d_n, B[t], out=d_hh[t, :, :H])
+                g = torch.addmm(base, d_hh[t], w_hh)
             else:
-                torch.mm(d_n[t], w_n, out=d_rh)
-                torch.mul(d_rh, B[t], out=d_rz[t, :, :H])
+                torch.mm(d_n, w_n, out=d_rh)
+                torch.mul(d_rh, B[t], out=d_hh[t, :, :H])
                 base.addcmul_(d_rh, r[t])
-            g = torch.addmm(base, d_rz[t], w_rz)
-        flat_rz, flat_n, flat_h = d_rz.flatten(0, 1), d_n.flatten(0, 1), h_prev.flatten(0, 1)
+                g = torch.addmm(base, d_hh[t], w_rz)
+        flat_h = h_prev.flatten(0, 1)
         if reset_after:
-            flat_hn = d_hn.flatten(0, 1)
-            dw_hh = torch.cat([flat_rz.t() @ flat_h, flat_hn.t() @ flat_h])
-            db_hh = torch.cat([flat_rz.sum(0), flat_hn.sum(0)]) if ctx.has_bias else None
+            dxp[..., : 2 * H] = d_hh[..., : 2 * H]
+            flat = d_hh.flatten(0, 1)
+            dw_hh = flat.t() @ flat_h
+            db_hh = flat.sum(0) if ctx.has_bias else None
         else:
-            dw_hh = torch.cat([flat_rz.t() @ flat_h, flat_n.t() @ aux.flatten(0, 1)])
-            db_hh = torch.cat([flat_rz.sum(0), flat_n.sum(0)]) if ctx.has_bias else None
-        dxp = torch.cat([d_rz, d_n], dim=-1)
+            flat = dxp.flatten(0, 1)
+            dw_hh = torch.cat([flat[:, : 2 * H].t() @ flat_h, flat[:, 2 * H :].t() @ aux.flatten(0, 1)])
+            db_hh = flat.sum(0) if ctx.has_bias else None
         return dxp, g, dw_hh, db_hh, None, None
 
 

@@ -98,6 +98,7 @@ class RNN(nn.Module):
                     self.register_parameter(names[name], p)
                 self._cells.append(copy.deepcopy(cell).to("meta"))
                 self._names.append(names)
+        self._weight_names = [flat for names in self._names for name, flat in names.items() if name not in ("h_0", "c_0")]
         self.__dict__["_reference"] = self._build_reference()
 
     @property
@@ -123,6 +124,37 @@ class RNN(nn.Module):
             layers.append(Bidirectional(*directions) if D == 2 else directions[0])
         return Stacked(layers, self.dropout)
 
+    def _apply(self, fn, recurse=True):
+        result = super()._apply(fn, recurse)
+        self.flatten_parameters()
+        return result
+
+    def flatten_parameters(self) -> None:
+        """On CUDA, lay the weights out in one buffer as cuDNN wants them (as ``nn.LSTM``).
+
+        Otherwise cuDNN copies them into such a buffer at every call. A no-op on other
+        devices, for cells cuDNN does not have, or where torch cannot do it.
+        """
+        mode = fast.cudnn_mode(self.cell)
+        weights = [getattr(self, name) for name in self._weight_names]
+        if mode is None or not weights[0].is_cuda or not torch.backends.cudnn.is_acceptable(weights[0]):
+            return
+        try:
+            with torch.no_grad():
+                torch._cudnn_rnn_flatten_weight(
+                    weights,
+                    4 if self.cell.bias else 2,
+                    self.input_size,
+                    torch.backends.cudnn.rnn.get_cudnn_mode(mode),
+                    self.hidden_size,
+                    0,
+                    self.num_layers,
+                    False,
+                    self.bidirectional,
+                )
+        except (AttributeError, RuntimeError):  # private torch API: speed only, never correctness
+            return
+
     def train(self, mode: bool = True) -> RNN:
         super().train(mode)
         self._reference.train(mode)  # not a submodule (it would own copies of the names)
@@ -135,11 +167,18 @@ class RNN(nn.Module):
         L, N = input.shape[:2]
         if lengths is not None:
             lengths = check_lengths(lengths, L, N, input.device)
-        states = None if state is None else self._split_state(state, N, input)
+        if state is not None:
+            self._check_state(state, N, input)
         if self.impl == "reference":
-            output, finals = self._forward_reference(input, states, lengths)
-        else:
-            output, finals = self._forward_fast(input, states, lengths)
+            output, finals = self._forward_reference(input, self._split_state(state), lengths)
+            return output, self._join_state(finals)
+        kernel = self._kernel(input.device, input.dtype, lengths is not None)
+        if kernel is fast.native_layer and (self.dropout == 0.0 or not self.training):
+            # Nothing happens between layers: one fused call runs the whole stack.
+            hx = self._initial_hx(N) if state is None else state
+            weights = [getattr(self, name) for name in self._weight_names]
+            return fast.native_stack(self.cell, input, hx, weights, lengths, self.num_layers, self.bidirectional)
+        output, finals = self._forward_layers(kernel, input, self._split_state(state), lengths)
         return output, self._join_state(finals)
 
     def layer_parameters(self, index: int) -> dict[str, Tensor]:
@@ -160,22 +199,31 @@ class RNN(nn.Module):
         flat = [s for layer in finals for s in (layer if D == 2 else (layer,))]
         return output, flat
 
-    def _forward_fast(self, input: Tensor, states: list[State] | None, lengths: Tensor | None):
+    def _forward_layers(self, kernel: fast.LayerKernel, input: Tensor, states: list[State] | None, lengths):
         D, N = self.num_directions, input.shape[1]
         x, finals = input, []
         for k in range(self.num_layers):
             if k > 0:
                 x = F.dropout(x, self.dropout, self.training)
-            index = range(k * D, (k + 1) * D)
-            params = [self.layer_parameters(i) for i in index]
+            params = [self.layer_parameters(i) for i in range(k * D, (k + 1) * D)]
             if states is None:
-                layer_states = [initial_state(N, p["weight_hh"], p.get("h_0"), p.get("c_0"), self.cell.has_cell_state) for p in params]
+                layer_states = [self._initial_state(p, N) for p in params]
             else:
                 layer_states = states[k * D : (k + 1) * D]
-            kernel = self._kernel(input.device, input.dtype, lengths is not None)
             x, layer_finals = kernel(self._cells[k * D], x, layer_states, params, lengths)
             finals.extend(layer_finals)
         return x, finals
+
+    def _initial_state(self, params: dict[str, Tensor], N: int) -> State:
+        return initial_state(N, params["weight_hh"], params.get("h_0"), params.get("c_0"), self.cell.has_cell_state)
+
+    def _initial_hx(self, N: int) -> Tensor | LSTMState:
+        """The initial state of every layer and direction in torch's layout (D*num_layers, N, H)."""
+        if not self.cell.learn_initial_state:
+            shape = (self.num_layers * self.num_directions, N, self.hidden_size)
+            h = self.weight_hh_l0.new_zeros(shape)
+            return LSTMState(h, torch.zeros_like(h)) if self.cell.has_cell_state else h
+        return self._join_state([self._initial_state(self.layer_parameters(i), N) for i in range(len(self._names))])
 
     def _kernel(self, device: torch.device, dtype: torch.dtype, has_lengths: bool) -> fast.LayerKernel:
         if self.impl == "own":
@@ -204,20 +252,23 @@ class RNN(nn.Module):
                 f"{ref.device}; move one to the other with .to(...)"
             )
 
-    def _split_state(self, state, N: int, input: Tensor) -> list[State]:
-        """torch's (D*num_layers, N, H) layout -> one state per (layer, direction)."""
+    def _check_state(self, state, N: int, input: Tensor) -> None:
         expected = (self.num_layers * self.num_directions, N, self.hidden_size)
         lstm = self.cell.has_cell_state
-        parts = state if lstm else (state,)
         if lstm and not (isinstance(state, (tuple, list)) and len(state) == 2):
             raise RnnkitError(f"state must be a pair (h_0, c_0) for an LSTM, each of shape {expected}, got {type(state).__name__}")
-        for name, t in zip(("h_0", "c_0") if lstm else ("state",), parts):
+        for name, t in zip(("h_0", "c_0") if lstm else ("state",), state if lstm else (state,)):
             if not isinstance(t, Tensor) or tuple(t.shape) != expected:
                 got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
                 raise RnnkitError(f"{name} must have shape (D*num_layers, N, H) = {expected}, got {got}")
             if t.dtype != input.dtype or t.device != input.device:
                 raise RnnkitError(f"{name} is {t.dtype} on {t.device}, expected {input.dtype} on {input.device} like the input")
-        if lstm:
+
+    def _split_state(self, state) -> list[State] | None:
+        """torch's (D*num_layers, N, H) layout -> one state per (layer, direction)."""
+        if state is None:
+            return None
+        if self.cell.has_cell_state:
             return [LSTMState(h, c) for h, c in zip(state[0].unbind(0), state[1].unbind(0))]
         return list(state.unbind(0))
 
