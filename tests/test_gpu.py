@@ -10,7 +10,7 @@ import copy
 import pytest
 import torch
 
-from conftest import CELL_CASES, CELL_IDS, F32, F64, assert_all_close, build, run_and_grad
+from conftest import CELL_CASES, CELL_IDS, F32, F64, assert_all_close, build, run_and_grad, torch_twin
 
 pytestmark = pytest.mark.gpu
 
@@ -34,12 +34,19 @@ def no_tf32():
         setattr(obj, name, value)
 
 
+# cuDNN's float32 RNN kernels on unpacked input differ from the float64 truth by up to
+# ~7e-6 absolute (measured on an H100, cuDNN 9.19, TF32 off) -- torch's own nn.LSTM on the
+# GPU as much as ours, since it is the same kernel -- so against the truth float32 gets a
+# wider band, and a tight comparison runs against torch's module on the same GPU.
+GPU_F32_TRUTH = {"rtol": 1e-4, "atol": 1e-5}
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("with_lengths", [False, True], ids=["full", "lengths"])
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
 @pytest.mark.parametrize("case", CELL_CASES, ids=CELL_IDS)
 def test_cuda_fast_path_matches_cpu_reference(case, bidirectional, with_lengths, dtype):
-    _, cell, options, _ = case
+    _, cell, options, spec = case
     module = build(cell, options, 8, 16, 2, bidirectional, torch.float64)
     torch.manual_seed(3)
     x = torch.randn(8, 4, 8, dtype=torch.float64)
@@ -51,7 +58,11 @@ def test_cuda_fast_path_matches_cpu_reference(case, bidirectional, with_lengths,
     gpu.impl = "auto"
     out, finals, grads = run_and_grad(gpu, x.to("cuda", dtype), lengths)
     actual = [t.cpu() for t in (out, *finals, *grads)]
-    assert_all_close(actual, expected, **(F64 if dtype == torch.float64 else F32))
+    assert_all_close(actual, expected, **(F64 if dtype == torch.float64 else GPU_F32_TRUTH))
+    if spec is not None and dtype == torch.float32:
+        twin = torch_twin(gpu.cpu(), spec, dtype).cuda()
+        theirs = run_and_grad(twin, x.to("cuda", dtype), lengths, torch_module=True)
+        assert_all_close(actual, [t.cpu() for t in (theirs[0], *theirs[1], *theirs[2])], **F32)
 
 
 def test_state_dict_moves_between_gpu_and_cpu():

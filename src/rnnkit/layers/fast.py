@@ -14,6 +14,7 @@ Two implementations run one layer (both directions) over a whole sequence:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
@@ -40,9 +41,43 @@ def native_op(cell: RecurrentCell) -> Callable | None:
         return torch.lstm
     if isinstance(cell, GRUCell):
         return torch.gru if cell.reset_after else None
-    if isinstance(cell, ElmanCell):
-        return {"tanh": torch.rnn_tanh, "relu": torch.rnn_relu}.get(cell.nonlinearity)
+    if isinstance(cell, ElmanCell):  # sigmoid: a tanh network on rescaled weights (sigmoid_as_tanh)
+        return torch.rnn_relu if cell.nonlinearity == "relu" else torch.rnn_tanh
     return None
+
+
+def _is_sigmoid(cell: RecurrentCell) -> bool:
+    return isinstance(cell, ElmanCell) and cell.nonlinearity == "sigmoid"
+
+
+def sigmoid_as_tanh(
+    weights: Sequence[Tensor], h0: Tensor, num_layers: int, num_directions: int, bias: bool
+) -> tuple[list[Tensor], Tensor]:
+    r"""Rewrite a sigmoid Elman network as a tanh one: the same function, on cuDNN.
+
+    :math:`\sigma(a) = (1 + \tanh(a/2))/2`, so with :math:`h = (1 + g)/2` each layer's
+    :math:`g_t = \tanh(a_t/2)` is a tanh RNN:
+
+    .. math::
+        a_t/2 = \tfrac{1}{2} W_{ih} x_t + \tfrac{1}{4} W_{hh} g_{t-1}
+              + \tfrac{1}{2}(b_{ih} + b_{hh}) + \tfrac{1}{4} W_{hh}\mathbf{1}
+
+    and a layer fed by the g of the layer below (whose h is (1 + g)/2) takes
+    :math:`\tfrac{1}{4} W_{ih}` and adds :math:`\tfrac{1}{4} W_{ih}\mathbf{1}` to its bias.
+    Scaling by powers of two is exact; gradients flow through these maps by autograd.
+    Returns the tanh network's weights (always with biases) and its initial state 2 h_0 - 1.
+    """
+    per = 4 if bias else 2
+    out = []
+    for i in range(num_layers * num_directions):
+        w_ih, w_hh = weights[i * per], weights[i * per + 1]
+        fed_by_g = i >= num_directions  # layer > 0 in a whole-stack call
+        b_ih = w_hh.sum(1) / 4 + (w_ih.sum(1) / 4 if fed_by_g else 0)
+        b_hh = weights[i * per + 3] / 2 if bias else torch.zeros_like(b_ih)
+        if bias:
+            b_ih = b_ih + weights[i * per + 2] / 2
+        out += [w_ih / (4 if fed_by_g else 2), w_hh / 4, b_ih, b_hh]
+    return out, 2 * h0 - 1
 
 
 def native_stack(
@@ -62,23 +97,34 @@ def native_stack(
     """
     op = native_op(cell)
     hx = list(hx) if cell.has_cell_state else [hx]
+    sigmoid, has_biases = _is_sigmoid(cell), cell.bias
+    if sigmoid:
+        weights, hx[0] = sigmoid_as_tanh(weights, hx[0], num_layers, 2 if bidirectional else 1, cell.bias)
+        has_biases = True
     # `train` only decides whether cuDNN keeps what its backward needs (dropout is 0):
     # it must follow autograd, not the module's mode, or a gradient taken in eval mode
     # (the diagnostics take them) fails on GPUs.
     train = torch.is_grad_enabled() and any(t.requires_grad for t in (x, *weights, *hx))
-    args = (cell.bias, num_layers, 0.0, train, bidirectional)
-    if lengths is None:
-        out = op(x, hx if cell.has_cell_state else hx[0], weights, *args, False)
-        y, finals = out[0], out[1:]
-    else:
-        packed = pack_padded_sequence(x, lengths.cpu(), enforce_sorted=False)
-        hx = [h.index_select(1, packed.sorted_indices) for h in hx]
-        out = op(packed.data, packed.batch_sizes, hx if cell.has_cell_state else hx[0], weights, *args)
-        y = pad_packed_sequence(
-            PackedSequence(out[0], packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices),
-            total_length=x.shape[0],
-        )[0]
-        finals = [h.index_select(1, packed.unsorted_indices) for h in out[1:]]
+    args = (has_biases, num_layers, 0.0, train, bidirectional)
+    with warnings.catch_warnings():
+        if sigmoid:  # the rescaled weights are new tensors: cuDNN packs them, as it must
+            warnings.filterwarnings("ignore", message="RNN module weights are not part")
+        if lengths is None:
+            out = op(x, hx if cell.has_cell_state else hx[0], weights, *args, False)
+            y, finals = out[0], list(out[1:])
+        else:
+            packed = pack_padded_sequence(x, lengths.cpu(), enforce_sorted=False)
+            hx = [h.index_select(1, packed.sorted_indices) for h in hx]
+            out = op(packed.data, packed.batch_sizes, hx if cell.has_cell_state else hx[0], weights, *args)
+            y = pad_packed_sequence(
+                PackedSequence(out[0], packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices),
+                total_length=x.shape[0],
+            )[0]
+            finals = [h.index_select(1, packed.unsorted_indices) for h in out[1:]]
+    if sigmoid:  # h = (1 + g) / 2, and zero at padding as on every path
+        y, finals[0] = (1 + y) / 2, (1 + finals[0]) / 2
+        if lengths is not None:
+            y = y.masked_fill(~step_mask(lengths, x.shape[0]), 0.0)
     return y, (LSTMState(*finals) if cell.has_cell_state else finals[0])
 
 
@@ -98,7 +144,7 @@ def native_layer(
 
 def cudnn_mode(cell: RecurrentCell) -> str | None:
     """cuDNN's name for ``cell``'s recurrence (for flattening weights), or None."""
-    op = native_op(cell)
+    op = None if _is_sigmoid(cell) else native_op(cell)
     return {torch.lstm: "LSTM", torch.gru: "GRU", torch.rnn_tanh: "RNN_TANH", torch.rnn_relu: "RNN_RELU"}.get(op)
 
 
@@ -143,7 +189,8 @@ def choose(cell: RecurrentCell, device: torch.device, dtype: torch.dtype, has_le
     """The kernel that wins for this case, as measured by ``bench/cells.py``.
 
     * CUDA: cuDNN wherever torch has the cell (LSTM, GRU with ``reset_after``, tanh/relu
-      Elman), packed for variable lengths; our kernels for the sigmoid Elman and Cho's GRU.
+      Elman, and the sigmoid Elman rewritten as a tanh one), packed for variable
+      lengths; our kernels for Cho's GRU.
     * CPU: oneDNN only for the fp32 LSTM without lengths; every other CPU case (GRU,
       Elman, fp64, packed input) steps through ordinary ops in torch, where our
       kernels are faster.

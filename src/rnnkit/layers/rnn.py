@@ -100,6 +100,8 @@ class RNN(nn.Module):
                 self._names.append(names)
         self._weight_names = [flat for names in self._names for name, flat in names.items() if name not in ("h_0", "c_0")]
         self.__dict__["_reference"] = self._build_reference()
+        self._flat_ptrs: list[int] = []
+        self.flatten_parameters()
 
     @property
     def impl(self) -> str:
@@ -137,23 +139,23 @@ class RNN(nn.Module):
         """
         mode = fast.cudnn_mode(self.cell)
         weights = [getattr(self, name) for name in self._weight_names]
-        if mode is None or not weights[0].is_cuda or not torch.backends.cudnn.is_acceptable(weights[0]):
-            return
-        try:
-            with torch.no_grad():
-                torch._cudnn_rnn_flatten_weight(
-                    weights,
-                    4 if self.cell.bias else 2,
-                    self.input_size,
-                    torch.backends.cudnn.rnn.get_cudnn_mode(mode),
-                    self.hidden_size,
-                    0,
-                    self.num_layers,
-                    False,
-                    self.bidirectional,
-                )
-        except (AttributeError, RuntimeError):  # private torch API: speed only, never correctness
-            return
+        if mode is not None and weights[0].is_cuda and torch.backends.cudnn.is_acceptable(weights[0]):
+            try:
+                with torch.no_grad():
+                    torch._cudnn_rnn_flatten_weight(
+                        weights,
+                        4 if self.cell.bias else 2,
+                        self.input_size,
+                        torch.backends.cudnn.rnn.get_cudnn_mode(mode),
+                        self.hidden_size,
+                        0,
+                        self.num_layers,
+                        False,
+                        self.bidirectional,
+                    )
+            except (AttributeError, RuntimeError):  # private torch API: speed only, never correctness
+                pass
+        self._flat_ptrs = [w.data_ptr() for w in weights]
 
     def train(self, mode: bool = True) -> RNN:
         super().train(mode)
@@ -177,6 +179,8 @@ class RNN(nn.Module):
             # Nothing happens between layers: one fused call runs the whole stack.
             hx = self._initial_hx(N) if state is None else state
             weights = [getattr(self, name) for name in self._weight_names]
+            if input.is_cuda and [w.data_ptr() for w in weights] != self._flat_ptrs:
+                self.flatten_parameters()  # e.g. after deepcopy or load_state_dict(assign=True)
             return fast.native_stack(self.cell, input, hx, weights, lengths, self.num_layers, self.bidirectional)
         output, finals = self._forward_layers(kernel, input, self._split_state(state), lengths)
         return output, self._join_state(finals)
