@@ -60,7 +60,7 @@ def test_cuda_fast_path_matches_cpu_reference(case, bidirectional, with_lengths,
     actual = [t.cpu() for t in (out, *finals, *grads)]
     assert_all_close(actual, expected, **(F64 if dtype == torch.float64 else GPU_F32_TRUTH))
     if spec is not None and dtype == torch.float32:
-        twin = torch_twin(gpu.cpu(), spec, dtype).cuda()
+        twin = torch_twin(gpu, spec, dtype).cuda()
         theirs = run_and_grad(twin, x.to("cuda", dtype), lengths, torch_module=True)
         assert_all_close(actual, [t.cpu() for t in (theirs[0], *theirs[1], *theirs[2])], **F32)
 
