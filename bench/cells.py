@@ -26,9 +26,8 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import harness  # noqa: E402
-
-import rnnkit  # noqa: E402
+import harness
+import rnnkit
 
 # (label, rnnkit cell, options, torch baseline class, its options, issue target ratio)
 CASES = [
@@ -55,11 +54,13 @@ def make_step(module: nn.Module, x: torch.Tensor, lengths: torch.Tensor | None, 
     return step
 
 
-def run_case(label, cell, options, base_cls, base_options, target, hidden, args, device, dtype, lengths_on, impls):
+def run_case(
+    label, cell, options, base_cls, base_options, target, hidden, args, device, dtype, lengths_on, impls
+):
     torch.manual_seed(0)
     ours = rnnkit.rnn(cell, hidden, hidden, num_layers=args.layers, device=device, dtype=dtype, **options)
     base = base_cls(hidden, hidden, num_layers=args.layers, **base_options).to(device=device, dtype=dtype)
-    if not options or label.startswith("elman-") and label != "elman-sigmoid":
+    if not options or (label.startswith("elman-") and label != "elman-sigmoid"):
         base.load_state_dict(ours.state_dict(), strict=True)  # the same function, same weights
     x = torch.randn(args.bptt, args.batch, hidden, device=device, dtype=dtype, requires_grad=True)
     lengths = None
@@ -130,13 +131,30 @@ def main() -> None:
     rows = []
     peak = harness.matmul_peak(device, dtype=torch.float32)
     print(f"matmul peak (1024^3, float32): {peak:.1f} GFLOP/s; 'auto %peak' = rnnkit's FLOP rate / peak")
-    print(f"{'case':14} {'H':>4} {'dtype':7} {'len':3} {'torch tok/s':>11}  " + "  ".join(f"{k:>22}" for k in impls) + "  auto %peak")
+    print(
+        f"{'case':14} {'H':>4} {'dtype':7} {'len':3} {'torch tok/s':>11}  "
+        + "  ".join(f"{k:>22}" for k in impls)
+        + "  auto %peak"
+    )
     for hidden in args.hidden:
         for label, cell, options, base_cls, base_options, target in CASES:
             if label not in args.cases:
                 continue
             for dtype, lengths_on in settings:
-                row = run_case(label, cell, options, base_cls, base_options, target, hidden, args, device, dtype, lengths_on, impls)
+                row = run_case(
+                    label,
+                    cell,
+                    options,
+                    base_cls,
+                    base_options,
+                    target,
+                    hidden,
+                    args,
+                    device,
+                    dtype,
+                    lengths_on,
+                    impls,
+                )
                 rows.append(row)
                 for w in row["warnings"]:
                     print(f"  warning: {w}")
@@ -146,16 +164,22 @@ def main() -> None:
                     cells.append(f"{r['median']:5.2f}x [{r['min']:4.2f},{r['max']:4.2f}]" if r else "-")
                 flag = ""
                 if row["target"] is not None:
-                    flag = "  target {:.2f}x {}".format(row["target"], "met" if row["ratio_vs_torch"]["auto"]["median"] >= row["target"] else "MISSED")
+                    flag = "  target {:.2f}x {}".format(
+                        row["target"],
+                        "met" if row["ratio_vs_torch"]["auto"]["median"] >= row["target"] else "MISSED",
+                    )
                 print(
                     f"{label:14} {hidden:>4} {row['dtype']:7} {'yes' if lengths_on else 'no':3} "
-                    f"{row['tokens_per_s']['torch']:11.0f}  " + "  ".join(f"{c:>22}" for c in cells)
-                    + f"  {100 * row['gflops']['auto'] / peak:9.0f}%" + flag,
+                    f"{row['tokens_per_s']['torch']:11.0f}  "
+                    + "  ".join(f"{c:>22}" for c in cells)
+                    + f"  {100 * row['gflops']['auto'] / peak:9.0f}%"
+                    + flag,
                     flush=True,
                 )
     out = args.json or f"bench/out/cells-{device.type}.json"
     harness.write_json(
-        out, {"machine": harness.machine(device), "matmul_peak_gflops": peak, "args": vars(args), "rows": rows}
+        out,
+        {"machine": harness.machine(device), "matmul_peak_gflops": peak, "args": vars(args), "rows": rows},
     )
     print(f"wrote {out}")
 

@@ -58,7 +58,9 @@ def interleaved(
     return times
 
 
-def matmul_peak(device: torch.device, n: int = 1024, dtype: torch.dtype = torch.float32, repeats: int = 5) -> float:
+def matmul_peak(
+    device: torch.device, n: int = 1024, dtype: torch.dtype = torch.float32, repeats: int = 5
+) -> float:
     """Best measured GFLOP/s of an n x n x n matrix product: the limit to compare against."""
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)

@@ -63,7 +63,9 @@ def run_and_grad(module: nn.Module, x: torch.Tensor, lengths=None, state=None, t
     finals = state_tensors(final)
     loss = (out * weights_like(out)).sum() + sum((f * weights_like(f).flip(-1)).sum() for f in finals)
     loss.backward()
-    grads = [x.grad] + ([s.grad for s in state_in] if state_in else []) + [p.grad for p in module.parameters()]
+    grads = (
+        [x.grad] + ([s.grad for s in state_in] if state_in else []) + [p.grad for p in module.parameters()]
+    )
     return out.detach(), [f.detach() for f in finals], grads
 
 
@@ -77,7 +79,17 @@ def assert_all_close(actual, expected, **tol) -> None:
         torch.testing.assert_close(a, e, msg=lambda m, i=i: f"item {i}: {m}", **tol)
 
 
-def build(cell: str, options: dict, input_size: int, hidden: int, layers: int, bidirectional: bool, dtype, seed=0, **kw):
+def build(
+    cell: str,
+    options: dict,
+    input_size: int,
+    hidden: int,
+    layers: int,
+    bidirectional: bool,
+    dtype,
+    seed=0,
+    **kw,
+):
     torch.manual_seed(seed)
     return rnnkit.rnn(
         cell, input_size, hidden, num_layers=layers, bidirectional=bidirectional, dtype=dtype, **options, **kw

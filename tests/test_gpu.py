@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from conftest import CELL_CASES, CELL_IDS, F32, F64, assert_all_close, build, run_and_grad, torch_twin
+from rnnkit.layers import fast
 
 pytestmark = pytest.mark.gpu
 
@@ -35,10 +36,11 @@ def no_tf32():
 
 
 # cuDNN's float32 RNN kernels on unpacked input differ from the float64 truth by up to
-# ~7e-6 absolute (measured on an H100, cuDNN 9.19, TF32 off) -- torch's own nn.LSTM on the
-# GPU as much as ours, since it is the same kernel -- so against the truth float32 gets a
-# wider band, and a tight comparison runs against torch's module on the same GPU.
-GPU_F32_TRUTH = {"rtol": 1e-4, "atol": 1e-5}
+# 3.9e-5 absolute in weight gradients (relative 1.6e-3 at small entries; H200, cuDNN 9.19,
+# TF32 switched off everywhere torch lets us) -- a TF32-like band, and torch's own
+# nn.LSTM runs the same kernel. So on those paths float32 is held tightly to torch's module
+# on the same GPU, and to the truth only within that band; float64 is held to the truth.
+CUDNN_F32_TRUTH = {"rtol": 1e-3, "atol": 1e-4}
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
@@ -58,7 +60,9 @@ def test_cuda_fast_path_matches_cpu_reference(case, bidirectional, with_lengths,
     gpu.impl = "auto"
     out, finals, grads = run_and_grad(gpu, x.to("cuda", dtype), lengths)
     actual = [t.cpu() for t in (out, *finals, *grads)]
-    assert_all_close(actual, expected, **(F64 if dtype == torch.float64 else GPU_F32_TRUTH))
+    on_cudnn = fast.native_op(gpu.cell) is not None  # what fast.choose picks on CUDA
+    tol = F64 if dtype == torch.float64 else (CUDNN_F32_TRUTH if on_cudnn else F32)
+    assert_all_close(actual, expected, **tol)
     if spec is not None and dtype == torch.float32:
         twin = torch_twin(gpu, spec, dtype).cuda()
         theirs = run_and_grad(twin, x.to("cuda", dtype), lengths, torch_module=True)

@@ -15,7 +15,9 @@ F64 = {"rtol": 1e-8, "atol": 1e-10}
 def _pair(cell_cls, torch_cls, **kw):
     torch.manual_seed(0)
     ours = cell_cls(5, 7, dtype=torch.float64, **kw)
-    theirs = torch_cls(5, 7, **({"nonlinearity": kw["nonlinearity"]} if "nonlinearity" in kw else {})).double()
+    theirs = torch_cls(
+        5, 7, **({"nonlinearity": kw["nonlinearity"]} if "nonlinearity" in kw else {})
+    ).double()
     theirs.load_state_dict(ours.state_dict(), strict=True)
     return ours, theirs
 
@@ -63,7 +65,16 @@ def test_cell_equals_torch_cell_with_gradients(cell_cls, torch_cls, kw):
         lambda: LSTMCell(3, 4, forget_bias=1.0, dtype=torch.float64),
         lambda: LSTMCell(3, 4, bias=False, dtype=torch.float64),
     ],
-    ids=["elman-sigmoid-nobias", "elman-tanh", "irnn", "gru", "gru-cho", "gru-cho-nobias", "lstm", "lstm-nobias"],
+    ids=[
+        "elman-sigmoid-nobias",
+        "elman-tanh",
+        "irnn",
+        "gru",
+        "gru-cho",
+        "gru-cho-nobias",
+        "lstm",
+        "lstm-nobias",
+    ],
 )
 def test_gradcheck_cell(make):
     torch.manual_seed(0)

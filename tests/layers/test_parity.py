@@ -12,9 +12,8 @@ import copy
 import pytest
 import torch
 
-from rnnkit.layers import fast
-
 from conftest import CELL_CASES, CELL_IDS, F32, F64, assert_all_close, build, run_and_grad, torch_twin
+from rnnkit.layers import fast
 
 LENGTHS = [7, 3, 5, 1]  # N = 4, L = 7, unsorted, one of length 1
 
@@ -71,7 +70,9 @@ def test_float32_production_path_matches(case, bidirectional, with_lengths):
     actual = run_and_grad(module, x, lengths)
     truth = copy.deepcopy(module).double()
     if spec is not None:
-        expected = run_and_grad(torch_twin(truth, spec, torch.float64), x.double(), lengths, torch_module=True)
+        expected = run_and_grad(
+            torch_twin(truth, spec, torch.float64), x.double(), lengths, torch_module=True
+        )
     else:
         truth.impl = "reference"
         expected = run_and_grad(truth, x.double(), lengths)

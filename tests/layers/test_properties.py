@@ -35,8 +35,13 @@ def problems(draw):
 def _module(p):
     torch.manual_seed(p["seed"])
     m = rnnkit.rnn(
-        p["cell"], p["input_size"], p["hidden"], num_layers=p["layers"], bidirectional=p["bidirectional"],
-        dtype=torch.float64, **p["options"],
+        p["cell"],
+        p["input_size"],
+        p["hidden"],
+        num_layers=p["layers"],
+        bidirectional=p["bidirectional"],
+        dtype=torch.float64,
+        **p["options"],
     )
     m.impl = p["impl"]
     return m

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -21,7 +21,7 @@ class LSTMState(NamedTuple):
     c: Tensor
 
 
-State = Union[Tensor, LSTMState]
+State = Tensor | LSTMState
 """A cell's state: one tensor ``h`` (Elman, GRU) or :class:`LSTMState` ``(h, c)``."""
 
 

@@ -55,9 +55,7 @@ class ElmanCell(RecurrentCell):
         dtype: torch.dtype | None = None,
     ) -> None:
         if nonlinearity not in ACTIVATIONS:
-            raise RnnkitError(
-                f"nonlinearity must be one of {sorted(ACTIVATIONS)}, got {nonlinearity!r}"
-            )
+            raise RnnkitError(f"nonlinearity must be one of {sorted(ACTIVATIONS)}, got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
         super().__init__(input_size, hidden_size, bias, learn_initial_state, device, dtype)
 

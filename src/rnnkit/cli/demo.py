@@ -38,7 +38,9 @@ class TinyLM(nn.Module):
 def parity_error(cell: str, options: dict, device: torch.device) -> float:
     """Largest difference between the fast and the reference path (output and every gradient)."""
     torch.manual_seed(0)
-    m = rnnkit.rnn(cell, 6, 8, num_layers=2, bidirectional=True, dtype=torch.float64, device=device, **options)
+    m = rnnkit.rnn(
+        cell, 6, 8, num_layers=2, bidirectional=True, dtype=torch.float64, device=device, **options
+    )
     x = torch.randn(9, 4, 6, dtype=torch.float64, device=device)
     results = []
     for impl in ("reference", "auto"):
@@ -85,6 +87,8 @@ def run_demo(steps: int = 300, seed: int = 0, device: str = "cpu") -> int:
                 ppl_start = ppl
         rate = steps * batch * seq_len / (time.perf_counter() - start)
         print(f"{label:16} {err:18.1e} {ppl_start:12.2f} {ppl:10.2f} {rate:9.0f}", flush=True)
-    print("\nperplexity 1.0 means the model predicts every repeated token; "
-          f"{vocab} is chance. The fast path is checked against the lecture's equations in float64.")
+    print(
+        "\nperplexity 1.0 means the model predicts every repeated token; "
+        f"{vocab} is chance. The fast path is checked against the lecture's equations in float64."
+    )
     return 0

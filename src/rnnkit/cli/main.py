@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo = commands.add_parser(
         "demo",
-        help="a short run on generated data: parity of the fast and reference paths, then a small training run",
+        help="a short run on generated data: fast path = reference path, then small models training",
         description=(
             "Check that each cell's fast path computes the reference path's function (outputs and "
             "gradients), then train a small language model of each cell on a generated task that "

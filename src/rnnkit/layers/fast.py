@@ -32,7 +32,9 @@ from rnnkit.layers.state import flip_sequences, step_mask
 LayerParams = dict[str, Tensor]
 """One direction's parameters by cell name: ``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``."""
 
-LayerKernel = Callable[[RecurrentCell, Tensor, Sequence[State], Sequence[LayerParams], Tensor | None], tuple[Tensor, list[State]]]
+LayerKernel = Callable[
+    [RecurrentCell, Tensor, Sequence[State], Sequence[LayerParams], Tensor | None], tuple[Tensor, list[State]]
+]
 
 
 def native_op(cell: RecurrentCell) -> Callable | None:
@@ -129,7 +131,11 @@ def native_stack(
 
 
 def native_layer(
-    cell: RecurrentCell, x: Tensor, states: Sequence[State], params: Sequence[LayerParams], lengths: Tensor | None
+    cell: RecurrentCell,
+    x: Tensor,
+    states: Sequence[State],
+    params: Sequence[LayerParams],
+    lengths: Tensor | None,
 ) -> tuple[Tensor, list[State]]:
     """One layer (both directions) through torch's fused op."""
     names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh") if cell.bias else ("weight_ih", "weight_hh")
@@ -145,11 +151,17 @@ def native_layer(
 def cudnn_mode(cell: RecurrentCell) -> str | None:
     """cuDNN's name for ``cell``'s recurrence (for flattening weights), or None."""
     op = None if _is_sigmoid(cell) else native_op(cell)
-    return {torch.lstm: "LSTM", torch.gru: "GRU", torch.rnn_tanh: "RNN_TANH", torch.rnn_relu: "RNN_RELU"}.get(op)
+    return {torch.lstm: "LSTM", torch.gru: "GRU", torch.rnn_tanh: "RNN_TANH", torch.rnn_relu: "RNN_RELU"}.get(
+        op
+    )
 
 
 def own_layer(
-    cell: RecurrentCell, x: Tensor, states: Sequence[State], params: Sequence[LayerParams], lengths: Tensor | None
+    cell: RecurrentCell,
+    x: Tensor,
+    states: Sequence[State],
+    params: Sequence[LayerParams],
+    lengths: Tensor | None,
 ) -> tuple[Tensor, list[State]]:
     """One layer through rnnkit's kernels, one direction after the other."""
     mask = None if lengths is None else step_mask(lengths, x.shape[0])

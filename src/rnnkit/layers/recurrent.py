@@ -30,7 +30,9 @@ class Recurrent(nn.Module):
         self.cell = cell
         self.reverse = reverse
 
-    def forward(self, input: Tensor, state: State | None = None, lengths: Tensor | None = None) -> tuple[Tensor, State]:
+    def forward(
+        self, input: Tensor, state: State | None = None, lengths: Tensor | None = None
+    ) -> tuple[Tensor, State]:
         L, N = input.shape[:2]
         x = flip_sequences(input, lengths) if self.reverse else input
         if state is None:

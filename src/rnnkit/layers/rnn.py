@@ -74,7 +74,11 @@ class RNN(nn.Module):
         impl: str = "auto",
     ) -> None:
         super().__init__()
-        for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+        for name, value in (
+            ("input_size", input_size),
+            ("hidden_size", hidden_size),
+            ("num_layers", num_layers),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise RnnkitError(f"{name} must be a positive integer, got {value!r}")
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
@@ -98,7 +102,9 @@ class RNN(nn.Module):
                     self.register_parameter(names[name], p)
                 self._cells.append(copy.deepcopy(cell).to("meta"))
                 self._names.append(names)
-        self._weight_names = [flat for names in self._names for name, flat in names.items() if name not in ("h_0", "c_0")]
+        self._weight_names = [
+            flat for names in self._names for name, flat in names.items() if name not in ("h_0", "c_0")
+        ]
         self.__dict__["_reference"] = self._build_reference()
         self._flat_ptrs: list[int] = []
         self.flatten_parameters()
@@ -163,7 +169,10 @@ class RNN(nn.Module):
         return self
 
     def forward(
-        self, input: Tensor, state: Tensor | tuple[Tensor, Tensor] | None = None, lengths: Tensor | Sequence[int] | None = None
+        self,
+        input: Tensor,
+        state: Tensor | tuple[Tensor, Tensor] | None = None,
+        lengths: Tensor | Sequence[int] | None = None,
     ) -> tuple[Tensor, Tensor | LSTMState]:
         self._check_input(input)
         L, N = input.shape[:2]
@@ -181,7 +190,9 @@ class RNN(nn.Module):
             weights = [getattr(self, name) for name in self._weight_names]
             if input.is_cuda and [w.data_ptr() for w in weights] != self._flat_ptrs:
                 self.flatten_parameters()  # e.g. after deepcopy or load_state_dict(assign=True)
-            return fast.native_stack(self.cell, input, hx, weights, lengths, self.num_layers, self.bidirectional)
+            return fast.native_stack(
+                self.cell, input, hx, weights, lengths, self.num_layers, self.bidirectional
+            )
         output, finals = self._forward_layers(kernel, input, self._split_state(state), lengths)
         return output, self._join_state(finals)
 
@@ -194,11 +205,15 @@ class RNN(nn.Module):
         params = {}
         for k in range(self.num_layers):
             for d in range(D):
-                prefix = f"layers.{k}." + (("forward_layer.", "backward_layer.")[d] if D == 2 else "") + "cell."
+                prefix = (
+                    f"layers.{k}." + (("forward_layer.", "backward_layer.")[d] if D == 2 else "") + "cell."
+                )
                 params.update({prefix + name: p for name, p in self.layer_parameters(k * D + d).items()})
         nested = None
         if states is not None:
-            nested = [tuple(states[k * D : (k + 1) * D]) if D == 2 else states[k] for k in range(self.num_layers)]
+            nested = [
+                tuple(states[k * D : (k + 1) * D]) if D == 2 else states[k] for k in range(self.num_layers)
+            ]
         output, finals = functional_call(self._reference, params, (input, nested, lengths))
         flat = [s for layer in finals for s in (layer if D == 2 else (layer,))]
         return output, flat
@@ -219,7 +234,9 @@ class RNN(nn.Module):
         return x, finals
 
     def _initial_state(self, params: dict[str, Tensor], N: int) -> State:
-        return initial_state(N, params["weight_hh"], params.get("h_0"), params.get("c_0"), self.cell.has_cell_state)
+        return initial_state(
+            N, params["weight_hh"], params.get("h_0"), params.get("c_0"), self.cell.has_cell_state
+        )
 
     def _initial_hx(self, N: int) -> Tensor | LSTMState:
         """The initial state of every layer and direction in torch's layout (D*num_layers, N, H)."""
@@ -227,7 +244,9 @@ class RNN(nn.Module):
             shape = (self.num_layers * self.num_directions, N, self.hidden_size)
             h = self.weight_hh_l0.new_zeros(shape)
             return LSTMState(h, torch.zeros_like(h)) if self.cell.has_cell_state else h
-        return self._join_state([self._initial_state(self.layer_parameters(i), N) for i in range(len(self._names))])
+        return self._join_state(
+            [self._initial_state(self.layer_parameters(i), N) for i in range(len(self._names))]
+        )
 
     def _kernel(self, device: torch.device, dtype: torch.dtype, has_lengths: bool) -> fast.LayerKernel:
         if self.impl == "own":
@@ -240,15 +259,20 @@ class RNN(nn.Module):
 
     def _check_input(self, input: Tensor) -> None:
         if not isinstance(input, Tensor):
-            raise RnnkitError(f"input must be a torch.Tensor of shape (L, N, {self.input_size}), got {type(input).__name__}")
+            raise RnnkitError(
+                f"input must be a torch.Tensor of shape (L, N, {self.input_size}), got {type(input).__name__}"
+            )
         if input.dim() != 3:
             raise RnnkitError(
-                f"input must be 3-D, time-major (L, N, H_in={self.input_size}), got shape {tuple(input.shape)}"
+                f"input must be 3-D, time-major (L, N, H_in={self.input_size}), "
+                f"got shape {tuple(input.shape)}"
             )
         if input.shape[-1] != self.input_size:
             raise RnnkitError(f"input feature size must be {self.input_size}, got shape {tuple(input.shape)}")
         if input.shape[0] == 0 or input.shape[1] == 0:
-            raise RnnkitError(f"input must have at least one step and one sequence, got shape {tuple(input.shape)}")
+            raise RnnkitError(
+                f"input must have at least one step and one sequence, got shape {tuple(input.shape)}"
+            )
         ref = self.weight_hh_l0
         if input.dtype != ref.dtype or input.device != ref.device:
             raise RnnkitError(
@@ -260,13 +284,19 @@ class RNN(nn.Module):
         expected = (self.num_layers * self.num_directions, N, self.hidden_size)
         lstm = self.cell.has_cell_state
         if lstm and not (isinstance(state, (tuple, list)) and len(state) == 2):
-            raise RnnkitError(f"state must be a pair (h_0, c_0) for an LSTM, each of shape {expected}, got {type(state).__name__}")
+            raise RnnkitError(
+                f"state must be a pair (h_0, c_0) for an LSTM, each of shape {expected}, "
+                f"got {type(state).__name__}"
+            )
         for name, t in zip(("h_0", "c_0") if lstm else ("state",), state if lstm else (state,)):
             if not isinstance(t, Tensor) or tuple(t.shape) != expected:
                 got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
                 raise RnnkitError(f"{name} must have shape (D*num_layers, N, H) = {expected}, got {got}")
             if t.dtype != input.dtype or t.device != input.device:
-                raise RnnkitError(f"{name} is {t.dtype} on {t.device}, expected {input.dtype} on {input.device} like the input")
+                raise RnnkitError(
+                    f"{name} is {t.dtype} on {t.device}, "
+                    f"expected {input.dtype} on {input.device} like the input"
+                )
 
     def _split_state(self, state) -> list[State] | None:
         """torch's (D*num_layers, N, H) layout -> one state per (layer, direction)."""

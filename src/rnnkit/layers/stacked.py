@@ -30,7 +30,9 @@ class Stacked(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.dropout = dropout
 
-    def forward(self, input: Tensor, states: Sequence | None = None, lengths: Tensor | None = None) -> tuple[Tensor, list]:
+    def forward(
+        self, input: Tensor, states: Sequence | None = None, lengths: Tensor | None = None
+    ) -> tuple[Tensor, list]:
         states = [None] * len(self.layers) if states is None else states
         x, finals = input, []
         for k, (layer, state) in enumerate(zip(self.layers, states)):

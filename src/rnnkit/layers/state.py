@@ -11,7 +11,9 @@ from rnnkit.cells.base import LSTMState, State
 from rnnkit.errors import RnnkitError
 
 
-def check_lengths(lengths: Tensor | Sequence[int], seq_len: int, batch_size: int, device: torch.device) -> Tensor:
+def check_lengths(
+    lengths: Tensor | Sequence[int], seq_len: int, batch_size: int, device: torch.device
+) -> Tensor:
     """Validate per-sequence lengths and return them as an int64 tensor on ``device``.
 
     Raises:
@@ -19,7 +21,9 @@ def check_lengths(lengths: Tensor | Sequence[int], seq_len: int, batch_size: int
     """
     t = lengths if isinstance(lengths, Tensor) else torch.as_tensor(list(lengths))
     if t.dim() != 1 or t.numel() != batch_size:
-        raise RnnkitError(f"lengths must be 1-D with one entry per sequence (N={batch_size}), got shape {tuple(t.shape)}")
+        raise RnnkitError(
+            f"lengths must be 1-D with one entry per sequence (N={batch_size}), got shape {tuple(t.shape)}"
+        )
     if t.dtype.is_floating_point or t.dtype == torch.bool or t.is_complex():
         raise RnnkitError(f"lengths must hold integers, got dtype {t.dtype}")
     lo, hi = int(t.min()), int(t.max())
