@@ -168,7 +168,7 @@ def own_layer(
     outputs, finals = [], []
     for reverse, (state, p) in enumerate(zip(states, params)):
         xd = flip_sequences(x, lengths) if reverse else x
-        y, final = _OWN[type(cell)](cell, xd, state, p, mask)
+        y, final = _own_kernel(cell)(cell, xd, state, p, mask)
         outputs.append(flip_sequences(y, lengths) if reverse else y)
         finals.append(final)
     return (outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)), finals
@@ -195,6 +195,13 @@ def _own_lstm(cell: LSTMCell, x: Tensor, state: LSTMState, p: LayerParams, mask:
 
 
 _OWN = {ElmanCell: _own_elman, GRUCell: _own_gru, LSTMCell: _own_lstm}
+
+
+def _own_kernel(cell: RecurrentCell) -> Callable:
+    for cls in type(cell).__mro__:  # a subclass of a cell runs its parent's kernel
+        if cls in _OWN:
+            return _OWN[cls]
+    raise TypeError(f"no rnnkit kernel for {type(cell).__name__}; use impl='reference'")
 
 
 def choose(cell: RecurrentCell, device: torch.device, dtype: torch.dtype, has_lengths: bool) -> LayerKernel:

@@ -214,6 +214,7 @@ class RNN(nn.Module):
             nested = [
                 tuple(states[k * D : (k + 1) * D]) if D == 2 else states[k] for k in range(self.num_layers)
             ]
+        self._reference.dropout = self.dropout
         output, finals = functional_call(self._reference, params, (input, nested, lengths))
         flat = [s for layer in finals for s in (layer if D == 2 else (layer,))]
         return output, flat
