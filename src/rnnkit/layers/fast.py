@@ -148,12 +148,13 @@ def native_layer(
     return y, list(final)
 
 
+_CUDNN_MODES = {torch.lstm: "LSTM", torch.gru: "GRU", torch.rnn_tanh: "RNN_TANH", torch.rnn_relu: "RNN_RELU"}
+
+
 def cudnn_mode(cell: RecurrentCell) -> str | None:
     """cuDNN's name for ``cell``'s recurrence (for flattening weights), or None."""
     op = None if _is_sigmoid(cell) else native_op(cell)
-    return {torch.lstm: "LSTM", torch.gru: "GRU", torch.rnn_tanh: "RNN_TANH", torch.rnn_relu: "RNN_RELU"}.get(
-        op
-    )
+    return _CUDNN_MODES.get(op)
 
 
 def own_layer(

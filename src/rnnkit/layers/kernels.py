@@ -74,10 +74,7 @@ class ElmanRecurrence(torch.autograd.Function):
         tmp = torch.empty_like(g)
         for t in range(L - 1, -1, -1):
             torch.mul(g, D[t], out=dpre[t])
-            base = dy[t - 1] if t > 0 else torch.zeros_like(g)
-            if keep is not None:  # a padded step passes its gradient straight through
-                base = torch.addcmul(base, g, keep[t], out=tmp)
-            g = torch.addmm(base, dpre[t], w_hh)
+            g = torch.addmm(_carried(dy, t, g, keep, tmp), dpre[t], w_hh)
         dw_hh = dpre.flatten(0, 1).t() @ hs[:-1].flatten(0, 1)
         return dpre, g, dw_hh, None, None
 
@@ -242,12 +239,18 @@ class LSTMRecurrence(torch.autograd.Function):
             torch.mul(gh, Po[t], out=d_gates[t, :, 3 * H :])
             torch.mul(dc.unsqueeze(1), P3[t], out=d_gates[t, :, : 3 * H].view(N, 3, H))
             torch.mul(dc, Fc[t], out=gc)
-            base = dy[t - 1] if t > 0 else torch.zeros_like(gh)
-            if keep is not None:  # a padded step passes its gradient straight through
-                base = torch.addcmul(base, gh, keep[t], out=tmp)
-            gh = torch.addmm(base, d_gates[t], w_hh)
+            gh = torch.addmm(_carried(dy, t, gh, keep, tmp), d_gates[t], w_hh)
         dw_hh = d_gates.flatten(0, 1).t() @ hs[:-1].flatten(0, 1)
         return d_gates, gh, gc, dw_hh, None
+
+
+def _carried(dy: Tensor, t: int, g: Tensor, keep: Tensor | None, tmp: Tensor) -> Tensor:
+    """dL/dh_{t-1} but for the recurrent product: dy_{t-1} (nothing before the first
+    step), plus all of g = dL/dh_t where step t is padding (its state passed straight through)."""
+    base = dy[t - 1] if t > 0 else torch.zeros_like(g)
+    if keep is not None:
+        base = torch.addcmul(base, g, keep[t], out=tmp)
+    return base
 
 
 def _affine(x: Tensor, w_t: Tensor, b: Tensor | None, out: Tensor) -> Tensor:
