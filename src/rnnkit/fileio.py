@@ -1,0 +1,59 @@
+"""Files in and out: strict UTF-8 reading with exact error positions, atomic writes."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from rnnkit.errors import RnnkitError
+
+
+def read_text(path: str | os.PathLike, what: str = "file") -> str:
+    """The whole file as text, decoded as strict UTF-8.
+
+    Raises:
+        RnnkitError: the file is missing, not a file, empty, or not UTF-8 (naming the
+            line and the byte offset of the first bad byte).
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise RnnkitError(f"{path}: no such {what}") from None
+    except IsADirectoryError:
+        raise RnnkitError(f"{path}: is a directory, expected a {what}") from None
+    except OSError as err:
+        raise RnnkitError(f"{path}: cannot read the {what} ({err.strerror})") from None
+    if not data.strip():
+        raise RnnkitError(f"{path}: the {what} is empty")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise RnnkitError(
+            f"{path}: line {line}, byte offset {err.start}: not UTF-8 (byte 0x{data[err.start]:02x})"
+        ) from None
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it into place.
+
+    A crash or Ctrl-C at any moment leaves either the old file or the new one, never
+    half of one.
+    """
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
