@@ -33,12 +33,49 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--steps", type=int, default=300, help="training steps per cell (default: 300)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     demo.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+
+    train = commands.add_parser(
+        "train",
+        help="train a model (the task comes from the config; lm by default)",
+        description=(
+            "Train a model on a corpus and write a run directory: config.json, vocab.json, best/ and "
+            "last/ checkpoints (safetensors + JSON), metrics.jsonl and summary.json. Settings come from "
+            "the defaults, then --config FILE.toml, then --section.field=value overrides, e.g. "
+            "--model.cell=gru --train.lr=20."
+        ),
+        epilog="Settings: see rnnkit.config (sections model, data, train).",
+    )
+    train.add_argument(
+        "--data", help="corpus directory, single text file, or named corpus (ptb, tinyshakespeare)"
+    )
+    train.add_argument("--train", dest="train_file", help="training text file (instead of --data)")
+    train.add_argument("--valid", dest="valid_file", help="validation text file")
+    train.add_argument("--test", dest="test_file", help="test text file")
+    train.add_argument("--out", required=True, help="run directory to create")
+    train.add_argument("--config", help="TOML settings file")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="perplexity of a trained run on a split",
+        description="Evaluate a run's best checkpoint: loss, perplexity and bits per token.",
+    )
+    evaluate.add_argument("run", help="run directory")
+    evaluate.add_argument(
+        "--data", help="corpus (default: the one in the run's summary is not stored; required)"
+    )
+    evaluate.add_argument("--split", choices=("valid", "test"), default="test")
+    evaluate.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    overrides = [a for a in extra if a.startswith("--") and "=" in a and "." in a.split("=")[0]]
+    unknown = [a for a in extra if a not in overrides]
+    if unknown or (overrides and args.command != "train"):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
     if args.command is None:
         parser.print_help()
         return 0
@@ -47,6 +84,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from rnnkit.cli.demo import run_demo
 
             return run_demo(steps=args.steps, seed=args.seed, device=args.device)
+        if args.command == "train":
+            from rnnkit.cli.commands import train
+
+            return train(args, overrides)
+        if args.command == "evaluate":
+            from rnnkit.cli.commands import evaluate
+
+            return evaluate(args)
     except RnnkitError as err:
         print(f"rnnkit {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -1,0 +1,72 @@
+"""Build a model from its configuration: the one place that turns config strings into modules."""
+
+from __future__ import annotations
+
+import torch
+
+from rnnkit.config import ModelConfig
+from rnnkit.errors import RnnkitError
+from rnnkit.models.heads import AdaptiveSoftmax, FullSoftmax, OutputHead
+from rnnkit.models.language_model import LanguageModel
+from rnnkit.registry import cell_options, rnn
+
+_DEFAULTS = ModelConfig()
+
+
+def build_model(config: ModelConfig, vocab_size: int) -> LanguageModel:
+    """A language model as ``config`` describes it, for a vocabulary of ``vocab_size``.
+
+    Cell options (``nonlinearity``, ``reset_after``, ``forget_bias``, ``scale``,
+    ``input_std``) go to the cells that take them; setting one a cell does not take is
+    an error rather than silently ignored.
+    """
+    accepted = set(cell_options(config.cell))
+    options = {}
+    for name in (
+        "bias",
+        "nonlinearity",
+        "reset_after",
+        "forget_bias",
+        "scale",
+        "input_std",
+        "learn_initial_state",
+    ):
+        value = getattr(config, name)
+        if name in accepted:
+            options[name] = value
+        elif value != getattr(_DEFAULTS, name):
+            raise RnnkitError(f"model.{name} = {value!r} does not apply to cell {config.cell!r}")
+    recurrent = rnn(
+        config.cell,
+        config.embed_size,
+        config.hidden_size,
+        num_layers=config.num_layers,
+        bidirectional=config.bidirectional,
+        dropout=config.dropout,
+        **options,
+    )
+    out_size = config.hidden_size * (2 if config.bidirectional else 1)
+    head = _head(config, out_size, vocab_size)
+    model = LanguageModel(vocab_size, config.embed_size, recurrent, head, dropout=config.dropout)
+    if config.init_range is not None:  # Zaremba et al. 2014: every parameter ~ U(-0.1, 0.1)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.uniform_(-config.init_range, config.init_range)
+    if config.tie_weights:  # Press & Wolf 2017: the output matrix is the embedding matrix
+        model.head.proj.weight = model.embedding.weight
+    return model
+
+
+def _head(config: ModelConfig, out_size: int, vocab_size: int) -> OutputHead:
+    if config.head == "adaptive":
+        if config.tie_weights:
+            raise RnnkitError(
+                "model.tie_weights needs model.head = 'full' (the adaptive softmax has no single W_S)"
+            )
+        return AdaptiveSoftmax(out_size, vocab_size, config.cutoffs)
+    if config.tie_weights and out_size != config.embed_size:
+        raise RnnkitError(
+            f"model.tie_weights needs the RNN's output size ({out_size}) to equal model.embed_size "
+            f"({config.embed_size})"
+        )
+    return FullSoftmax(out_size, vocab_size, bias=config.head_bias)

@@ -1,0 +1,1 @@
+"""What is optimised and reported for each task."""

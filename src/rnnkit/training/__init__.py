@@ -1,0 +1,1 @@
+"""Training machinery shared by every task: loop, clipping, schedules, checkpoints, logging."""

@@ -1,0 +1,43 @@
+"""Run directories: what a trained run holds, and loading it back with no flags."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from rnnkit.config import RunConfig, from_dict
+from rnnkit.data.vocab import Vocab
+from rnnkit.errors import RnnkitError
+from rnnkit.models.config import build_model
+from rnnkit.models.language_model import LanguageModel
+from rnnkit.training.checkpoint import load_checkpoint
+
+
+def read_config(run_dir: str | Path) -> RunConfig:
+    path = Path(run_dir) / "config.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RnnkitError(f"{run_dir}: not a run directory (missing config.json)") from None
+    except (ValueError, UnicodeDecodeError) as err:
+        raise RnnkitError(f"{path}: corrupted run configuration ({err})") from None
+    return from_dict(data, str(path))
+
+
+def load(
+    run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu"
+) -> tuple[LanguageModel, Vocab, RunConfig]:
+    """The trained model (in eval mode, on ``device``), its vocabulary and configuration.
+
+    Works for a run trained on a GPU and loaded on a CPU: weights are plain tensors.
+    """
+    if which not in ("best", "last"):
+        raise RnnkitError(f"which must be 'best' or 'last', got {which!r}")
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    vocab = Vocab.load(run_dir / "vocab.json")
+    model = build_model(config.model, len(vocab))
+    load_checkpoint(run_dir / which, model)
+    return model.to(device).eval(), vocab, config
