@@ -12,6 +12,14 @@ try:
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0+unknown"
 
+
+def load(run_dir, which: str = "best", device="cpu"):
+    """A trained run's model (eval mode), vocabulary and configuration: ``model, vocab, config``."""
+    from rnnkit.training.run import load as _load
+
+    return _load(run_dir, which, device)
+
+
 __all__ = [
     "CELLS",
     "RNN",
@@ -23,5 +31,6 @@ __all__ = [
     "__version__",
     "detach_state",
     "irnn_cell",
+    "load",
     "rnn",
 ]

@@ -14,6 +14,7 @@ from rnnkit.data.batching import batchify
 from rnnkit.data.corpora import load_corpus, locate
 from rnnkit.errors import RnnkitError
 from rnnkit.models.config import build_model
+from rnnkit.tasks.lm import generate, next_distribution, score_line
 from rnnkit.training.loop import History, fit, make_optimizer, train_epoch
 from rnnkit.training.run import load
 from rnnkit.training.schedules import plateau_lr, zaremba_lr
@@ -108,3 +109,74 @@ def test_cli_train_and_evaluate(corpus_dir, tmp_path, capsys):
     assert figures["split"] == "test" and math.isfinite(figures["ppl"])
     assert main(args) == 2  # the run directory exists: refused, nothing overwritten
     assert "not empty" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lm")
+    words = ["a", "b", "c", "d", "e", "f"]
+    g = torch.Generator().manual_seed(1)
+    starts = torch.randint(6, (300,), generator=g).tolist()
+    rows = [" ".join(words[(start + i) % 6] for i in range(6)) for start in starts]
+    for split in ("train", "valid", "test"):
+        (root / f"{split}.txt").write_text("\n".join(rows) + "\n")
+    config = load_config(
+        None,
+        [
+            "--model.hidden_size=32",
+            "--model.embed_size=32",
+            "--train.epochs=4",
+            "--train.optimizer=adam",
+            "--train.lr=0.01",
+            "--train.bptt=10",
+            "--train.batch_size=8",
+        ],
+    )
+    fit(config, load_corpus(locate(root)), root / "run", progress=False)
+    return root / "run"
+
+
+def test_score_equals_the_product_of_next_token_probabilities(trained):
+    model, vocab, _ = load(trained)
+    result = score_line(model, vocab, "word", "c d e f")
+    assert result["tokens"] == ["c", "d", "e", "f", "<eos>"]
+    expected, prefix = 0.0, ""
+    for token in result["tokens"]:
+        probs = dict(next_distribution(model, vocab, "word", prefix, k=len(vocab)))
+        expected += math.log(probs[token])
+        prefix = f"{prefix} {token}".strip()
+    assert result["logprob"] == pytest.approx(expected, rel=1e-5)
+    assert sum(result["surprisal_bits"]) == pytest.approx(-expected / math.log(2), rel=1e-5)
+
+
+def test_top_k_one_is_greedy_and_seeds_repeat(trained):
+    model, vocab, _ = load(trained)
+    greedy = generate(model, vocab, "word", "a", max_tokens=5, top_k=1, stop_at_eos=False)
+    prefix = "a"
+    for token in greedy:
+        assert token == next_distribution(model, vocab, "word", prefix, k=1)[0][0]
+        prefix += " " + token
+    tiny_p = generate(model, vocab, "word", "a", max_tokens=5, top_p=1e-6, stop_at_eos=False)
+    assert tiny_p == greedy
+    runs = [
+        generate(model, vocab, "word", "b", 8, generator=torch.Generator().manual_seed(3)) for _ in range(2)
+    ]
+    assert runs[0] == runs[1]
+
+
+def test_cli_generate_score_next(trained, tmp_path, capsys):
+    assert main(["generate", str(trained), "--prompt", "a b", "--num", "2", "--json"]) == 0
+    samples = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(samples) == 2 and all(s["prompt"] == "a b" for s in samples)
+    text = tmp_path / "lines.txt"
+    text.write_text("a b c d e f\nd e f a b c\n")
+    assert main(["score", str(trained), str(text), "--json"]) == 0
+    scored = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [s["line"] for s in scored] == [1, 2] and all(s["ppl"] < 2 for s in scored)
+    assert main(["next", str(trained), "a b c", "-k", "2", "--json"]) == 0
+    top = json.loads(capsys.readouterr().out)
+    assert top[0]["token"] == "d" and top[0]["p"] > 0.5
+    text.write_bytes(b"a b\nc \xfe d\n")
+    assert main(["score", str(trained), str(text)]) == 2
+    assert "line 2, byte offset 6: not UTF-8" in capsys.readouterr().err
+    assert main(["generate", str(trained), "--temperature", "0"]) == 2

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+
+import torch
 
 from rnnkit.config import load_config
 from rnnkit.data.corpora import load_corpus, locate
 from rnnkit.errors import RnnkitError
-from rnnkit.tasks.lm import evaluate_lm
+from rnnkit.tasks.lm import evaluate_lm, next_distribution, score_line
+from rnnkit.tasks.lm import generate as sample
 from rnnkit.training.loop import fit, pick_device
 from rnnkit.training.run import load
 
@@ -48,4 +52,90 @@ def evaluate(args: argparse.Namespace) -> int:
         print(
             f"{args.split}: loss {figures['loss']:.4f}, ppl {figures['ppl']:.2f}, bits {figures['bits']:.4f}"
         )
+    return 0
+
+
+def _warn_unknown(vocab, text: str, level: str) -> None:
+    tokens = list(text) if level == "char" else text.split()
+    unknown = sorted({t for t in tokens if t not in vocab})
+    if unknown and vocab.unk is not None:
+        print(
+            f"rnnkit: warning: not in the vocabulary, read as {vocab.unk}: {' '.join(unknown[:10])}",
+            file=sys.stderr,
+        )
+
+
+def _join(tokens: list[str], level: str) -> str:
+    return "".join(tokens) if level == "char" else " ".join(tokens)
+
+
+def generate(args: argparse.Namespace) -> int:
+    model, vocab, config = load(args.run)
+    level = config.data.level
+    _warn_unknown(vocab, args.prompt, level)
+    if args.num < 1 or args.max_tokens < 1:
+        raise RnnkitError("--num and --max-tokens must be at least 1")
+    gen = torch.Generator().manual_seed(args.seed)
+    for _ in range(args.num):
+        tokens = sample(
+            model,
+            vocab,
+            level,
+            args.prompt,
+            args.max_tokens,
+            args.temperature,
+            args.top_k,
+            args.top_p,
+            gen,
+            stop_at_eos=not args.no_stop,
+        )
+        text = _join(tokens, level)
+        print(
+            json.dumps({"prompt": args.prompt, "text": text})
+            if args.json
+            else (args.prompt + " " + text).strip()
+        )
+    return 0
+
+
+def score(args: argparse.Namespace) -> int:
+    model, vocab, config = load(args.run)
+    level = config.data.level
+    if args.file == "-":
+        stream = sys.stdin.buffer
+    else:
+        path = Path(args.file)
+        if not path.is_file():
+            raise RnnkitError(f"{path}: no such file")
+        stream = path.open("rb")
+    total, count, offset = 0.0, 0, 0
+    for number, raw in enumerate(stream, 1):  # one line at a time: constant memory
+        try:
+            line = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as err:
+            raise RnnkitError(
+                f"{args.file}: line {number}, byte offset {offset + err.start}: not UTF-8"
+            ) from None
+        offset += len(raw)
+        result = score_line(model, vocab, level, line)
+        total += result["logprob"]
+        count += len(result["surprisal_bits"])
+        if args.json:
+            print(json.dumps({"line": number, **result}))
+        else:
+            print(f"{number}\tlogprob {result['logprob']:.3f}\tppl {result['ppl']:.2f}\t{line}")
+    if not args.json and count:
+        print(f"all {count} tokens: ppl {torch.tensor(-total / count).exp().item():.2f}")
+    return 0
+
+
+def next_tokens(args: argparse.Namespace) -> int:
+    model, vocab, config = load(args.run)
+    _warn_unknown(vocab, args.prefix, config.data.level)
+    top = next_distribution(model, vocab, config.data.level, args.prefix, args.k)
+    if args.json:
+        print(json.dumps([{"token": t, "p": p} for t, p in top]))
+    else:
+        for token, p in top:
+            print(f"{p:.4f}\t{token}")
     return 0

@@ -66,6 +66,45 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--split", choices=("valid", "test"), default="test")
     evaluate.add_argument("--json", action="store_true", help="machine-readable output")
+
+    generate = commands.add_parser(
+        "generate",
+        help="sample text from a trained language model",
+        description="Sample continuations of a prompt from a run's best checkpoint.",
+    )
+    generate.add_argument("run", help="run directory")
+    generate.add_argument("--prompt", default="", help="text to continue (default: a new sentence)")
+    generate.add_argument("--num", type=int, default=1, help="number of samples (default: 1)")
+    generate.add_argument(
+        "--max-tokens", type=int, default=50, help="tokens per sample at most (default: 50)"
+    )
+    generate.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (default: 1.0)")
+    generate.add_argument("--top-k", type=int, default=None, help="sample among the k most probable tokens")
+    generate.add_argument(
+        "--top-p", type=float, default=None, help="nucleus sampling: smallest set of mass p"
+    )
+    generate.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    generate.add_argument("--no-stop", action="store_true", help="do not stop at the end of a sentence")
+    generate.add_argument("--json", action="store_true", help="machine-readable output")
+
+    score = commands.add_parser(
+        "score",
+        help="log-probability, perplexity and per-token surprisal of each line of a file",
+        description="Score every line of FILE (- for standard input) as a sentence under a run's model.",
+    )
+    score.add_argument("run", help="run directory")
+    score.add_argument("file", help="text file, one sentence a line, or - for standard input")
+    score.add_argument("--json", action="store_true", help="one JSON object a line")
+
+    next_ = commands.add_parser(
+        "next",
+        help="the most probable next tokens after a prefix",
+        description="Print the top-k next-token distribution after PREFIX.",
+    )
+    next_.add_argument("run", help="run directory")
+    next_.add_argument("prefix", help="the text so far")
+    next_.add_argument("-k", type=int, default=10, help="how many tokens (default: 10)")
+    next_.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
@@ -88,10 +127,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from rnnkit.cli.commands import train
 
             return train(args, overrides)
-        if args.command == "evaluate":
-            from rnnkit.cli.commands import evaluate
+        if args.command in ("evaluate", "generate", "score", "next"):
+            from rnnkit.cli import commands
 
-            return evaluate(args)
+            return getattr(commands, args.command.replace("next", "next_tokens"))(args)
     except RnnkitError as err:
         print(f"rnnkit {args.command}: error: {err}", file=sys.stderr)
         return 2

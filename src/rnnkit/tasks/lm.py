@@ -7,6 +7,9 @@ import math
 import torch
 
 from rnnkit.data.batching import batchify, bptt_windows
+from rnnkit.data.corpora import tokenize
+from rnnkit.data.vocab import EOS
+from rnnkit.errors import RnnkitError
 from rnnkit.models.language_model import LanguageModel
 
 
@@ -35,3 +38,96 @@ def evaluate_lm(
         nll -= logp.sum().item()
         count += y.numel()
     return lm_figures(nll, count)
+
+
+def _context_start(vocab, level: str) -> list[int]:
+    """What a fresh line is conditioned on: the end of the previous sentence."""
+    start = "\n" if level == "char" else EOS
+    return [vocab.index(start)] if start in vocab else []
+
+
+@torch.no_grad()
+def score_line(model: LanguageModel, vocab, level: str, line: str) -> dict:
+    """log P(line) under the model, conditioned on a sentence start, one token at a time.
+
+    Returns the tokens, their surprisal -log2 P (bits), the total log-probability (nats)
+    and the line's perplexity. Words not in the vocabulary are scored as ``<unk>``.
+    """
+    tokens = tokenize(line if level == "char" else line + "\n", level)
+    if level == "char":
+        tokens.append("\n")
+    ids = torch.tensor(_context_start(vocab, level) + [vocab.index(t) for t in tokens])
+    if ids.numel() < 2:
+        return {"tokens": tokens, "surprisal_bits": [], "logprob": 0.0, "ppl": 1.0}
+    device = next(model.parameters()).device
+    ids = ids.to(device)
+    logp, _ = model.log_prob(ids[:-1, None], ids[1:, None])
+    logp = logp[:, 0].double()
+    scored = tokens[-logp.numel() :]
+    total = logp.sum().item()
+    return {
+        "tokens": scored,
+        "surprisal_bits": (-logp / math.log(2)).tolist(),
+        "logprob": total,
+        "ppl": math.exp(-total / logp.numel()),
+    }
+
+
+@torch.no_grad()
+def next_distribution(
+    model: LanguageModel, vocab, level: str, prefix: str, k: int = 10
+) -> list[tuple[str, float]]:
+    """The ``k`` most probable next tokens after ``prefix`` with their probabilities."""
+    tokens = list(prefix) if level == "char" else prefix.split()
+    ids = torch.tensor(_context_start(vocab, level) + [vocab.index(t) for t in tokens])
+    if ids.numel() == 0:
+        raise RnnkitError("the prefix is empty and the vocabulary has no sentence start")
+    device = next(model.parameters()).device
+    h, _ = model(ids[:, None].to(device))
+    probs = model.head.log_probs(h[-1]).exp()[0]
+    top = probs.topk(min(k, probs.numel()))
+    return [(vocab.tokens[i], p) for p, i in zip(top.values.tolist(), top.indices.tolist())]
+
+
+@torch.no_grad()
+def generate(
+    model: LanguageModel,
+    vocab,
+    level: str,
+    prompt: str = "",
+    max_tokens: int = 50,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+    stop_at_eos: bool = True,
+) -> list[str]:
+    """Sample a continuation of ``prompt``: softmax(logits / temperature), optionally cut to
+    the ``top_k`` tokens or the smallest set of probability ``top_p`` (nucleus sampling)."""
+    if temperature <= 0:
+        raise RnnkitError(f"temperature must be positive, got {temperature}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise RnnkitError(f"top_p must be in (0, 1], got {top_p}")
+    tokens = list(prompt) if level == "char" else prompt.split()
+    ids = _context_start(vocab, level) + [vocab.index(t) for t in tokens]
+    if not ids:
+        raise RnnkitError("the prompt is empty and the vocabulary has no sentence start")
+    device = next(model.parameters()).device
+    h, state = model(torch.tensor(ids, device=device)[:, None])
+    out: list[str] = []
+    for _ in range(max_tokens):
+        logits = model.head.log_probs(h[-1])[0] / temperature
+        if top_k is not None:
+            cut = logits.topk(min(top_k, logits.numel())).values[-1]
+            logits = logits.masked_fill(logits < cut, -math.inf)
+        if top_p is not None:
+            sorted_logits, order = logits.sort(descending=True)
+            keep = sorted_logits.softmax(-1).cumsum(-1) - sorted_logits.softmax(-1) < top_p
+            logits = torch.full_like(logits, -math.inf).scatter(0, order[keep], sorted_logits[keep])
+        next_id = int(torch.multinomial(logits.softmax(-1).cpu(), 1, generator=generator))
+        token = vocab.tokens[next_id]
+        if stop_at_eos and token == (("\n") if level == "char" else EOS):
+            break
+        out.append(token)
+        h, state = model(torch.tensor([[next_id]], device=device), state)
+    return out
