@@ -180,3 +180,8 @@ def test_cli_generate_score_next(trained, tmp_path, capsys):
     assert main(["score", str(trained), str(text)]) == 2
     assert "line 2, byte offset 6: not UTF-8" in capsys.readouterr().err
     assert main(["generate", str(trained), "--temperature", "0"]) == 2
+
+
+def test_learning_curve_png(trained):
+    png = trained / "learning_curve.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000

@@ -15,6 +15,7 @@ import torch
 from tqdm import tqdm
 
 import rnnkit
+from rnnkit.analysis.plots import learning_curve
 from rnnkit.cells.base import detach_state
 from rnnkit.config import RunConfig, to_dict
 from rnnkit.data.batching import batchify, bptt_windows, num_windows
@@ -191,6 +192,7 @@ def fit(config: RunConfig, corpus: Corpus, run_dir: str | Path, progress: bool =
                 f"epoch {epoch:3d} | lr {history.lr:.4g} | train ppl {train['ppl']:8.2f} | "
                 f"valid ppl {valid['ppl']:8.2f} | {train['tokens_per_s']:.0f} tok/s"
             )
+            learning_curve(run_dir / "metrics.jsonl", run_dir / "learning_curve.png")
             record = {"epoch": epoch, "step": history.step, "valid": valid, "rnnkit": rnnkit.__version__}
             save_checkpoint(run_dir / "last", model, record, history.step)
             if valid["loss"] <= history.best:
