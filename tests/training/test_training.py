@@ -185,3 +185,9 @@ def test_cli_generate_score_next(trained, tmp_path, capsys):
 def test_learning_curve_png(trained):
     png = trained / "learning_curve.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_an_unusable_device_is_one_line(trained, capsys):
+    assert main(["next", str(trained), "a", "--device", "nonsense"]) == 2
+    err = capsys.readouterr().err
+    assert "device 'nonsense' is not usable" in err and err.count("\n") == 1

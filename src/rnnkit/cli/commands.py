@@ -36,7 +36,8 @@ def train(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    model, vocab, config = load(args.run)
+    device = pick_device(args.device)
+    model, vocab, config = load(args.run, device=device)
     if args.data is None:
         raise RnnkitError("--data is required: the corpus to evaluate on")
     files = locate(args.data, valid_fraction=config.data.valid_fraction)
@@ -44,8 +45,7 @@ def evaluate(args: argparse.Namespace) -> int:
     stream = getattr(corpus, args.split)
     if stream is None:
         raise RnnkitError(f"--data {args.data}: has no {args.split} split")
-    device = pick_device(config.train.device)
-    figures = evaluate_lm(model.to(device), stream, config.train.eval_batch_size, config.train.bptt, device)
+    figures = evaluate_lm(model, stream, config.train.eval_batch_size, config.train.bptt, device)
     if args.json:
         print(json.dumps({"split": args.split, **figures}))
     else:
@@ -70,7 +70,7 @@ def _join(tokens: list[str], level: str) -> str:
 
 
 def generate(args: argparse.Namespace) -> int:
-    model, vocab, config = load(args.run)
+    model, vocab, config = load(args.run, device=pick_device(args.device))
     level = config.data.level
     _warn_unknown(vocab, args.prompt, level)
     if args.num < 1 or args.max_tokens < 1:
@@ -99,7 +99,7 @@ def generate(args: argparse.Namespace) -> int:
 
 
 def score(args: argparse.Namespace) -> int:
-    model, vocab, config = load(args.run)
+    model, vocab, config = load(args.run, device=pick_device(args.device))
     level = config.data.level
     if args.file == "-":
         stream = sys.stdin.buffer
@@ -130,7 +130,7 @@ def score(args: argparse.Namespace) -> int:
 
 
 def next_tokens(args: argparse.Namespace) -> int:
-    model, vocab, config = load(args.run)
+    model, vocab, config = load(args.run, device=pick_device(args.device))
     _warn_unknown(vocab, args.prefix, config.data.level)
     top = next_distribution(model, vocab, config.data.level, args.prefix, args.k)
     if args.json:

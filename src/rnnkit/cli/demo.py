@@ -58,7 +58,7 @@ def run_demo(steps: int = 300, seed: int = 0, device: str = "cpu") -> int:
     try:
         dev = torch.device(device)
         torch.empty(0, device=dev)
-    except (RuntimeError, ValueError) as err:
+    except (RuntimeError, ValueError, AssertionError) as err:  # CPU-only torch asserts on "cuda"
         raise RnnkitError(f"--device {device!r} is not usable here: {err}") from None
     vocab, hidden, seq_len, period, batch = 12, 64, 32, 6, 32
     print(f"rnnkit {rnnkit.__version__} demo on {dev}: {steps} steps per cell, seed {seed}")

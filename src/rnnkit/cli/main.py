@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", help="corpus (default: the one in the run's summary is not stored; required)"
     )
     evaluate.add_argument("--split", choices=("valid", "test"), default="test")
+    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: auto)")
     evaluate.add_argument("--json", action="store_true", help="machine-readable output")
 
     generate = commands.add_parser(
@@ -85,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     generate.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     generate.add_argument("--no-stop", action="store_true", help="do not stop at the end of a sentence")
+    generate.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: auto)")
     generate.add_argument("--json", action="store_true", help="machine-readable output")
 
     score = commands.add_parser(
@@ -94,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     score.add_argument("run", help="run directory")
     score.add_argument("file", help="text file, one sentence a line, or - for standard input")
+    score.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: auto)")
     score.add_argument("--json", action="store_true", help="one JSON object a line")
 
     next_ = commands.add_parser(
@@ -104,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     next_.add_argument("run", help="run directory")
     next_.add_argument("prefix", help="the text so far")
     next_.add_argument("-k", type=int, default=10, help="how many tokens (default: 10)")
+    next_.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: auto)")
     next_.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 

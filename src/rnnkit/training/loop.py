@@ -49,8 +49,8 @@ def pick_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
         torch.empty(0, device=device)
-    except (RuntimeError, ValueError) as err:
-        raise RnnkitError(f"train.device {name!r} is not usable here ({str(err).splitlines()[0]})") from None
+    except (RuntimeError, ValueError, AssertionError) as err:  # CPU-only torch asserts on "cuda"
+        raise RnnkitError(f"device {name!r} is not usable here ({str(err).splitlines()[0]})") from None
     return device
 
 
