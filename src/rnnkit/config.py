@@ -77,6 +77,7 @@ class TrainConfig:
     device: str = "auto"
     threads: int = 0
     log_every: int = 100
+    checkpoint_every: int = 0
 
 
 @dataclass(frozen=True)

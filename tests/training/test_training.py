@@ -15,7 +15,7 @@ from rnnkit.data.corpora import load_corpus, locate
 from rnnkit.errors import RnnkitError
 from rnnkit.models.config import build_model
 from rnnkit.tasks.lm import generate, next_distribution, score_line
-from rnnkit.training.loop import History, fit, make_optimizer, train_epoch
+from rnnkit.training.loop import Cursor, History, fit, make_optimizer, train_epoch
 from rnnkit.training.run import load
 from rnnkit.training.schedules import plateau_lr, zaremba_lr
 
@@ -79,8 +79,8 @@ def test_nan_guard_skips_then_stops_with_a_clear_error(corpus_dir):
             batchify(corpus.train, 4),
             optimizer,
             config,
-            1.0,
-            History(),
+            History(lr=1.0),
+            Cursor(),
             lambda e: None,
             torch.Generator(),
             progress=False,

@@ -11,25 +11,67 @@ import torch
 
 from rnnkit.config import load_config
 from rnnkit.data.corpora import load_corpus, locate
+from rnnkit.data.vocab import Vocab
 from rnnkit.errors import RnnkitError
+from rnnkit.fileio import write_text_atomic
 from rnnkit.tasks.lm import evaluate_lm, next_distribution, score_line
 from rnnkit.tasks.lm import generate as sample
 from rnnkit.training.loop import fit, pick_device
-from rnnkit.training.run import load
+from rnnkit.training.run import load, read_config
 
 
 def train(args: argparse.Namespace, overrides: list[str]) -> int:
+    if args.resume:
+        return _resume(args, overrides)
+    if not args.out:
+        raise RnnkitError("--out RUN_DIR is required (or --resume RUN_DIR)")
     config = load_config(args.config, overrides)
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
-        raise RnnkitError(f"--out {out}: the run directory exists and is not empty; choose another")
-    files = locate(args.data, args.train_file, args.valid_file, args.test_file, config.data.valid_fraction)
-    corpus = load_corpus(files, config.data.level, config.data.min_freq, config.data.max_size)
+        raise RnnkitError(
+            f"--out {out}: the run directory exists and is not empty; choose another or --resume it"
+        )
+    data = {
+        "data": args.data
+        if args.data is None or not Path(args.data).exists()
+        else str(Path(args.data).resolve()),
+        **{
+            k: None if v is None else str(Path(v).resolve())
+            for k, v in (("train", args.train_file), ("valid", args.valid_file), ("test", args.test_file))
+        },
+    }
+    corpus = _corpus(data, config)
     print(
         f"rnnkit train: {config.model.cell} {config.model.num_layers}x{config.model.hidden_size}, "
         f"vocabulary {len(corpus.vocab)}, {corpus.train.numel()} training tokens -> {out}"
     )
-    summary = fit(config, corpus, out, progress=not args.no_progress)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "data.json", json.dumps(data, indent=1) + "\n")
+    return _report(fit(config, corpus, out, progress=not args.no_progress))
+
+
+def _corpus(data: dict, config, vocab=None):
+    files = locate(data["data"], data["train"], data["valid"], data["test"], config.data.valid_fraction)
+    return load_corpus(files, config.data.level, config.data.min_freq, config.data.max_size, vocab=vocab)
+
+
+def _resume(args: argparse.Namespace, overrides: list[str]) -> int:
+    if args.out or args.data or args.train_file or args.config or overrides:
+        raise RnnkitError("--resume RUN_DIR takes no other settings: the run directory holds them all")
+    run = Path(args.resume)
+    config = read_config(run)
+    try:
+        data = json.loads((run / "data.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise RnnkitError(
+            f"{run}: cannot read data.json, where the run's corpus is recorded ({err})"
+        ) from None
+    corpus = _corpus(data, config, vocab=Vocab.load(run / "vocab.json"))
+    print(f"rnnkit train: resuming {run}")
+    return _report(fit(config, corpus, run, progress=not args.no_progress, resume=True))
+
+
+def _report(summary: dict) -> int:
     for split, figures in summary.items():
         print(f"{split}: loss {figures['loss']:.4f}, ppl {figures['ppl']:.2f}, bits {figures['bits']:.4f}")
     return 0

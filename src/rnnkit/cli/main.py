@@ -51,7 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--train", dest="train_file", help="training text file (instead of --data)")
     train.add_argument("--valid", dest="valid_file", help="validation text file")
     train.add_argument("--test", dest="test_file", help="test text file")
-    train.add_argument("--out", required=True, help="run directory to create")
+    train.add_argument("--out", help="run directory to create")
+    train.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue an interrupted run exactly where it stopped"
+    )
     train.add_argument("--config", help="TOML settings file")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
 

@@ -25,8 +25,9 @@ from rnnkit.fileio import write_text_atomic
 from rnnkit.models.config import build_model
 from rnnkit.models.language_model import LanguageModel
 from rnnkit.tasks.lm import evaluate_lm, lm_figures
-from rnnkit.training.checkpoint import load_checkpoint, save_checkpoint
+from rnnkit.training.checkpoint import load_checkpoint, load_state, save_checkpoint
 from rnnkit.training.clipping import clip_gradients
+from rnnkit.training.resume import capture, restore
 from rnnkit.training.schedules import plateau_lr, zaremba_lr
 
 
@@ -37,10 +38,23 @@ class History:
     valid_loss: list[float] = field(default_factory=list)
     lr: float = 0.0
     step: int = 0
+    since_best: int = 0
 
     @property
     def best(self) -> float:
         return min(self.valid_loss, default=math.inf)
+
+
+@dataclass
+class Cursor:
+    """Where training stands inside an epoch; saved with every resumable checkpoint."""
+
+    epoch: int = 1
+    position: int = 0  # the next window starts here: always a window boundary
+    nll: float = 0.0
+    count: int = 0
+    bad: int = 0
+    state: object = None  # the hidden state carried into the next window (detached)
 
 
 def pick_device(name: str) -> torch.device:
@@ -81,25 +95,29 @@ def train_epoch(
     columns: torch.Tensor,
     optimizer: torch.optim.Optimizer,
     config: RunConfig,
-    lr: float,
     history: History,
+    cursor: Cursor,
     log: Callable[[dict], None],
     generator: torch.Generator,
     progress: bool = True,
+    on_window: Callable[[], None] | None = None,
 ) -> dict[str, float]:
-    """One pass over the training stream by truncated BPTT; returns its loss figures."""
-    t = config.train
+    """One pass over the training stream by truncated BPTT, from ``cursor`` on.
+
+    ``cursor`` is advanced after every window (``on_window`` is then called: it may save
+    a resumable checkpoint); returns the epoch's loss figures.
+    """
+    t, lr = config.train, history.lr
     model.train()
-    state, nll, count, bad = None, 0.0, 0, 0
-    start = time.perf_counter()
-    windows = bptt_windows(columns, t.bptt, variable=t.variable_bptt, generator=generator)
+    start, counted_before = time.perf_counter(), cursor.count
+    windows = bptt_windows(columns, t.bptt, t.variable_bptt, generator, start=cursor.position)
+    total = num_windows(columns.shape[0], t.bptt)
     bar = tqdm(
-        windows, total=num_windows(columns.shape[0], t.bptt), disable=not progress, unit="win", leave=False
+        windows, total=total, initial=cursor.position // t.bptt, disable=not progress, unit="win", leave=False
     )
-    for _, x, y in bar:
-        if state is not None:
-            # Truncated BPTT: the state flows on, its gradient stops at the window boundary.
-            state = detach_state(state)
+    for position, x, y in bar:
+        # Truncated BPTT: the state flows on from the last window, its gradient stops here.
+        state = None if cursor.state is None else detach_state(cursor.state)
         for group in optimizer.param_groups:  # AWD-LSTM: shorter windows take smaller steps
             group["lr"] = lr * x.shape[0] / t.bptt if t.variable_bptt else lr
         logp, state = model.log_prob(x, y, state)
@@ -108,23 +126,23 @@ def train_epoch(
         loss.backward()
         norm = clip_gradients(model.parameters(), t.clip_norm, t.clip_value)
         history.step += 1
-        if not (math.isfinite(loss.item()) and math.isfinite(norm)):
-            bad += 1
-            state = None  # a non-finite state would poison every later window
+        cursor.position = position + x.shape[0]
+        if math.isfinite(loss.item()) and math.isfinite(norm):
+            optimizer.step()
+            cursor.bad, cursor.state = 0, detach_state(state)
+            cursor.nll += -logp.sum().item()
+            cursor.count += y.numel()
+        else:
+            cursor.bad, cursor.state = cursor.bad + 1, None  # a non-finite state would poison the rest
             tqdm.write(f"rnnkit: step {history.step}: loss {loss.item()}, grad norm {norm}: step skipped")
-            if bad >= t.max_bad_steps:
+            if cursor.bad >= t.max_bad_steps:
                 raise RnnkitError(
-                    f"{bad} non-finite steps in a row (last: step {history.step}); lower train.lr or "
+                    f"{cursor.bad} non-finite steps in a row (last: step {history.step}); lower train.lr or "
                     "set train.clip_norm"
                 )
-            continue
-        bad = 0
-        optimizer.step()
-        nll += -logp.sum().item()
-        count += y.numel()
         if history.step % t.log_every == 0:
-            figures = lm_figures(nll, count)
-            rate = count / (time.perf_counter() - start)
+            figures = lm_figures(cursor.nll, cursor.count)
+            rate = (cursor.count - counted_before) / (time.perf_counter() - start)
             bar.set_postfix(
                 loss=f"{figures['loss']:.3f}",
                 ppl=f"{figures['ppl']:.1f}",
@@ -141,13 +159,21 @@ def train_epoch(
                     "tokens_per_s": rate,
                 }
             )
-    figures = lm_figures(nll, count)
-    figures["tokens_per_s"] = count / (time.perf_counter() - start)
+        if on_window is not None:
+            on_window()
+    figures = lm_figures(cursor.nll, cursor.count)
+    figures["tokens_per_s"] = (cursor.count - counted_before) / (time.perf_counter() - start)
     return figures
 
 
-def fit(config: RunConfig, corpus: Corpus, run_dir: str | Path, progress: bool = True) -> dict:
-    """Train a language model by ``config`` on ``corpus``; keep best and last checkpoints in ``run_dir``."""
+def fit(
+    config: RunConfig, corpus: Corpus, run_dir: str | Path, progress: bool = True, resume: bool = False
+) -> dict:
+    """Train a language model by ``config`` on ``corpus``, keeping best and last checkpoints in ``run_dir``.
+
+    ``last`` always holds the full training state, saved at every epoch's end and every
+    ``train.checkpoint_every`` steps; ``resume=True`` continues from it exactly.
+    """
     t = config.train
     run_dir = Path(run_dir)
     if corpus.valid is None:
@@ -156,53 +182,77 @@ def fit(config: RunConfig, corpus: Corpus, run_dir: str | Path, progress: bool =
         torch.set_num_threads(t.threads)
     device = pick_device(t.device)
     seed_everything(t.seed)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run_dir / "config.json", json.dumps(to_dict(config), indent=1) + "\n")
-    corpus.vocab.save(run_dir / "vocab.json")
     model = build_model(config.model, len(corpus.vocab)).to(device)
     optimizer = make_optimizer(model, config)
     columns = batchify(corpus.train, t.batch_size).to(device)
     generator = torch.Generator().manual_seed(t.seed)
-    history, since_best = History(), 0
+    history, cursor = History(), Cursor()
+    if resume:
+        record, tensors = load_state(run_dir / "last")
+        load_checkpoint(run_dir / "last", model)
+        restore(record["resume"], tensors, optimizer, history, cursor, generator, device)
+        _truncate_metrics(run_dir / "metrics.jsonl", history.step)
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(run_dir / "config.json", json.dumps(to_dict(config), indent=1) + "\n")
+        corpus.vocab.save(run_dir / "vocab.json")
     metrics = (run_dir / "metrics.jsonl").open("a", encoding="utf-8")
 
     def log(entry: dict) -> None:
         metrics.write(json.dumps(entry) + "\n")
         metrics.flush()
 
+    def save_last(extra_record: dict | None = None) -> None:
+        state_record, tensors = capture(optimizer, history, cursor, generator)
+        record = {
+            "step": history.step,
+            **(extra_record or {}),
+            "resume": state_record,
+            "rnnkit": rnnkit.__version__,
+        }
+        save_checkpoint(run_dir / "last", model, record, history.step, extra=tensors)
+
+    def on_window() -> None:
+        if t.checkpoint_every and history.step % t.checkpoint_every == 0:
+            save_last()
+
     try:
-        for epoch in range(1, t.epochs + 1):
-            history.lr = epoch_lr(config, epoch, history)
+        while cursor.epoch <= t.epochs:
+            epoch = cursor.epoch
+            if cursor.position == 0 and cursor.count == 0:
+                history.lr = epoch_lr(config, epoch, history)
             train = train_epoch(
-                model, columns, optimizer, config, history.lr, history, log, generator, progress
+                model, columns, optimizer, config, history, cursor, log, generator, progress, on_window
             )
             valid = evaluate_lm(model, corpus.valid, t.eval_batch_size, t.bptt, device)
             history.valid_loss.append(valid["loss"])
-            entry = {
-                "epoch": epoch,
-                "lr": history.lr,
-                "train_loss": train["loss"],
-                "train_ppl": train["ppl"],
-                "valid_loss": valid["loss"],
-                "valid_ppl": valid["ppl"],
-                "tokens_per_s": train["tokens_per_s"],
-            }
-            log(entry)
+            improved = valid["loss"] <= history.best
+            history.since_best = 0 if improved else history.since_best + 1
+            log(
+                {
+                    "epoch": epoch,
+                    "step": history.step,
+                    "lr": history.lr,
+                    "train_loss": train["loss"],
+                    "train_ppl": train["ppl"],
+                    "valid_loss": valid["loss"],
+                    "valid_ppl": valid["ppl"],
+                    "tokens_per_s": train["tokens_per_s"],
+                }
+            )
             tqdm.write(
                 f"epoch {epoch:3d} | lr {history.lr:.4g} | train ppl {train['ppl']:8.2f} | "
                 f"valid ppl {valid['ppl']:8.2f} | {train['tokens_per_s']:.0f} tok/s"
             )
             learning_curve(run_dir / "metrics.jsonl", run_dir / "learning_curve.png")
-            record = {"epoch": epoch, "step": history.step, "valid": valid, "rnnkit": rnnkit.__version__}
-            save_checkpoint(run_dir / "last", model, record, history.step)
-            if valid["loss"] <= history.best:
-                save_checkpoint(run_dir / "best", model, record, history.step)
-                since_best = 0
-            else:
-                since_best += 1
-                if t.patience is not None and since_best > t.patience:
-                    tqdm.write(f"early stop: no better validation loss for {since_best} epochs")
-                    break
+            record = {"epoch": epoch, "valid": valid}
+            if improved:
+                save_checkpoint(run_dir / "best", model, {"step": history.step, **record}, history.step)
+            stop = t.patience is not None and history.since_best > t.patience
+            cursor = Cursor(epoch=t.epochs + 1 if stop else epoch + 1)  # the next epoch starts afresh
+            save_last(record)
+            if stop:
+                tqdm.write(f"early stop: no better validation loss for {history.since_best} epochs")
     finally:
         metrics.close()
     load_checkpoint(run_dir / "best", model)
@@ -211,3 +261,15 @@ def fit(config: RunConfig, corpus: Corpus, run_dir: str | Path, progress: bool =
         summary["test"] = evaluate_lm(model, corpus.test, t.eval_batch_size, t.bptt, device)
     write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
     return summary
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint being resumed from (they will be redone)."""
+    if not path.exists():
+        return
+    kept = [
+        line
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if json.loads(line).get("step", 0) <= step
+    ]
+    write_text_atomic(path, "".join(line + "\n" for line in kept))

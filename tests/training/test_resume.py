@@ -1,0 +1,119 @@
+"""Exact resume: a run killed with SIGKILL (also in the middle of writing a checkpoint) and
+resumed ends with weights bit-identical to the same run uninterrupted."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import safetensors.torch
+import torch
+
+SETTINGS = [
+    "--model.cell=lstm",
+    "--model.hidden_size=16",
+    "--model.embed_size=16",
+    "--model.dropout=0.3",
+    "--train.epochs=3",
+    "--train.batch_size=4",
+    "--train.bptt=6",
+    "--train.variable_bptt=true",
+    "--train.checkpoint_every=4",
+    "--train.threads=1",
+    "--train.lr=2",
+    "--train.log_every=2",
+]
+
+# Runs rnnkit train, SIGKILLing itself at the n-th call of `target` in the checkpoint module:
+# after a whole checkpoint ("save_checkpoint"), or half-way through one, after the tensors
+# were written and before the JSON record ("write_text_atomic").
+KILLER = textwrap.dedent(
+    """
+    import os, signal, sys
+    import rnnkit.training.checkpoint as ck
+    import rnnkit.training.loop as loop
+    target, n = sys.argv[1], int(sys.argv[2])
+    calls = {"n": 0}
+    original = getattr(ck, target)
+    def wrapped(*args, **kwargs):
+        calls["n"] += 1
+        if target == "write_text_atomic" and calls["n"] == n:
+            os.kill(os.getpid(), signal.SIGKILL)
+        result = original(*args, **kwargs)
+        if target == "save_checkpoint" and calls["n"] == n:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return result
+    setattr(ck, target, wrapped)
+    if target == "save_checkpoint":
+        loop.save_checkpoint = wrapped
+    from rnnkit.cli.main import main
+    raise SystemExit(main(sys.argv[3:]))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    g = torch.Generator().manual_seed(0)
+    words = [f"w{i}" for i in range(12)]
+    for split, n in (("train", 120), ("valid", 20)):
+        lines = [" ".join(words[int(i)] for i in torch.randint(12, (8,), generator=g)) for _ in range(n)]
+        (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def _run(args, env_threads="1", check=True):
+    env = {**os.environ, "OMP_NUM_THREADS": env_threads}
+    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}: {proc.stderr[-2000:]}")
+    return proc
+
+
+def _weights(run):
+    record = json.loads((run / "last" / "checkpoint.json").read_text())
+    return safetensors.torch.load_file(str(run / "last" / record["weights"]))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(corpus, tmp_path_factory):
+    run = tmp_path_factory.mktemp("a") / "run"
+    _run(["-m", "rnnkit", "train", "--data", str(corpus), "--out", str(run), "--no-progress", *SETTINGS])
+    return run
+
+
+@pytest.mark.parametrize(
+    "kills",
+    [[("save_checkpoint", 3)], [("write_text_atomic", 4), ("save_checkpoint", 2)]],
+    ids=["after-a-checkpoint", "mid-write-then-again"],
+)
+def test_killed_and_resumed_equals_uninterrupted(corpus, uninterrupted, tmp_path, kills):
+    run = tmp_path / "run"
+    first = True
+    for target, n in kills:
+        args = ["-c", KILLER, target, str(n), "train"]
+        args += ["--data", str(corpus), "--out", str(run), *SETTINGS] if first else ["--resume", str(run)]
+        args.append("--no-progress")
+        proc = _run(args, check=False)
+        assert proc.returncode == -9, proc.stderr[-2000:]  # it really was killed
+        first = False
+    _run(["-m", "rnnkit", "train", "--resume", str(run), "--no-progress"])
+    a, b = _weights(uninterrupted), _weights(run)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    assert json.loads((run / "summary.json").read_text()) == json.loads(
+        (uninterrupted / "summary.json").read_text()
+    )
+    steps = [json.loads(line).get("step") for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps)  # no duplicated log lines from before the kill
+
+
+def test_resume_refuses_other_settings(uninterrupted):
+    proc = _run(["-m", "rnnkit", "train", "--resume", str(uninterrupted), "--train.lr=3"], check=False)
+    assert proc.returncode == 2 and "takes no other settings" in proc.stderr
