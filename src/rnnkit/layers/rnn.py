@@ -93,9 +93,8 @@ class RNN(nn.Module):
         self._cells: list[RecurrentCell] = []
         self._names: list[dict[str, str]] = []  # per (layer, direction): cell name -> flat name
         for layer in range(num_layers):
-            layer_input = input_size if layer == 0 else hidden_size * self.num_directions
             for suffix in self._suffixes:
-                cell = make_cell(layer_input)
+                cell = make_cell(self._layer_input(layer))
                 names = {}
                 for name, p in cell.named_parameters():
                     names[name] = f"{name}_l{layer}{suffix}"
@@ -138,30 +137,45 @@ class RNN(nn.Module):
         return result
 
     def flatten_parameters(self) -> None:
-        """On CUDA, lay the weights out in one buffer as cuDNN wants them (as ``nn.LSTM``).
+        """On CUDA, lay the weights out as cuDNN wants them (as ``nn.LSTM`` does).
 
-        Otherwise cuDNN copies them into such a buffer at every call. A no-op on other
-        devices, for cells cuDNN does not have, or where torch cannot do it.
+        One buffer for the whole stack when there is no dropout between layers (the stack
+        runs as one cuDNN call); one buffer per layer otherwise (each layer is its own
+        call). Without this cuDNN copies the weights into such a buffer at every call. A
+        no-op on other devices, for cells cuDNN does not have, or where torch cannot do it.
         """
         mode = fast.cudnn_mode(self.cell)
         weights = [getattr(self, name) for name in self._weight_names]
         if mode is not None and weights[0].is_cuda and torch.backends.cudnn.is_acceptable(weights[0]):
+            per_layer = len(weights) // self.num_layers
+            groups = (
+                [(weights, self.input_size, self.num_layers)]
+                if self.dropout == 0.0
+                else [
+                    (weights[k * per_layer : (k + 1) * per_layer], self._layer_input(k), 1)
+                    for k in range(self.num_layers)
+                ]
+            )
             try:
                 with torch.no_grad():
-                    torch._cudnn_rnn_flatten_weight(
-                        weights,
-                        4 if self.cell.bias else 2,
-                        self.input_size,
-                        torch.backends.cudnn.rnn.get_cudnn_mode(mode),
-                        self.hidden_size,
-                        0,
-                        self.num_layers,
-                        False,
-                        self.bidirectional,
-                    )
+                    for group, input_size, layers in groups:
+                        torch._cudnn_rnn_flatten_weight(
+                            group,
+                            4 if self.cell.bias else 2,
+                            input_size,
+                            torch.backends.cudnn.rnn.get_cudnn_mode(mode),
+                            self.hidden_size,
+                            0,
+                            layers,
+                            False,
+                            self.bidirectional,
+                        )
             except (AttributeError, RuntimeError):  # private torch API: speed only, never correctness
                 pass
         self._flat_ptrs = [w.data_ptr() for w in weights]
+
+    def _layer_input(self, k: int) -> int:
+        return self.input_size if k == 0 else self.hidden_size * self.num_directions
 
     def train(self, mode: bool = True) -> RNN:
         super().train(mode)
@@ -184,7 +198,7 @@ class RNN(nn.Module):
             output, finals = self._forward_reference(input, self._split_state(state), lengths)
             return output, self._join_state(finals)
         kernel = self._kernel(input.device, input.dtype, lengths is not None)
-        if kernel is fast.native_layer and (self.dropout == 0.0 or not self.training):
+        if kernel is fast.native_layer and self.dropout == 0.0:
             # Nothing happens between layers: one fused call runs the whole stack.
             hx = self._initial_hx(N) if state is None else state
             weights = [getattr(self, name) for name in self._weight_names]
