@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -34,6 +36,26 @@ def read_text(path: str | os.PathLike, what: str = "file") -> str:
         raise RnnkitError(
             f"{path}: line {line}, byte offset {err.start}: not UTF-8 (byte 0x{data[err.start]:02x})"
         ) from None
+
+
+def read_json(path: str | os.PathLike, missing: str, what: str = "JSON file"):
+    """Parse a JSON file; a missing file raises ``missing``, a broken one names the file."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RnnkitError(missing) from None
+    except (ValueError, UnicodeDecodeError) as err:
+        raise RnnkitError(f"{path}: corrupted {what} ({err})") from None
+
+
+def sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

@@ -45,7 +45,7 @@ def test_save_load_round_trip(tmp_path):
 @pytest.mark.parametrize(
     "content, match",
     [
-        ("not json", "not a JSON vocabulary"),
+        ("not json", "corrupted vocabulary: not JSON"),
         (json.dumps({"tokens": [1, 2]}), "list of strings"),
         (json.dumps([1]), "list of strings"),
         (json.dumps({"tokens": ["a", "a"]}), "more than once"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import sys
@@ -12,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 from rnnkit.errors import RnnkitError
+from rnnkit.fileio import sha256
 
 # name -> (URL pattern with {file}, {file: sha256}); hashes as in shared/data/README.md.
 NAMED: dict[str, tuple[str, dict[str, str]]] = {
@@ -37,14 +37,6 @@ MIRROR_ENV = "RNNKIT_DATA_MIRROR"
 
 def data_home() -> Path:
     return Path(os.environ.get(DATA_ENV) or Path.home() / ".cache" / "rnnkit" / "data")
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def ensure(name: str, timeout: float = 60.0) -> Path:

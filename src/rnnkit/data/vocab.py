@@ -6,12 +6,11 @@ import json
 import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import torch
 
 from rnnkit.errors import RnnkitError
-from rnnkit.fileio import write_text_atomic
+from rnnkit.fileio import read_json, write_text_atomic
 
 UNK = "<unk>"
 EOS = "<eos>"
@@ -102,13 +101,7 @@ class Vocab:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Vocab:
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise RnnkitError(f"{path}: no such vocabulary file") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise RnnkitError(f"{path}: not a JSON vocabulary ({err})") from None
+        data = read_json(path, missing=f"{path}: no such vocabulary file", what="vocabulary: not JSON")
         return cls.from_json(data, str(path))
 
     def __eq__(self, other: object) -> bool:

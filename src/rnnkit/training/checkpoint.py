@@ -22,17 +22,9 @@ from safetensors import SafetensorError
 from torch import nn
 
 from rnnkit.errors import RnnkitError
-from rnnkit.fileio import write_bytes_atomic, write_text_atomic
+from rnnkit.fileio import read_json, write_bytes_atomic, write_text_atomic
 
 RECORD = "checkpoint.json"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def save_checkpoint(
@@ -72,12 +64,9 @@ def read_record(directory: str | os.PathLike) -> dict:
     """The JSON record of the checkpoint in ``directory``, checked to name existing weights."""
     directory = Path(directory)
     path = directory / RECORD
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RnnkitError(f"{directory}: no checkpoint here (missing {RECORD})") from None
-    except (ValueError, UnicodeDecodeError) as err:
-        raise RnnkitError(f"{path}: corrupted checkpoint record ({err})") from None
+    record = read_json(
+        path, missing=f"{directory}: no checkpoint here (missing {RECORD})", what="checkpoint record"
+    )
     if not isinstance(record, dict) or not isinstance(record.get("weights"), str):
         raise RnnkitError(f"{path}: not a checkpoint record (no 'weights' entry)")
     return record

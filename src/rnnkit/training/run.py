@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -10,6 +9,7 @@ import torch
 from rnnkit.config import RunConfig, from_dict
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import RnnkitError
+from rnnkit.fileio import read_json
 from rnnkit.models.config import build_model
 from rnnkit.models.language_model import LanguageModel
 from rnnkit.training.checkpoint import load_checkpoint
@@ -17,12 +17,9 @@ from rnnkit.training.checkpoint import load_checkpoint
 
 def read_config(run_dir: str | Path) -> RunConfig:
     path = Path(run_dir) / "config.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RnnkitError(f"{run_dir}: not a run directory (missing config.json)") from None
-    except (ValueError, UnicodeDecodeError) as err:
-        raise RnnkitError(f"{path}: corrupted run configuration ({err})") from None
+    data = read_json(
+        path, missing=f"{run_dir}: not a run directory (missing config.json)", what="run configuration"
+    )
     return from_dict(data, str(path))
 
 
