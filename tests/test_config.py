@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -50,3 +51,17 @@ def test_bad_toml_names_the_file(tmp_path):
         load_config(path)
     with pytest.raises(RnnkitError, match="no such config file"):
         load_config(tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize(
+    "preset", sorted((Path(__file__).parents[1] / "configs").glob("*.toml")), ids=lambda p: p.stem
+)
+def test_every_preset_parses_builds_and_names_its_command(preset):
+    from rnnkit.models.config import build_model
+
+    config = load_config(preset)
+    build_model(config.model, vocab_size=10_000)
+    assert preset.read_text().startswith("# rnnkit train --data"), (
+        "a preset is headed by the command that runs it"
+    )
+    assert f"--config configs/{preset.name}" in preset.read_text().splitlines()[0]
