@@ -14,7 +14,7 @@ from rnnkit.data.corpora import load_corpus, locate
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import RnnkitError
 from rnnkit.fileio import write_text_atomic
-from rnnkit.tasks.lm import evaluate_lm, next_distribution, score_line
+from rnnkit.tasks.lm import evaluate_lm, next_distribution, prompt_tokens, score_line
 from rnnkit.tasks.lm import generate as sample
 from rnnkit.training.loop import fit, pick_device
 from rnnkit.training.run import load, read_config
@@ -98,8 +98,7 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
 def _warn_unknown(vocab, text: str, level: str) -> None:
-    tokens = list(text) if level == "char" else text.split()
-    unknown = sorted({t for t in tokens if t not in vocab})
+    unknown = sorted({t for t in prompt_tokens(text, level) if t not in vocab})
     if unknown and vocab.unk is not None:
         print(
             f"rnnkit: warning: not in the vocabulary, read as {vocab.unk}: {' '.join(unknown[:10])}",

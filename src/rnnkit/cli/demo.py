@@ -6,12 +6,14 @@ import math
 import time
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import rnnkit
+from rnnkit.config import ModelConfig
 from rnnkit.data.synthetic import repeat_copy_batch
 from rnnkit.errors import RnnkitError
+from rnnkit.models.config import build_model
+from rnnkit.training.loop import pick_device
 
 DEMO_CELLS = [
     ("elman (sigmoid)", "elman", {"nonlinearity": "sigmoid"}),
@@ -19,20 +21,6 @@ DEMO_CELLS = [
     ("gru", "gru", {}),
     ("lstm", "lstm", {}),
 ]
-
-
-class TinyLM(nn.Module):
-    """Embedding -> RNN -> softmax(W_S h_t): the lecture's RNN language model, small."""
-
-    def __init__(self, cell: str, vocab: int, hidden: int, **options) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(vocab, hidden)
-        self.rnn = rnnkit.rnn(cell, hidden, hidden, **options)
-        self.out = nn.Linear(hidden, vocab)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        h, _ = self.rnn(self.embed(tokens))
-        return self.out(h)
 
 
 def parity_error(cell: str, options: dict, device: torch.device) -> float:
@@ -55,11 +43,7 @@ def parity_error(cell: str, options: dict, device: torch.device) -> float:
 def run_demo(steps: int = 300, seed: int = 0, device: str = "cpu") -> int:
     if steps < 1:
         raise RnnkitError(f"--steps must be at least 1, got {steps}")
-    try:
-        dev = torch.device(device)
-        torch.empty(0, device=dev)
-    except (RuntimeError, ValueError, AssertionError) as err:  # CPU-only torch asserts on "cuda"
-        raise RnnkitError(f"--device {device!r} is not usable here: {err}") from None
+    dev = pick_device(device)
     vocab, hidden, seq_len, period, batch = 12, 64, 32, 6, 32
     print(f"rnnkit {rnnkit.__version__} demo on {dev}: {steps} steps per cell, seed {seed}")
     print(f"task: language model on generated phrases of {period} tokens repeated (vocabulary {vocab});")
@@ -69,15 +53,15 @@ def run_demo(steps: int = 300, seed: int = 0, device: str = "cpu") -> int:
         err = parity_error(cell, options, dev)
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
-        model = TinyLM(cell, vocab, hidden, **options).to(dev)
+        config = ModelConfig(cell=cell, embed_size=hidden, hidden_size=hidden, num_layers=1, **options)
+        model = build_model(config, vocab).to(dev)
         opt = torch.optim.Adam(model.parameters(), lr=1e-2)
         ppl_start = ppl = float("nan")
         start = time.perf_counter()
         for step in range(steps):
             tokens = repeat_copy_batch(batch, seq_len + 1, vocab, period, gen).to(dev)
-            logits = model(tokens[:-1])
-            # Score only the predictable part: targets from position `period` on.
-            loss = F.cross_entropy(logits[period - 1 :].reshape(-1, vocab), tokens[period:].reshape(-1))
+            logp, _ = model.log_prob(tokens[:-1], tokens[1:])
+            loss = -logp[period - 1 :].mean()  # only the predictable part: targets from `period` on
             opt.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # Mikolov's clipping

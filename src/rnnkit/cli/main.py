@@ -137,7 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ("evaluate", "generate", "score", "next"):
             from rnnkit.cli import commands
 
-            return getattr(commands, args.command.replace("next", "next_tokens"))(args)
+            verb = {"next": commands.next_tokens}.get(args.command) or getattr(commands, args.command)
+            return verb(args)
     except RnnkitError as err:
         print(f"rnnkit {args.command}: error: {err}", file=sys.stderr)
         return 2

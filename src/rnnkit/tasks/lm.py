@@ -40,10 +40,23 @@ def evaluate_lm(
     return lm_figures(nll, count)
 
 
-def _context_start(vocab, level: str) -> list[int]:
-    """What a fresh line is conditioned on: the end of the previous sentence."""
-    start = "\n" if level == "char" else EOS
-    return [vocab.index(start)] if start in vocab else []
+def sentence_end(level: str) -> str:
+    """The token that ends a sentence: ``<eos>``, or the newline in character corpora."""
+    return "\n" if level == "char" else EOS
+
+
+def prompt_tokens(text: str, level: str) -> list[str]:
+    """The tokens of a prompt or prefix, as written (no sentence end added)."""
+    return list(text) if level == "char" else text.split()
+
+
+def _context(vocab, level: str, tokens: list[str]) -> list[int]:
+    """Ids of ``tokens`` conditioned like a fresh line: after the previous sentence's end."""
+    start = sentence_end(level)
+    ids = ([vocab.index(start)] if start in vocab else []) + [vocab.index(t) for t in tokens]
+    if not ids:
+        raise RnnkitError("the prompt is empty and the vocabulary has no sentence start")
+    return ids
 
 
 @torch.no_grad()
@@ -53,10 +66,8 @@ def score_line(model: LanguageModel, vocab, level: str, line: str) -> dict:
     Returns the tokens, their surprisal -log2 P (bits), the total log-probability (nats)
     and the line's perplexity. Words not in the vocabulary are scored as ``<unk>``.
     """
-    tokens = tokenize(line if level == "char" else line + "\n", level)
-    if level == "char":
-        tokens.append("\n")
-    ids = torch.tensor(_context_start(vocab, level) + [vocab.index(t) for t in tokens])
+    tokens = tokenize(line + "\n", level)  # the line, then its sentence end
+    ids = torch.tensor(_context(vocab, level, tokens))
     if ids.numel() < 2:
         return {"tokens": tokens, "surprisal_bits": [], "logprob": 0.0, "ppl": 1.0}
     device = next(model.parameters()).device
@@ -78,10 +89,7 @@ def next_distribution(
     model: LanguageModel, vocab, level: str, prefix: str, k: int = 10
 ) -> list[tuple[str, float]]:
     """The ``k`` most probable next tokens after ``prefix`` with their probabilities."""
-    tokens = list(prefix) if level == "char" else prefix.split()
-    ids = torch.tensor(_context_start(vocab, level) + [vocab.index(t) for t in tokens])
-    if ids.numel() == 0:
-        raise RnnkitError("the prefix is empty and the vocabulary has no sentence start")
+    ids = torch.tensor(_context(vocab, level, prompt_tokens(prefix, level)))
     device = next(model.parameters()).device
     h, _ = model(ids[:, None].to(device))
     probs = model.head.log_probs(h[-1]).exp()[0]
@@ -108,10 +116,7 @@ def generate(
         raise RnnkitError(f"temperature must be positive, got {temperature}")
     if top_p is not None and not 0 < top_p <= 1:
         raise RnnkitError(f"top_p must be in (0, 1], got {top_p}")
-    tokens = list(prompt) if level == "char" else prompt.split()
-    ids = _context_start(vocab, level) + [vocab.index(t) for t in tokens]
-    if not ids:
-        raise RnnkitError("the prompt is empty and the vocabulary has no sentence start")
+    ids = _context(vocab, level, prompt_tokens(prompt, level))
     device = next(model.parameters()).device
     h, state = model(torch.tensor(ids, device=device)[:, None])
     out: list[str] = []
@@ -126,7 +131,7 @@ def generate(
             logits = torch.full_like(logits, -math.inf).scatter(0, order[keep], sorted_logits[keep])
         next_id = int(torch.multinomial(logits.softmax(-1).cpu(), 1, generator=generator))
         token = vocab.tokens[next_id]
-        if stop_at_eos and token == (("\n") if level == "char" else EOS):
+        if stop_at_eos and token == sentence_end(level):
             break
         out.append(token)
         h, state = model(torch.tensor([[next_id]], device=device), state)
