@@ -76,3 +76,21 @@ def test_state_dict_moves_between_gpu_and_cpu():
     back.load_state_dict({k: v.cpu() for k, v in gpu.state_dict().items()}, strict=True)
     x = torch.randn(5, 2, 4)
     torch.testing.assert_close(back(x)[0], gpu(x.cuda())[0].cpu(), **F32)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3], ids=["one-call", "per-layer"])
+@pytest.mark.parametrize("case", CELL_CASES, ids=CELL_IDS)
+def test_cuda_weight_drop_and_locked_dropout_match_the_reference(case, dropout):
+    """The AWD regularisers on cuDNN (W_hh dropped each call, packed by cuDNN) in float64."""
+    _, cell, options, _ = case
+    module = build(
+        cell, options, 5, 6, 2, True, torch.float64, dropout=dropout, locked_dropout=True, weight_drop=0.4
+    ).to("cuda")
+    x = torch.randn(7, 4, 5, dtype=torch.float64, device="cuda")
+    results = {}
+    for impl in ("reference", "auto"):
+        module.impl = impl
+        torch.manual_seed(9)  # the same CUDA masks on both paths
+        results[impl] = run_and_grad(module, x)
+    a, e = results["auto"], results["reference"]
+    assert_all_close([a[0], *a[1], *a[2]], [e[0], *e[1], *e[2]], **F64)

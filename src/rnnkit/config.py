@@ -20,7 +20,13 @@ else:  # pragma: no cover
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The network. Cell options apply to the cells that take them (see ``rnnkit.rnn``)."""
+    """The network. Cell options apply to the cells that take them (see ``rnnkit.rnn``).
+
+    Dropout: ``dropout`` on the RNN's output, and on the word vectors and between layers
+    unless ``input_dropout`` / ``layer_dropout`` say otherwise; ``embedding_dropout``
+    drops whole words, ``weight_drop`` entries of each W_hh, ``locked_dropout`` shares
+    masks over time (the AWD-LSTM regularisers).
+    """
 
     cell: str = "lstm"
     embed_size: int = 200
@@ -28,6 +34,12 @@ class ModelConfig:
     num_layers: int = 2
     bidirectional: bool = False
     dropout: float = 0.0
+    input_dropout: float | None = None
+    layer_dropout: float | None = None
+    embedding_dropout: float = 0.0
+    weight_drop: float = 0.0
+    locked_dropout: bool = False
+    projection_size: int | None = None
     bias: bool = True
     nonlinearity: str = "tanh"
     reset_after: bool = True

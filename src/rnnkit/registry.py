@@ -34,6 +34,8 @@ def rnn(
     bidirectional: bool = False,
     dropout: float = 0.0,
     impl: str = "auto",
+    locked_dropout: bool = False,
+    weight_drop: float = 0.0,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     **options,
@@ -44,6 +46,8 @@ def rnn(
         cell: ``"elman"``, ``"irnn"``, ``"gru"`` or ``"lstm"``.
         input_size, hidden_size, num_layers, bidirectional, dropout: as in ``nn.LSTM``.
         impl: ``"auto"`` (fast path), ``"reference"``, ``"own"`` or ``"native"``.
+        locked_dropout: share each dropout mask between layers over time (variational).
+        weight_drop: DropConnect probability on every W_hh in training (AWD-LSTM).
         device, dtype: where and in what precision the parameters live.
         **options: the cell's own options, torch's names where torch has them:
             ``nonlinearity`` (``"sigmoid"|"tanh"|"relu"``, elman), ``bias``,
@@ -71,4 +75,14 @@ def rnn(
     def make_cell(layer_input: int) -> RecurrentCell:
         return factory(layer_input, hidden_size, device=device, dtype=dtype, **options)
 
-    return RNN(make_cell, input_size, hidden_size, num_layers, bidirectional, dropout, impl)
+    return RNN(
+        make_cell,
+        input_size,
+        hidden_size,
+        num_layers,
+        bidirectional,
+        dropout,
+        impl,
+        locked_dropout=locked_dropout,
+        weight_drop=weight_drop,
+    )

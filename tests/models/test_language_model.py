@@ -55,6 +55,47 @@ def test_tied_weights_share_one_matrix():
     assert model.head.proj.weight is model.embedding.weight
 
 
+def test_tied_weights_through_a_projection():
+    config = ModelConfig(embed_size=8, hidden_size=24, num_layers=2, tie_weights=True, projection_size=8)
+    model = build_model(config, vocab_size=20)
+    assert model.head.proj.weight is model.embedding.weight
+    logp, _ = model.log_prob(torch.randint(20, (5, 3)), torch.randint(20, (5, 3)))
+    assert logp.shape == (5, 3) and bool((logp < 0).all())
+
+
+def test_awd_regularisers_reach_the_model_and_only_act_in_training():
+    config = ModelConfig(
+        embed_size=6,
+        hidden_size=6,
+        dropout=0.4,
+        input_dropout=0.5,
+        layer_dropout=0.2,
+        embedding_dropout=0.5,
+        weight_drop=0.3,
+        locked_dropout=True,
+    )
+    model = build_model(config, vocab_size=40)
+    assert (model.input_dropout, model.embedding_dropout, model.locked_dropout) == (0.5, 0.5, True)
+    assert (model.rnn.dropout, model.rnn.weight_drop, model.rnn.locked_dropout) == (0.2, 0.3, True)
+    # Embedding dropout removes a word everywhere it occurs: the RNN sees one repeated word
+    # as all zeros or as L[w] / (1 - p) at every position, never a mixture.
+    model.input_dropout = 0.0
+    inputs = []
+    model.rnn.register_forward_hook(lambda module, args, out: inputs.append(args[0].detach()))
+    dropped = set()
+    for seed in range(20):
+        torch.manual_seed(seed)
+        model(torch.full((5, 1), 7))
+        x = inputs[-1][:, 0]
+        dropped.add(bool((x == 0).all()))
+        kept = model.embedding.weight[7].detach().expand_as(x) / 0.5
+        assert bool((x == 0).all()) or torch.allclose(x, kept)
+    assert dropped == {True, False}
+    model.eval()
+    tokens = torch.randint(40, (5, 2))
+    torch.testing.assert_close(model(tokens)[0], model(tokens)[0], rtol=0, atol=0)
+
+
 def test_init_range():
     model = build_model(ModelConfig(init_range=0.1), vocab_size=30)
     assert all(p.abs().max() <= 0.1 for p in model.parameters())
@@ -68,6 +109,10 @@ def test_init_range():
         (ModelConfig(head="adaptive", cutoffs=[100]), "cutoffs"),
         (ModelConfig(hidden_size=8, embed_size=8, head="adaptive", cutoffs=[10, 20]), "div_value"),
         (ModelConfig(cell="lstm", nonlinearity="sigmoid"), "does not apply to cell 'lstm'"),
+        (ModelConfig(embedding_dropout=1.0), "model.embedding_dropout must be a probability"),
+        (ModelConfig(input_dropout=-0.5), "model.input_dropout must be a probability"),
+        (ModelConfig(weight_drop=1.5), "model.weight_drop must be a probability"),
+        (ModelConfig(projection_size=0), "model.projection_size must be a positive"),
     ],
 )
 def test_impossible_combinations(config, match):

@@ -109,8 +109,9 @@ def native_stack(
     train = torch.is_grad_enabled() and any(t.requires_grad for t in (x, *weights, *hx))
     args = (has_biases, num_layers, 0.0, train, bidirectional)
     with warnings.catch_warnings():
-        if sigmoid:  # the rescaled weights are new tensors: cuDNN packs them, as it must
-            warnings.filterwarnings("ignore", message="RNN module weights are not part")
+        # RNN.flatten_parameters lays out a module's own weights; derived ones (the sigmoid's
+        # rescaled weights, a weight-dropped W_hh) are new tensors cuDNN must pack, as it does.
+        warnings.filterwarnings("ignore", message="RNN module weights are not part")
         if lengths is None:
             out = op(x, hx if cell.has_cell_state else hx[0], weights, *args, False)
             y, finals = out[0], list(out[1:])

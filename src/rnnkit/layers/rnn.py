@@ -6,7 +6,6 @@ import copy
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
@@ -14,6 +13,7 @@ from rnnkit.cells.base import LSTMState, RecurrentCell, State, initial_state
 from rnnkit.errors import RnnkitError
 from rnnkit.layers import fast
 from rnnkit.layers.bidirectional import Bidirectional
+from rnnkit.layers.dropout import drop_weight, dropout
 from rnnkit.layers.recurrent import Recurrent
 from rnnkit.layers.stacked import Stacked
 from rnnkit.layers.state import check_lengths
@@ -36,6 +36,12 @@ class RNN(nn.Module):
         num_layers: depth.
         bidirectional: add a reversed direction to every layer.
         dropout: dropout between layers in training mode.
+        locked_dropout: use one dropout mask per sequence between layers, the same at
+            every step (variational dropout, Gal & Ghahramani 2016) instead of a fresh
+            mask per element.
+        weight_drop: DropConnect on every :math:`W_{hh}` in training mode: a fresh mask
+            per forward call, shared by all steps (AWD-LSTM, Merity et al. 2018). Works
+            on every path, the fused kernels included.
         impl: ``"auto"`` (the fast path: the fastest measured kernel per device, cell,
             dtype and lengths), ``"reference"`` (the Python loop over the cells),
             ``"own"`` (rnnkit's kernels) or ``"native"`` (torch's fused op). Settable
@@ -72,6 +78,8 @@ class RNN(nn.Module):
         bidirectional: bool = False,
         dropout: float = 0.0,
         impl: str = "auto",
+        locked_dropout: bool = False,
+        weight_drop: float = 0.0,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -81,10 +89,12 @@ class RNN(nn.Module):
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise RnnkitError(f"{name} must be a positive integer, got {value!r}")
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-            raise RnnkitError(f"dropout must be a probability in [0, 1), got {dropout!r}")
+        for name, value in (("dropout", dropout), ("weight_drop", weight_drop)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                raise RnnkitError(f"{name} must be a probability in [0, 1), got {value!r}")
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bidirectional, self.dropout = bool(bidirectional), float(dropout)
+        self.locked_dropout, self.weight_drop = bool(locked_dropout), float(weight_drop)
         self.impl = impl
         self.num_directions = 2 if bidirectional else 1
         self._suffixes = ("", "_reverse")[: self.num_directions]
@@ -129,7 +139,7 @@ class RNN(nn.Module):
         for k in range(self.num_layers):
             directions = [Recurrent(self._cells[k * D + d], reverse=bool(d)) for d in range(D)]
             layers.append(Bidirectional(*directions) if D == 2 else directions[0])
-        return Stacked(layers, self.dropout)
+        return Stacked(layers, self.dropout, self.locked_dropout)
 
     def _apply(self, fn, recurse=True):
         result = super()._apply(fn, recurse)
@@ -194,27 +204,43 @@ class RNN(nn.Module):
             lengths = check_lengths(lengths, L, N, input.device)
         if state is not None:
             self._check_state(state, N, input)
+        params = self._forward_parameters()
         if self.impl == "reference":
-            output, finals = self._forward_reference(input, self._split_state(state), lengths)
+            output, finals = self._forward_reference(params, input, self._split_state(state), lengths)
             return output, self._join_state(finals)
         kernel = self._kernel(input.device, input.dtype, lengths is not None)
         if kernel is fast.native_layer and self.dropout == 0.0:
             # Nothing happens between layers: one fused call runs the whole stack.
             hx = self._initial_hx(N) if state is None else state
-            weights = [getattr(self, name) for name in self._weight_names]
-            if input.is_cuda and [w.data_ptr() for w in weights] != self._flat_ptrs:
+            weights = [params[name] for name in self._weight_names]
+            dropped = self.training and self.weight_drop  # new tensors each call: cuDNN packs them
+            if input.is_cuda and not dropped and [w.data_ptr() for w in weights] != self._flat_ptrs:
                 self.flatten_parameters()  # e.g. after deepcopy or load_state_dict(assign=True)
             return fast.native_stack(
                 self.cell, input, hx, weights, lengths, self.num_layers, self.bidirectional
             )
-        output, finals = self._forward_layers(kernel, input, self._split_state(state), lengths)
+        output, finals = self._forward_layers(kernel, params, input, self._split_state(state), lengths)
         return output, self._join_state(finals)
+
+    def _forward_parameters(self) -> dict[str, Tensor]:
+        """The weights this forward call uses: the parameters, with W_hh dropped in training.
+
+        Every path calls this first, so a seeded run draws the same masks on every path.
+        """
+        params = {flat: getattr(self, flat) for names in self._names for flat in names.values()}
+        if self.training and self.weight_drop:
+            for names in self._names:
+                flat = names["weight_hh"]
+                params[flat] = drop_weight(params[flat], self.weight_drop, True)
+        return params
 
     def layer_parameters(self, index: int) -> dict[str, Tensor]:
         """Parameters of layer-direction ``index`` (= layer * D + direction) by cell name."""
         return {name: getattr(self, flat) for name, flat in self._names[index].items()}
 
-    def _forward_reference(self, input: Tensor, states: list[State] | None, lengths: Tensor | None):
+    def _forward_reference(
+        self, weights: dict[str, Tensor], input: Tensor, states: list[State] | None, lengths: Tensor | None
+    ):
         D = self.num_directions
         params = {}
         for k in range(self.num_layers):
@@ -222,24 +248,33 @@ class RNN(nn.Module):
                 prefix = (
                     f"layers.{k}." + (("forward_layer.", "backward_layer.")[d] if D == 2 else "") + "cell."
                 )
-                params.update({prefix + name: p for name, p in self.layer_parameters(k * D + d).items()})
+                names = self._names[k * D + d]
+                params.update({prefix + name: weights[flat] for name, flat in names.items()})
         nested = None
         if states is not None:
             nested = [
                 tuple(states[k * D : (k + 1) * D]) if D == 2 else states[k] for k in range(self.num_layers)
             ]
-        self._reference.dropout = self.dropout
+        self._reference.dropout, self._reference.locked = self.dropout, self.locked_dropout
         output, finals = functional_call(self._reference, params, (input, nested, lengths))
         flat = [s for layer in finals for s in (layer if D == 2 else (layer,))]
         return output, flat
 
-    def _forward_layers(self, kernel: fast.LayerKernel, input: Tensor, states: list[State] | None, lengths):
+    def _forward_layers(
+        self,
+        kernel: fast.LayerKernel,
+        weights: dict[str, Tensor],
+        input: Tensor,
+        states: list[State] | None,
+        lengths: Tensor | None,
+    ):
         D, N = self.num_directions, input.shape[1]
         x, finals = input, []
         for k in range(self.num_layers):
             if k > 0:
-                x = F.dropout(x, self.dropout, self.training)
-            params = [self.layer_parameters(i) for i in range(k * D, (k + 1) * D)]
+                x = dropout(x, self.dropout, self.training, self.locked_dropout)
+            names = self._names[k * D : (k + 1) * D]
+            params = [{name: weights[flat] for name, flat in n.items()} for n in names]
             if states is None:
                 layer_states = [self._initial_state(p, N) for p in params]
             else:
@@ -334,6 +369,10 @@ class RNN(nn.Module):
             parts.append("bidirectional=True")
         if self.dropout:
             parts.append(f"dropout={self.dropout}")
+        if self.locked_dropout:
+            parts.append("locked_dropout=True")
+        if self.weight_drop:
+            parts.append(f"weight_drop={self.weight_drop}")
         if self.impl != "auto":
             parts.append(f"impl={self.impl!r}")
         return ", ".join(parts)

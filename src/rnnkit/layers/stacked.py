@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from rnnkit.layers.dropout import dropout
 
 
 class Stacked(nn.Module):
@@ -19,16 +20,18 @@ class Stacked(nn.Module):
         layers: :class:`~rnnkit.layers.Recurrent` or
             :class:`~rnnkit.layers.Bidirectional` modules, input sizes chained.
         dropout: probability of zeroing an element between layers in training mode.
+        locked: one mask per sequence and feature, shared by every step (variational
+            dropout, Gal & Ghahramani 2016).
 
     Inputs: ``input`` (L, N, H_in); ``states`` one state per layer (or ``None``);
     ``lengths`` (N,) or ``None``.
     Outputs: the last layer's output; the list of each layer's final state.
     """
 
-    def __init__(self, layers: Sequence[nn.Module], dropout: float = 0.0) -> None:
+    def __init__(self, layers: Sequence[nn.Module], dropout: float = 0.0, locked: bool = False) -> None:
         super().__init__()
         self.layers = nn.ModuleList(layers)
-        self.dropout = dropout
+        self.dropout, self.locked = dropout, locked
 
     def forward(
         self, input: Tensor, states: Sequence | None = None, lengths: Tensor | None = None
@@ -37,7 +40,7 @@ class Stacked(nn.Module):
         x, finals = input, []
         for k, (layer, state) in enumerate(zip(self.layers, states)):
             if k > 0:
-                x = F.dropout(x, self.dropout, self.training)
+                x = dropout(x, self.dropout, self.training, self.locked)
             x, final = layer(x, state, lengths)
             finals.append(final)
         return x, finals

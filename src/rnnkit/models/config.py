@@ -20,6 +20,12 @@ def build_model(config: ModelConfig, vocab_size: int) -> LanguageModel:
     ``input_std``) go to the cells that take them; setting one a cell does not take is
     an error rather than silently ignored.
     """
+    for name in ("dropout", "input_dropout", "layer_dropout", "embedding_dropout", "weight_drop"):
+        value = getattr(config, name)
+        if value is not None and not 0.0 <= value < 1.0:
+            raise RnnkitError(f"model.{name} must be a probability in [0, 1), got {value!r}")
+    if config.projection_size is not None and config.projection_size <= 0:
+        raise RnnkitError(f"model.projection_size must be a positive integer, got {config.projection_size}")
     accepted = set(cell_options(config.cell))
     options = {}
     for name in (
@@ -42,12 +48,26 @@ def build_model(config: ModelConfig, vocab_size: int) -> LanguageModel:
         config.hidden_size,
         num_layers=config.num_layers,
         bidirectional=config.bidirectional,
-        dropout=config.dropout,
+        dropout=config.dropout if config.layer_dropout is None else config.layer_dropout,
+        locked_dropout=config.locked_dropout,
+        weight_drop=config.weight_drop,
         **options,
     )
     out_size = config.hidden_size * (2 if config.bidirectional else 1)
+    if config.projection_size is not None:
+        out_size = config.projection_size
     head = _head(config, out_size, vocab_size)
-    model = LanguageModel(vocab_size, config.embed_size, recurrent, head, dropout=config.dropout)
+    model = LanguageModel(
+        vocab_size,
+        config.embed_size,
+        recurrent,
+        head,
+        dropout=config.dropout,
+        input_dropout=config.input_dropout,
+        embedding_dropout=config.embedding_dropout,
+        locked_dropout=config.locked_dropout,
+        projection_size=config.projection_size,
+    )
     if config.init_range is not None:  # Zaremba et al. 2014: every parameter ~ U(-0.1, 0.1)
         with torch.no_grad():
             for p in model.parameters():
@@ -67,6 +87,6 @@ def _head(config: ModelConfig, out_size: int, vocab_size: int) -> OutputHead:
     if config.tie_weights and out_size != config.embed_size:
         raise RnnkitError(
             f"model.tie_weights needs the RNN's output size ({out_size}) to equal model.embed_size "
-            f"({config.embed_size})"
+            f"({config.embed_size}); set model.projection_size = {config.embed_size} to map it there"
         )
     return FullSoftmax(out_size, vocab_size, bias=config.head_bias)
