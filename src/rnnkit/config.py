@@ -81,6 +81,7 @@ class TrainConfig:
     eval_batch_size: int = 10
     bptt: int = 35
     variable_bptt: bool = False
+    nonmono: int = 5
     clip_norm: float = 5.0
     clip_value: float | None = None
     max_bad_steps: int = 5
@@ -107,7 +108,7 @@ CHOICES = {
     "model.nonlinearity": ("sigmoid", "tanh", "relu"),
     "model.head": ("full", "adaptive"),
     "data.level": ("word", "symbol", "char"),
-    "train.optimizer": ("sgd", "adam"),
+    "train.optimizer": ("sgd", "adam", "ntasgd"),
     "train.schedule": ("constant", "zaremba", "plateau"),
 }
 

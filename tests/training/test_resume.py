@@ -27,6 +27,18 @@ SETTINGS = [
     "--train.lr=2",
     "--train.log_every=2",
 ]
+# NT-ASGD with every AWD regulariser: averaging starts after epoch 2 in this run (the test
+# checks it had started when the run was killed), so its averages must resume exactly too.
+AWD = [
+    *SETTINGS[:4],
+    "--model.locked_dropout=true",
+    "--model.weight_drop=0.3",
+    "--model.embedding_dropout=0.1",
+    "--train.epochs=4",
+    "--train.optimizer=ntasgd",
+    "--train.nonmono=1",
+    *SETTINGS[5:],
+]
 
 # Runs rnnkit train, SIGKILLing itself at the n-th call of `target` in the checkpoint module:
 # after a whole checkpoint ("save_checkpoint"), or half-way through one, after the tensors
@@ -82,26 +94,42 @@ def _weights(run):
 
 @pytest.fixture(scope="module")
 def uninterrupted(corpus, tmp_path_factory):
-    run = tmp_path_factory.mktemp("a") / "run"
-    _run(["-m", "rnnkit", "train", "--data", str(corpus), "--out", str(run), "--no-progress", *SETTINGS])
-    return run
+    runs = {}
+
+    def get(settings: list[str]):
+        key = tuple(settings)
+        if key not in runs:
+            runs[key] = tmp_path_factory.mktemp("a") / "run"
+            args = ["-m", "rnnkit", "train", "--data", str(corpus), "--out", str(runs[key]), "--no-progress"]
+            _run([*args, *settings])
+        return runs[key]
+
+    return get
 
 
 @pytest.mark.parametrize(
-    "kills",
-    [[("save_checkpoint", 3)], [("write_text_atomic", 4), ("save_checkpoint", 2)]],
-    ids=["after-a-checkpoint", "mid-write-then-again"],
+    "settings, kills",
+    [
+        (SETTINGS, [("save_checkpoint", 3)]),
+        (SETTINGS, [("write_text_atomic", 4), ("save_checkpoint", 2)]),
+        (AWD, [("save_checkpoint", 25)]),
+    ],
+    ids=["after-a-checkpoint", "mid-write-then-again", "ntasgd-averaging-awd"],
 )
-def test_killed_and_resumed_equals_uninterrupted(corpus, uninterrupted, tmp_path, kills):
+def test_killed_and_resumed_equals_uninterrupted(corpus, uninterrupted, tmp_path, settings, kills):
     run = tmp_path / "run"
     first = True
     for target, n in kills:
         args = ["-c", KILLER, target, str(n), "train"]
-        args += ["--data", str(corpus), "--out", str(run), *SETTINGS] if first else ["--resume", str(run)]
+        args += ["--data", str(corpus), "--out", str(run), *settings] if first else ["--resume", str(run)]
         args.append("--no-progress")
         proc = _run(args, check=False)
         assert proc.returncode == -9, proc.stderr[-2000:]  # it really was killed
         first = False
+    if settings is AWD:
+        record = json.loads((run / "last" / "checkpoint.json").read_text())
+        assert record["resume"]["average"]["active"] and record["resume"]["average"]["count"] > 0
+    uninterrupted = uninterrupted(settings)
     _run(["-m", "rnnkit", "train", "--resume", str(run), "--no-progress"])
     a, b = _weights(uninterrupted), _weights(run)
     assert a.keys() == b.keys()
@@ -115,5 +143,7 @@ def test_killed_and_resumed_equals_uninterrupted(corpus, uninterrupted, tmp_path
 
 
 def test_resume_refuses_other_settings(uninterrupted):
-    proc = _run(["-m", "rnnkit", "train", "--resume", str(uninterrupted), "--train.lr=3"], check=False)
+    proc = _run(
+        ["-m", "rnnkit", "train", "--resume", str(uninterrupted(SETTINGS)), "--train.lr=3"], check=False
+    )
     assert proc.returncode == 2 and "takes no other settings" in proc.stderr

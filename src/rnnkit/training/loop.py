@@ -25,10 +25,11 @@ from rnnkit.fileio import write_text_atomic
 from rnnkit.models.config import build_model
 from rnnkit.models.language_model import LanguageModel
 from rnnkit.tasks.lm import evaluate_lm, lm_figures
+from rnnkit.training.averaging import ParameterAverage
 from rnnkit.training.checkpoint import load_checkpoint, load_state, save_checkpoint
 from rnnkit.training.clipping import clip_gradients
 from rnnkit.training.resume import capture, restore
-from rnnkit.training.schedules import plateau_lr, zaremba_lr
+from rnnkit.training.schedules import nonmonotone_trigger, plateau_lr, zaremba_lr
 
 
 @dataclass
@@ -78,6 +79,10 @@ def make_optimizer(model: torch.nn.Module, config: RunConfig) -> torch.optim.Opt
     t = config.train
     if t.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    if t.optimizer == "ntasgd":  # SGD until the trigger, then SGD with averaged iterates
+        if t.nonmono < 1:
+            raise RnnkitError(f"train.nonmono must be at least 1, got {t.nonmono}")
+        return torch.optim.SGD(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
 
 
@@ -101,11 +106,13 @@ def train_epoch(
     generator: torch.Generator,
     progress: bool = True,
     on_window: Callable[[], None] | None = None,
+    average: ParameterAverage | None = None,
 ) -> dict[str, float]:
     """One pass over the training stream by truncated BPTT, from ``cursor`` on.
 
     ``cursor`` is advanced after every window (``on_window`` is then called: it may save
-    a resumable checkpoint); returns the epoch's loss figures.
+    a resumable checkpoint); ``average`` (NT-ASGD) takes in the weights after every step.
+    Returns the epoch's loss figures.
     """
     t, lr = config.train, history.lr
     model.train()
@@ -129,6 +136,8 @@ def train_epoch(
         cursor.position = position + x.shape[0]
         if math.isfinite(loss.item()) and math.isfinite(norm):
             optimizer.step()
+            if average is not None:
+                average.update()
             cursor.bad, cursor.state = 0, detach_state(state)
             cursor.nll += -logp.sum().item()
             cursor.count += y.numel()
@@ -187,10 +196,12 @@ def fit(
     columns = batchify(corpus.train, t.batch_size).to(device)
     generator = torch.Generator().manual_seed(t.seed)
     history, cursor = History(), Cursor()
+    average = ParameterAverage(model.parameters())
     if resume:
         record, tensors = load_state(run_dir / "last")
         load_checkpoint(run_dir / "last", model)
         restore(record["resume"], tensors, optimizer, history, cursor, generator, device)
+        average.load(record["resume"].get("average", {"active": False}), tensors)
         _truncate_metrics(run_dir / "metrics.jsonl", history.step)
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -204,6 +215,8 @@ def fit(
 
     def save_last(extra_record: dict | None = None) -> None:
         state_record, tensors = capture(optimizer, history, cursor, generator)
+        state_record["average"], average_tensors = average.state()
+        tensors.update(average_tensors)
         record = {
             "step": history.step,
             **(extra_record or {}),
@@ -222,11 +235,25 @@ def fit(
             if cursor.position == 0 and cursor.count == 0:
                 history.lr = epoch_lr(config, epoch, history)
             train = train_epoch(
-                model, columns, optimizer, config, history, cursor, log, generator, progress, on_window
+                model,
+                columns,
+                optimizer,
+                config,
+                history,
+                cursor,
+                log,
+                generator,
+                progress,
+                on_window,
+                average=average,
             )
-            valid = evaluate_lm(model, corpus.valid, t.eval_batch_size, t.bptt, device)
-            history.valid_loss.append(valid["loss"])
-            improved = valid["loss"] <= history.best
+            with average.swapped():  # NT-ASGD: the averaged weights are the model
+                valid = evaluate_lm(model, corpus.valid, t.eval_batch_size, t.bptt, device)
+                history.valid_loss.append(valid["loss"])
+                improved = valid["loss"] <= history.best
+                if improved:
+                    record = {"step": history.step, "epoch": epoch, "valid": valid}
+                    save_checkpoint(run_dir / "best", model, record, history.step)
             history.since_best = 0 if improved else history.since_best + 1
             log(
                 {
@@ -238,6 +265,7 @@ def fit(
                     "valid_loss": valid["loss"],
                     "valid_ppl": valid["ppl"],
                     "tokens_per_s": train["tokens_per_s"],
+                    "averaging": average.active,
                 }
             )
             tqdm.write(
@@ -245,9 +273,11 @@ def fit(
                 f"valid ppl {valid['ppl']:8.2f} | {train['tokens_per_s']:.0f} tok/s"
             )
             learning_curve(run_dir / "metrics.jsonl", run_dir / "learning_curve.png")
+            switch = t.optimizer == "ntasgd" and not average.active
+            if switch and nonmonotone_trigger(history.valid_loss, t.nonmono):
+                average.start()
+                tqdm.write(f"epoch {epoch:3d} | NT-ASGD: validation stopped improving; averaging from now on")
             record = {"epoch": epoch, "valid": valid}
-            if improved:
-                save_checkpoint(run_dir / "best", model, {"step": history.step, **record}, history.step)
             stop = t.patience is not None and history.since_best > t.patience
             cursor = Cursor(epoch=t.epochs + 1 if stop else epoch + 1)  # the next epoch starts afresh
             save_last(record)

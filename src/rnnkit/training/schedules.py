@@ -18,3 +18,9 @@ def plateau_lr(lr: float, valid_history: Sequence[float], factor: float) -> floa
     if len(valid_history) >= 2 and valid_history[-1] >= min(valid_history[:-1]):
         return lr * factor
     return lr
+
+
+def nonmonotone_trigger(valid_history: Sequence[float], nonmono: int) -> bool:
+    """NT-ASGD's switch (Merity et al. 2018): the latest validation loss is worse than the
+    best of all epochs before the last ``nonmono`` ones."""
+    return len(valid_history) > nonmono and valid_history[-1] > min(valid_history[:-nonmono])
