@@ -14,7 +14,11 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 
 
 def load(run_dir, which: str = "best", device="cpu"):
-    """A trained run's model (eval mode), vocabulary and configuration: ``model, vocab, config``."""
+    """A trained run: ``model, vocab, config, codec`` (the model in eval mode on ``device``).
+
+    ``codec`` turns text into the run's tokens and back (``codec.prompt_tokens``,
+    ``codec.join``); :mod:`rnnkit.tasks.lm` scores and generates with all four.
+    """
     from rnnkit.training.run import load as _load
 
     return _load(run_dir, which, device)

@@ -107,7 +107,7 @@ CHOICES = {
     "model.cell": ("elman", "irnn", "gru", "lstm"),
     "model.nonlinearity": ("sigmoid", "tanh", "relu"),
     "model.head": ("full", "adaptive"),
-    "data.level": ("word", "symbol", "char"),
+    "data.level": ("word", "symbol", "char", "bpe"),
     "train.optimizer": ("sgd", "adam", "ntasgd"),
     "train.schedule": ("constant", "zaremba", "plateau"),
 }

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from rnnkit.data.corpora import load_corpus, locate, tokenize
+from rnnkit.data.corpora import load_corpus, locate
+from rnnkit.data.text import Codec
 from rnnkit.data.vocab import EOS, UNK
 from rnnkit.errors import RnnkitError
 
@@ -14,11 +15,11 @@ SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 def test_tokenize_levels():
-    assert tokenize(" a b \n c\n", "word") == ["a", "b", EOS, "c", EOS]
-    assert tokenize("a _ b\n", "symbol") == ["a", "_", "b", EOS]
-    assert tokenize("ab\nc", "char") == ["a", "b", "\n", "c"]
+    assert Codec("word").corpus_tokens(" a b \n c\n") == ["a", "b", EOS, "c", EOS]
+    assert Codec("symbol").corpus_tokens("a _ b\n") == ["a", "_", "b", EOS]
+    assert Codec("char").corpus_tokens("ab\nc") == ["a", "b", "\n", "c"]
     with pytest.raises(RnnkitError, match="level"):
-        tokenize("x", "bytes")
+        Codec("bytes")
 
 
 @pytest.mark.parametrize(

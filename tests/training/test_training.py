@@ -58,7 +58,7 @@ def test_fit_learns_the_language_and_reloads(corpus_dir, tmp_path):
     summary = fit(config, corpus, run, progress=False)
     # After the first word each next word is determined: perplexity far below the 7 tokens' uniform.
     assert summary["test"]["ppl"] < 2.5
-    _, vocab, saved = load(run)
+    _, vocab, saved, _ = load(run)
     assert saved == config and len(vocab) == len(corpus.vocab)
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     epochs = [e for e in lines if "epoch" in e]
@@ -137,12 +137,12 @@ def trained(tmp_path_factory):
 
 
 def test_score_equals_the_product_of_next_token_probabilities(trained):
-    model, vocab, _ = load(trained)
-    result = score_line(model, vocab, "word", "c d e f")
+    model, vocab, _, codec = load(trained)
+    result = score_line(model, vocab, codec, "c d e f")
     assert result["tokens"] == ["c", "d", "e", "f", "<eos>"]
     expected, prefix = 0.0, ""
     for token in result["tokens"]:
-        probs = dict(next_distribution(model, vocab, "word", prefix, k=len(vocab)))
+        probs = dict(next_distribution(model, vocab, codec, prefix, k=len(vocab)))
         expected += math.log(probs[token])
         prefix = f"{prefix} {token}".strip()
     assert result["logprob"] == pytest.approx(expected, rel=1e-5)
@@ -150,16 +150,16 @@ def test_score_equals_the_product_of_next_token_probabilities(trained):
 
 
 def test_top_k_one_is_greedy_and_seeds_repeat(trained):
-    model, vocab, _ = load(trained)
-    greedy = generate(model, vocab, "word", "a", max_tokens=5, top_k=1, stop_at_eos=False)
+    model, vocab, _, codec = load(trained)
+    greedy = generate(model, vocab, codec, "a", max_tokens=5, top_k=1, stop_at_eos=False)
     prefix = "a"
     for token in greedy:
-        assert token == next_distribution(model, vocab, "word", prefix, k=1)[0][0]
+        assert token == next_distribution(model, vocab, codec, prefix, k=1)[0][0]
         prefix += " " + token
-    tiny_p = generate(model, vocab, "word", "a", max_tokens=5, top_p=1e-6, stop_at_eos=False)
+    tiny_p = generate(model, vocab, codec, "a", max_tokens=5, top_p=1e-6, stop_at_eos=False)
     assert tiny_p == greedy
     runs = [
-        generate(model, vocab, "word", "b", 8, generator=torch.Generator().manual_seed(3)) for _ in range(2)
+        generate(model, vocab, codec, "b", 8, generator=torch.Generator().manual_seed(3)) for _ in range(2)
     ]
     assert runs[0] == runs[1]
 
@@ -191,3 +191,36 @@ def test_an_unusable_device_is_one_line(trained, capsys):
     assert main(["next", str(trained), "a", "--device", "nonsense"]) == 2
     err = capsys.readouterr().err
     assert "device 'nonsense' is not usable" in err and err.count("\n") == 1
+
+
+def test_bpe_run_trains_generates_and_scores_from_the_command_line(tmp_path, capsys):
+    """Raw text, one file split 90/10, byte-level BPE learned on train: the whole CLI path."""
+    lines = [
+        f"the {a} {v} the {b}." for a in ("cat", "dog", "rat") for v in ("saw", "ate") for b in ("mat", "log")
+    ]
+    text = "\n".join(lines * 25) + "\n"
+    (tmp_path / "raw.txt").write_text(text)
+    run = tmp_path / "run"
+    args = ["train", "--data", str(tmp_path / "raw.txt"), "--out", str(run), "--no-progress"]
+    args += ["--data.level=bpe", "--data.max_size=300", "--model.hidden_size=32", "--model.embed_size=32"]
+    args += [
+        "--train.optimizer=adam",
+        "--train.lr=0.01",
+        "--train.epochs=6",
+        "--train.bptt=12",
+        "--train.batch_size=4",
+    ]
+    assert main(args) == 0
+    assert (run / "tokenizer.json").is_file()
+    model, vocab, _, codec = load(run)
+    ppl = json.loads((run / "summary.json").read_text())["best_valid"]["ppl"]
+    assert ppl < len(vocab) / 4  # it learned something about the subwords
+    greedy = generate(model, vocab, codec, "the cat", max_tokens=20, top_k=1)
+    assert codec.join(greedy).endswith(".")  # a whole sentence, stopped at its newline
+    capsys.readouterr()
+    assert main(["generate", str(run), "--prompt", "the dog", "--json", "--seed", "2"]) == 0
+    sample = json.loads(capsys.readouterr().out)
+    assert "\n" not in sample["text"]
+    assert main(["score", str(run), str(tmp_path / "raw.txt"), "--json"]) == 0
+    scored = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(scored) == text.count("\n") and codec.join(scored[0]["tokens"]) == lines[0] + "\n"

@@ -11,10 +11,11 @@ import torch
 
 from rnnkit.config import load_config
 from rnnkit.data.corpora import load_corpus, locate
+from rnnkit.data.text import Codec
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import RnnkitError
 from rnnkit.fileio import write_text_atomic
-from rnnkit.tasks.lm import evaluate_lm, next_distribution, prompt_tokens, score_line
+from rnnkit.tasks.lm import evaluate_lm, next_distribution, score_line
 from rnnkit.tasks.lm import generate as sample
 from rnnkit.training.loop import fit, pick_device
 from rnnkit.training.run import load, read_config
@@ -50,9 +51,11 @@ def train(args: argparse.Namespace, overrides: list[str]) -> int:
     return _report(fit(config, corpus, out, progress=not args.no_progress))
 
 
-def _corpus(data: dict, config, vocab=None):
+def _corpus(data: dict, config, vocab=None, codec=None):
     files = locate(data["data"], data["train"], data["valid"], data["test"], config.data.valid_fraction)
-    return load_corpus(files, config.data.level, config.data.min_freq, config.data.max_size, vocab=vocab)
+    return load_corpus(
+        files, config.data.level, config.data.min_freq, config.data.max_size, vocab=vocab, codec=codec
+    )
 
 
 def _resume(args: argparse.Namespace, overrides: list[str]) -> int:
@@ -66,7 +69,8 @@ def _resume(args: argparse.Namespace, overrides: list[str]) -> int:
         raise RnnkitError(
             f"{run}: cannot read data.json, where the run's corpus is recorded ({err})"
         ) from None
-    corpus = _corpus(data, config, vocab=Vocab.load(run / "vocab.json"))
+    codec = Codec.load(run, config.data.level)
+    corpus = _corpus(data, config, vocab=Vocab.load(run / "vocab.json"), codec=codec)
     print(f"rnnkit train: resuming {run}")
     return _report(fit(config, corpus, run, progress=not args.no_progress, resume=True))
 
@@ -79,11 +83,11 @@ def _report(summary: dict) -> int:
 
 def evaluate(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
-    model, vocab, config = load(args.run, device=device)
+    model, vocab, config, codec = load(args.run, device=device)
     if args.data is None:
         raise RnnkitError("--data is required: the corpus to evaluate on")
     files = locate(args.data, valid_fraction=config.data.valid_fraction)
-    corpus = load_corpus(files, config.data.level, vocab=vocab)
+    corpus = load_corpus(files, config.data.level, vocab=vocab, codec=codec)
     stream = getattr(corpus, args.split)
     if stream is None:
         raise RnnkitError(f"--data {args.data}: has no {args.split} split")
@@ -97,8 +101,8 @@ def evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _warn_unknown(vocab, text: str, level: str) -> None:
-    unknown = sorted({t for t in prompt_tokens(text, level) if t not in vocab})
+def _warn_unknown(vocab, text: str, codec: Codec) -> None:
+    unknown = sorted({t for t in codec.prompt_tokens(text) if t not in vocab})
     if unknown and vocab.unk is not None:
         print(
             f"rnnkit: warning: not in the vocabulary, read as {vocab.unk}: {' '.join(unknown[:10])}",
@@ -106,14 +110,9 @@ def _warn_unknown(vocab, text: str, level: str) -> None:
         )
 
 
-def _join(tokens: list[str], level: str) -> str:
-    return "".join(tokens) if level == "char" else " ".join(tokens)
-
-
 def generate(args: argparse.Namespace) -> int:
-    model, vocab, config = load(args.run, device=pick_device(args.device))
-    level = config.data.level
-    _warn_unknown(vocab, args.prompt, level)
+    model, vocab, _, codec = load(args.run, device=pick_device(args.device))
+    _warn_unknown(vocab, args.prompt, codec)
     if args.num < 1 or args.max_tokens < 1:
         raise RnnkitError("--num and --max-tokens must be at least 1")
     gen = torch.Generator().manual_seed(args.seed)
@@ -121,7 +120,7 @@ def generate(args: argparse.Namespace) -> int:
         tokens = sample(
             model,
             vocab,
-            level,
+            codec,
             args.prompt,
             args.max_tokens,
             args.temperature,
@@ -130,18 +129,17 @@ def generate(args: argparse.Namespace) -> int:
             gen,
             stop_at_eos=not args.no_stop,
         )
-        text = _join(tokens, level)
+        text = codec.join(tokens)
         print(
             json.dumps({"prompt": args.prompt, "text": text})
             if args.json
-            else (args.prompt + " " + text).strip()
+            else codec.join(codec.prompt_tokens(args.prompt) + tokens)
         )
     return 0
 
 
 def score(args: argparse.Namespace) -> int:
-    model, vocab, config = load(args.run, device=pick_device(args.device))
-    level = config.data.level
+    model, vocab, _, codec = load(args.run, device=pick_device(args.device))
     if args.file == "-":
         stream = sys.stdin.buffer
     else:
@@ -158,7 +156,7 @@ def score(args: argparse.Namespace) -> int:
                 f"{args.file}: line {number}, byte offset {offset + err.start}: not UTF-8"
             ) from None
         offset += len(raw)
-        result = score_line(model, vocab, level, line)
+        result = score_line(model, vocab, codec, line)
         total += result["logprob"]
         count += len(result["surprisal_bits"])
         if args.json:
@@ -171,9 +169,9 @@ def score(args: argparse.Namespace) -> int:
 
 
 def next_tokens(args: argparse.Namespace) -> int:
-    model, vocab, config = load(args.run, device=pick_device(args.device))
-    _warn_unknown(vocab, args.prefix, config.data.level)
-    top = next_distribution(model, vocab, config.data.level, args.prefix, args.k)
+    model, vocab, _, codec = load(args.run, device=pick_device(args.device))
+    _warn_unknown(vocab, args.prefix, codec)
+    top = next_distribution(model, vocab, codec, args.prefix, args.k)
     if args.json:
         print(json.dumps([{"token": t, "p": p} for t, p in top]))
     else:

@@ -8,15 +8,10 @@ from pathlib import Path
 import torch
 
 from rnnkit.data import download
+from rnnkit.data.text import DEFAULT_BPE_SIZE, Codec
 from rnnkit.data.vocab import EOS, UNK, Vocab
 from rnnkit.errors import RnnkitError
 from rnnkit.fileio import read_text
-
-LEVELS = ("word", "char", "symbol")
-"""``word``: whitespace-separated tokens and an ``<eos>`` after every line (PTB, WikiText);
-``symbol``: the same, for corpora whose tokens are characters written with spaces between
-them (PTB-char, where ``_`` marks word boundaries; report bits per symbol); ``char``:
-every character of the raw text, newlines included (Tiny Shakespeare)."""
 
 LAYOUTS = (
     ("train.txt", "valid.txt", "test.txt"),
@@ -24,19 +19,6 @@ LAYOUTS = (
     ("ptb.char.train.txt", "ptb.char.valid.txt", "ptb.char.test.txt"),
     ("wiki.train.tokens", "wiki.valid.tokens", "wiki.test.tokens"),
 )
-
-
-def tokenize(text: str, level: str) -> list[str]:
-    """Split ``text`` into tokens at ``level`` (see :data:`LEVELS`)."""
-    if level == "char":
-        return list(text)
-    if level in ("word", "symbol"):
-        tokens: list[str] = []
-        for line in text.splitlines():
-            tokens.extend(line.split())
-            tokens.append(EOS)
-        return tokens
-    raise RnnkitError(f"level must be one of {list(LEVELS)}, got {level!r}")
 
 
 @dataclass(frozen=True)
@@ -104,10 +86,10 @@ def _single(path: Path, valid_fraction: float) -> CorpusFiles:
 
 @dataclass
 class Corpus:
-    """Token ids of each split (1-D int64 streams) and the vocabulary built on train."""
+    """Token ids of each split (1-D int64 streams), the vocabulary and codec built on train."""
 
     vocab: Vocab
-    level: str
+    codec: Codec
     train: torch.Tensor
     valid: torch.Tensor | None
     test: torch.Tensor | None
@@ -119,32 +101,50 @@ def load_corpus(
     min_freq: int = 1,
     max_size: int | None = None,
     vocab: Vocab | None = None,
+    codec: Codec | None = None,
 ) -> Corpus:
-    """Read and tokenize every split; build the vocabulary on train unless one is given.
+    """Read and tokenize every split; build the codec and vocabulary on train unless given.
 
     Tokens not in the vocabulary become ``<unk>``. In ``char`` corpora the vocabulary's
-    only special token is ``<unk>``; in ``word``/``symbol`` corpora ``<unk>`` and ``<eos>``.
+    only special token is ``<unk>``; in ``word``/``symbol`` corpora ``<unk>`` and ``<eos>``;
+    a ``bpe`` vocabulary is the tokenizer's, learned on train up to ``max_size`` tokens
+    (default 8192) from pairs seen at least ``min_freq`` times (at least 2), and has none.
+    A single file is split by characters for ``bpe`` (the tokenizer must not see the
+    validation text) and by tokens otherwise.
     """
-    train_tokens = tokenize(read_text(files.train, "corpus file"), level)
-    valid_tokens = test_tokens = None
-    if files.valid_fraction is not None:
-        cut = int(len(train_tokens) * (1 - files.valid_fraction))
-        train_tokens, valid_tokens = train_tokens[:cut], train_tokens[cut:]
-        if not train_tokens or not valid_tokens:
-            raise RnnkitError(
-                f"{files.train}: too short to split off {files.valid_fraction:.0%} for validation"
-            )
+    text = read_text(files.train, "corpus file")
+    valid_text = test_text = None
+    if files.valid_fraction is not None and level == "bpe":
+        cut = int(len(text) * (1 - files.valid_fraction))
+        text, valid_text = text[:cut], text[cut:]
     else:
         if files.valid is not None:
-            valid_tokens = tokenize(read_text(files.valid, "corpus file"), level)
+            valid_text = read_text(files.valid, "corpus file")
         if files.test is not None:
-            test_tokens = tokenize(read_text(files.test, "corpus file"), level)
+            test_text = read_text(files.test, "corpus file")
+    if codec is None:
+        if level == "bpe":
+            size = DEFAULT_BPE_SIZE if max_size is None else max_size
+            codec = Codec.train_bpe(text.splitlines(keepends=True), size, max(min_freq, 2))
+        else:
+            codec = Codec(level)
+    train_tokens = codec.corpus_tokens(text)
+    valid_tokens = None if valid_text is None else codec.corpus_tokens(valid_text)
+    test_tokens = None if test_text is None else codec.corpus_tokens(test_text)
+    if files.valid_fraction is not None and level != "bpe":
+        cut = int(len(train_tokens) * (1 - files.valid_fraction))
+        train_tokens, valid_tokens = train_tokens[:cut], train_tokens[cut:]
+    if not train_tokens or (files.valid_fraction is not None and not valid_tokens):
+        raise RnnkitError(f"{files.train}: too short to split off {files.valid_fraction:.0%} for validation")
     if vocab is None:
-        specials = (UNK,) if level == "char" else (UNK, EOS)
-        vocab = Vocab.build(train_tokens, min_freq=min_freq, max_size=max_size, specials=specials)
+        if level == "bpe":
+            vocab = Vocab(sorted(codec.tokenizer.get_vocab(), key=codec.tokenizer.token_to_id), unk=None)
+        else:
+            specials = (UNK,) if level == "char" else (UNK, EOS)
+            vocab = Vocab.build(train_tokens, min_freq=min_freq, max_size=max_size, specials=specials)
     return Corpus(
         vocab=vocab,
-        level=level,
+        codec=codec,
         train=vocab.encode(train_tokens),
         valid=None if valid_tokens is None else vocab.encode(valid_tokens),
         test=None if test_tokens is None else vocab.encode(test_tokens),

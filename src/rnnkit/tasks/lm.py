@@ -7,8 +7,7 @@ import math
 import torch
 
 from rnnkit.data.batching import batchify, bptt_windows
-from rnnkit.data.corpora import tokenize
-from rnnkit.data.vocab import EOS
+from rnnkit.data.text import Codec
 from rnnkit.errors import RnnkitError
 from rnnkit.models.language_model import LanguageModel
 
@@ -40,19 +39,9 @@ def evaluate_lm(
     return lm_figures(nll, count)
 
 
-def sentence_end(level: str) -> str:
-    """The token that ends a sentence: ``<eos>``, or the newline in character corpora."""
-    return "\n" if level == "char" else EOS
-
-
-def prompt_tokens(text: str, level: str) -> list[str]:
-    """The tokens of a prompt or prefix, as written (no sentence end added)."""
-    return list(text) if level == "char" else text.split()
-
-
-def _context(vocab, level: str, tokens: list[str]) -> list[int]:
+def _context(vocab, codec: Codec, tokens: list[str]) -> list[int]:
     """Ids of ``tokens`` conditioned like a fresh line: after the previous sentence's end."""
-    start = sentence_end(level)
+    start = codec.sentence_end
     ids = ([vocab.index(start)] if start in vocab else []) + [vocab.index(t) for t in tokens]
     if not ids:
         raise RnnkitError("the prompt is empty and the vocabulary has no sentence start")
@@ -60,14 +49,14 @@ def _context(vocab, level: str, tokens: list[str]) -> list[int]:
 
 
 @torch.no_grad()
-def score_line(model: LanguageModel, vocab, level: str, line: str) -> dict:
+def score_line(model: LanguageModel, vocab, codec: Codec, line: str) -> dict:
     """log P(line) under the model, conditioned on a sentence start, one token at a time.
 
     Returns the tokens, their surprisal -log2 P (bits), the total log-probability (nats)
     and the line's perplexity. Words not in the vocabulary are scored as ``<unk>``.
     """
-    tokens = tokenize(line + "\n", level)  # the line, then its sentence end
-    ids = torch.tensor(_context(vocab, level, tokens))
+    tokens = codec.corpus_tokens(line + "\n")  # the line, then its sentence end
+    ids = torch.tensor(_context(vocab, codec, tokens))
     if ids.numel() < 2:
         return {"tokens": tokens, "surprisal_bits": [], "logprob": 0.0, "ppl": 1.0}
     device = next(model.parameters()).device
@@ -86,10 +75,10 @@ def score_line(model: LanguageModel, vocab, level: str, line: str) -> dict:
 
 @torch.no_grad()
 def next_distribution(
-    model: LanguageModel, vocab, level: str, prefix: str, k: int = 10
+    model: LanguageModel, vocab, codec: Codec, prefix: str, k: int = 10
 ) -> list[tuple[str, float]]:
     """The ``k`` most probable next tokens after ``prefix`` with their probabilities."""
-    ids = torch.tensor(_context(vocab, level, prompt_tokens(prefix, level)))
+    ids = torch.tensor(_context(vocab, codec, codec.prompt_tokens(prefix)))
     device = next(model.parameters()).device
     h, _ = model(ids[:, None].to(device))
     probs = model.head.log_probs(h[-1]).exp()[0]
@@ -101,7 +90,7 @@ def next_distribution(
 def generate(
     model: LanguageModel,
     vocab,
-    level: str,
+    codec: Codec,
     prompt: str = "",
     max_tokens: int = 50,
     temperature: float = 1.0,
@@ -116,7 +105,7 @@ def generate(
         raise RnnkitError(f"temperature must be positive, got {temperature}")
     if top_p is not None and not 0 < top_p <= 1:
         raise RnnkitError(f"top_p must be in (0, 1], got {top_p}")
-    ids = _context(vocab, level, prompt_tokens(prompt, level))
+    ids = _context(vocab, codec, codec.prompt_tokens(prompt))
     device = next(model.parameters()).device
     h, state = model(torch.tensor(ids, device=device)[:, None])
     out: list[str] = []
@@ -131,7 +120,7 @@ def generate(
             logits = torch.full_like(logits, -math.inf).scatter(0, order[keep], sorted_logits[keep])
         next_id = int(torch.multinomial(logits.softmax(-1).cpu(), 1, generator=generator))
         token = vocab.tokens[next_id]
-        if stop_at_eos and token == sentence_end(level):
+        if stop_at_eos and codec.ends_sentence(token):
             break
         out.append(token)
         h, state = model(torch.tensor([[next_id]], device=device), state)

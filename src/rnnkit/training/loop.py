@@ -207,6 +207,7 @@ def fit(
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(run_dir / "config.json", json.dumps(to_dict(config), indent=1) + "\n")
         corpus.vocab.save(run_dir / "vocab.json")
+        corpus.codec.save(run_dir)
     metrics = (run_dir / "metrics.jsonl").open("a", encoding="utf-8")
 
     def log(entry: dict) -> None:

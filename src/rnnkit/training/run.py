@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
 from rnnkit.config import RunConfig, from_dict
+from rnnkit.data.text import Codec
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import RnnkitError
 from rnnkit.fileio import read_json
@@ -23,10 +25,17 @@ def read_config(run_dir: str | Path) -> RunConfig:
     return from_dict(data, str(path))
 
 
-def load(
-    run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu"
-) -> tuple[LanguageModel, Vocab, RunConfig]:
-    """The trained model (in eval mode, on ``device``), its vocabulary and configuration.
+class Trained(NamedTuple):
+    """A trained run, ready to score or generate: ``model, vocab, config, codec = load(run)``."""
+
+    model: LanguageModel
+    vocab: Vocab
+    config: RunConfig
+    codec: Codec
+
+
+def load(run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu") -> Trained:
+    """The trained model (in eval mode, on ``device``), its vocabulary, configuration and codec.
 
     Works for a run trained on a GPU and loaded on a CPU: weights are plain tensors.
     """
@@ -37,4 +46,4 @@ def load(
     vocab = Vocab.load(run_dir / "vocab.json")
     model = build_model(config.model, len(vocab))
     load_checkpoint(run_dir / which, model)
-    return model.to(device).eval(), vocab, config
+    return Trained(model.to(device).eval(), vocab, config, Codec.load(run_dir, config.data.level))

@@ -1,0 +1,123 @@
+"""How a run turns text into tokens and back: words, symbols, characters or byte-level BPE.
+
+A :class:`Codec` is the level plus, for ``bpe``, the subword tokenizer learned on the
+training text with Hugging Face ``tokenizers`` (saved in the run directory as
+``tokenizer.json``: plain data). Corpora, prompts, scored lines and generated text all go
+through the run's codec, so they are always split the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from rnnkit.data.vocab import EOS
+from rnnkit.errors import RnnkitError
+from rnnkit.fileio import write_text_atomic
+
+LEVELS = ("word", "char", "symbol", "bpe")
+"""``word``: whitespace-separated tokens and an ``<eos>`` after every line (PTB, WikiText);
+``symbol``: the same, for corpora whose tokens are characters written with spaces between
+them (PTB-char, where ``_`` marks word boundaries; report bits per symbol); ``char``:
+every character of the raw text, newlines included (Tiny Shakespeare); ``bpe``: byte-level
+BPE subwords of the raw text (Sennrich et al. 2016; GPT-2's byte alphabet, so no text is
+ever unknown), newlines included."""
+
+TOKENIZER_FILE = "tokenizer.json"
+DEFAULT_BPE_SIZE = 8192
+
+
+class Codec:
+    """Text <-> tokens at one level (see :data:`LEVELS`).
+
+    Args:
+        level: one of :data:`LEVELS`.
+        tokenizer: the trained ``tokenizers.Tokenizer``; required for ``bpe`` only.
+    """
+
+    def __init__(self, level: str, tokenizer: Tokenizer | None = None) -> None:
+        if level not in LEVELS:
+            raise RnnkitError(f"level must be one of {list(LEVELS)}, got {level!r}")
+        if (level == "bpe") != (tokenizer is not None):
+            raise RnnkitError("a tokenizer goes with level 'bpe' and only with it")
+        self.level, self.tokenizer = level, tokenizer
+
+    @classmethod
+    def train_bpe(cls, lines: Iterable[str], vocab_size: int = DEFAULT_BPE_SIZE, min_freq: int = 2) -> Codec:
+        """Learn byte-level BPE merges on ``lines`` (newlines kept) up to ``vocab_size`` tokens."""
+        alphabet = pre_tokenizers.ByteLevel.alphabet()
+        if vocab_size < len(alphabet):
+            raise RnnkitError(
+                f"data.max_size must be at least {len(alphabet)} (the byte alphabet) for BPE, "
+                f"got {vocab_size}"
+            )
+        tokenizer = Tokenizer(models.BPE())
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size, min_frequency=min_freq, initial_alphabet=alphabet, show_progress=False
+        )
+        tokenizer.train_from_iterator(lines, trainer)
+        return cls("bpe", tokenizer)
+
+    def corpus_tokens(self, text: str) -> list[str]:
+        """The tokens of a corpus text (for ``word``/``symbol``: ``<eos>`` after each line)."""
+        if self.level == "char":
+            return list(text)
+        if self.level == "bpe":
+            return self.tokenizer.encode(text).tokens
+        tokens: list[str] = []
+        for line in text.splitlines():
+            tokens.extend(line.split())
+            tokens.append(EOS)
+        return tokens
+
+    def prompt_tokens(self, text: str) -> list[str]:
+        """The tokens of a prompt or prefix, as written (no sentence end added)."""
+        if self.level == "char":
+            return list(text)
+        if self.level == "bpe":
+            return self.tokenizer.encode(text).tokens
+        return text.split()
+
+    def join(self, tokens: list[str]) -> str:
+        """Tokens back to text."""
+        if self.level == "char":
+            return "".join(tokens)
+        if self.level == "bpe":
+            return self.tokenizer.decoder.decode(tokens)
+        return " ".join(tokens)
+
+    @property
+    def sentence_end(self) -> str:
+        """The token a fresh line is conditioned on: ``<eos>``, or the newline."""
+        if self.level == "word" or self.level == "symbol":
+            return EOS
+        return "\n" if self.level == "char" else self.tokenizer.encode("\n").tokens[0]
+
+    def ends_sentence(self, token: str) -> bool:
+        """Whether generation should stop after ``token`` (an ``<eos>`` or a newline)."""
+        if self.level == "bpe":
+            return "\n" in self.join([token])
+        return token == self.sentence_end
+
+    def save(self, run_dir: str | os.PathLike) -> None:
+        """Write the tokenizer (``bpe`` only) as JSON into ``run_dir``, atomically."""
+        if self.tokenizer is not None:
+            write_text_atomic(Path(run_dir) / TOKENIZER_FILE, self.tokenizer.to_str() + "\n")
+
+    @classmethod
+    def load(cls, run_dir: str | os.PathLike, level: str) -> Codec:
+        """The codec a run was trained with (its tokenizer from ``run_dir`` for ``bpe``)."""
+        if level != "bpe":
+            return cls(level)
+        path = Path(run_dir) / TOKENIZER_FILE
+        try:
+            return cls("bpe", Tokenizer.from_str(path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            raise RnnkitError(f"{path}: missing; a BPE run keeps its tokenizer there") from None
+        except Exception as err:  # tokenizers raises a bare Exception on bad JSON
+            raise RnnkitError(f"{path}: not a tokenizers JSON file ({str(err).splitlines()[0]})") from None
