@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from rnnkit.errors import RnnkitError
@@ -36,6 +37,36 @@ def read_text(path: str | os.PathLike, what: str = "file") -> str:
         raise RnnkitError(
             f"{path}: line {line}, byte offset {err.start}: not UTF-8 (byte 0x{data[err.start]:02x})"
         ) from None
+
+
+def iter_lines(path: str | os.PathLike, what: str = "file", start: int = 0) -> Iterator[tuple[int, str]]:
+    """The file's lines (each with its ``\\n``) and their byte offsets, as strict UTF-8.
+
+    One line at a time from byte offset ``start`` (a line start): constant memory
+    whatever the file's size. Raises like :func:`read_text`, naming the line (counted
+    from ``start``) and byte offset of the first byte that is not UTF-8.
+    """
+    path = Path(path)
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        raise RnnkitError(f"{path}: no such {what}") from None
+    except IsADirectoryError:
+        raise RnnkitError(f"{path}: is a directory, expected a {what}") from None
+    except OSError as err:
+        raise RnnkitError(f"{path}: cannot read the {what} ({err.strerror})") from None
+    with handle:
+        handle.seek(start)
+        offset = start
+        for number, raw in enumerate(handle, 1):
+            try:
+                yield offset, raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise RnnkitError(
+                    f"{path}: line {number}, byte offset {offset + err.start}: not UTF-8 "
+                    f"(byte 0x{raw[err.start]:02x})"
+                ) from None
+            offset += len(raw)
 
 
 def read_json(path: str | os.PathLike, missing: str, what: str = "JSON file"):

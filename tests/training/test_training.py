@@ -106,7 +106,11 @@ def test_cli_train_and_evaluate(corpus_dir, tmp_path, capsys):
     assert main(args) == 0
     assert main(["evaluate", str(run), "--data", str(corpus_dir), "--json"]) == 0
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert figures["split"] == "test" and math.isfinite(figures["ppl"])
+    assert figures["split"] == "test" and math.isfinite(figures["ppl"]) and figures["unit"] == "word"
+    summary = json.loads((run / "summary.json").read_text())
+    assert figures["loss"] == pytest.approx(summary["test"]["loss"], rel=1e-6)  # streamed = in memory
+    assert main(["evaluate", str(run), "--split", "valid"]) == 0  # the corpus the run recorded
+    assert capsys.readouterr().out.startswith("valid: ppl ")
     assert main(args) == 2  # the run directory exists: refused, nothing overwritten
     assert "not empty" in capsys.readouterr().err
 

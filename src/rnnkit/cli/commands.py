@@ -15,7 +15,7 @@ from rnnkit.data.text import Codec
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import RnnkitError
 from rnnkit.fileio import write_text_atomic
-from rnnkit.tasks.lm import evaluate_lm, next_distribution, score_line
+from rnnkit.tasks.lm import UNITS, describe, evaluate_file, evaluate_lm, next_distribution, score_line
 from rnnkit.tasks.lm import generate as sample
 from rnnkit.training.loop import fit, pick_device
 from rnnkit.training.run import load, read_config
@@ -48,7 +48,7 @@ def train(args: argparse.Namespace, overrides: list[str]) -> int:
     )
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "data.json", json.dumps(data, indent=1) + "\n")
-    return _report(fit(config, corpus, out, progress=not args.no_progress))
+    return _report(fit(config, corpus, out, progress=not args.no_progress), config.data.level)
 
 
 def _corpus(data: dict, config, vocab=None, codec=None):
@@ -63,21 +63,16 @@ def _resume(args: argparse.Namespace, overrides: list[str]) -> int:
         raise RnnkitError("--resume RUN_DIR takes no other settings: the run directory holds them all")
     run = Path(args.resume)
     config = read_config(run)
-    try:
-        data = json.loads((run / "data.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise RnnkitError(
-            f"{run}: cannot read data.json, where the run's corpus is recorded ({err})"
-        ) from None
+    data = _recorded_data(run)
     codec = Codec.load(run, config.data.level)
     corpus = _corpus(data, config, vocab=Vocab.load(run / "vocab.json"), codec=codec)
     print(f"rnnkit train: resuming {run}")
-    return _report(fit(config, corpus, run, progress=not args.no_progress, resume=True))
+    return _report(fit(config, corpus, run, progress=not args.no_progress, resume=True), config.data.level)
 
 
-def _report(summary: dict) -> int:
+def _report(summary: dict, level: str) -> int:
     for split, figures in summary.items():
-        print(f"{split}: loss {figures['loss']:.4f}, ppl {figures['ppl']:.2f}, bits {figures['bits']:.4f}")
+        print(describe(split, figures, level))
     return 0
 
 
@@ -85,20 +80,36 @@ def evaluate(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     model, vocab, config, codec = load(args.run, device=device)
     if args.data is None:
-        raise RnnkitError("--data is required: the corpus to evaluate on")
-    files = locate(args.data, valid_fraction=config.data.valid_fraction)
-    corpus = load_corpus(files, config.data.level, vocab=vocab, codec=codec)
-    stream = getattr(corpus, args.split)
-    if stream is None:
-        raise RnnkitError(f"--data {args.data}: has no {args.split} split")
-    figures = evaluate_lm(model, stream, config.train.eval_batch_size, config.train.bptt, device)
-    if args.json:
-        print(json.dumps({"split": args.split, **figures}))
+        data = _recorded_data(Path(args.run))
     else:
-        print(
-            f"{args.split}: loss {figures['loss']:.4f}, ppl {figures['ppl']:.2f}, bits {figures['bits']:.4f}"
-        )
+        data = {"data": args.data, "train": None, "valid": None, "test": None}
+    files = locate(data["data"], data["train"], data["valid"], data["test"], config.data.valid_fraction)
+    batch, bptt = config.train.eval_batch_size, config.train.bptt
+    if files.valid_fraction is None:  # a file per split: streamed, in constant memory
+        path = getattr(files, args.split)
+        if path is None:
+            raise RnnkitError(f"{data['data'] or files.train}: the corpus has no {args.split} split")
+        figures = evaluate_file(model, path, codec, vocab, batch, bptt, device)
+    else:  # one file split by a fraction: its validation part is read with it
+        if args.split == "test":
+            raise RnnkitError(f"{files.train}: one file split for validation has no test split")
+        corpus = load_corpus(files, config.data.level, vocab=vocab, codec=codec)
+        figures = evaluate_lm(model, corpus.valid, batch, bptt, device)
+    if args.json:
+        print(json.dumps({"split": args.split, "unit": UNITS[config.data.level], **figures}))
+    else:
+        print(describe(args.split, figures, config.data.level))
     return 0
+
+
+def _recorded_data(run: Path) -> dict:
+    """The corpus a run was trained on, as ``rnnkit train`` recorded it in data.json."""
+    try:
+        return json.loads((run / "data.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise RnnkitError(
+            f"{run}: cannot read data.json, where the run's corpus is recorded ({err}); pass --data"
+        ) from None
 
 
 def _warn_unknown(vocab, text: str, codec: Codec) -> None:

@@ -61,11 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser(
         "evaluate",
         help="perplexity of a trained run on a split",
-        description="Evaluate a run's best checkpoint: loss, perplexity and bits per token.",
+        description=(
+            "Evaluate a run's best checkpoint on a split: perplexity for word and subword models, "
+            "bits per character (symbol) for character models. Split files are streamed in constant "
+            "memory, with the hidden state carried through the whole split."
+        ),
     )
     evaluate.add_argument("run", help="run directory")
     evaluate.add_argument(
-        "--data", help="corpus (default: the one in the run's summary is not stored; required)"
+        "--data", help="corpus directory, file or name (default: the corpus the run was trained on)"
     )
     evaluate.add_argument("--split", choices=("valid", "test"), default="test")
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: auto)")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -70,3 +70,32 @@ def _draw_length(bptt: int, generator: torch.Generator | None) -> int:
 def num_windows(T: int, bptt: int) -> int:
     """How many fixed-length windows :func:`bptt_windows` yields over T steps."""
     return math.ceil((T - 1) / bptt)
+
+
+def stream_windows(
+    column: Callable[[int], Iterator[int]], total: int, batch_size: int, bptt: int
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """The windows of :func:`batchify` + :func:`bptt_windows`, read from token iterators.
+
+    ``column(start)`` iterates over the stream's ids from position ``start`` on;
+    ``total`` is the stream's length. Column j reads ``T = total // batch_size`` ids from
+    ``j * T``: the same columns and windows as :func:`batchify` on the whole stream,
+    holding only ``batch_size * (bptt + 1)`` ids at a time.
+    """
+    if batch_size < 1 or bptt < 1:
+        raise RnnkitError(f"batch_size and bptt must be at least 1, got {batch_size} and {bptt}")
+    T = total // batch_size
+    if T < 2:
+        raise RnnkitError(f"a stream of {total} tokens is too short for {batch_size} columns")
+    readers = [column(j * T) for j in range(batch_size)]
+
+    def take(n: int) -> Tensor:
+        rows = [[next(r) for _ in range(n)] for r in readers]
+        return torch.tensor(rows, dtype=torch.long).t()
+
+    previous, i = take(1), 0
+    while i < T - 1:
+        length = min(bptt, T - 1 - i)
+        fresh = take(length)
+        yield torch.cat([previous, fresh[:-1]]), fresh
+        previous, i = fresh[-1:], i + length

@@ -30,6 +30,13 @@ TOKENIZER_FILE = "tokenizer.json"
 DEFAULT_BPE_SIZE = 8192
 
 
+def split_lines(text: str) -> list[str]:
+    """``text`` cut after every ``\\n`` (kept); a last line without one is kept too."""
+    lines = text.split("\n")
+    last = lines.pop()
+    return [line + "\n" for line in lines] + ([last] if last else [])
+
+
 class Codec:
     """Text <-> tokens at one level (see :data:`LEVELS`).
 
@@ -64,16 +71,24 @@ class Codec:
         return cls("bpe", tokenizer)
 
     def corpus_tokens(self, text: str) -> list[str]:
-        """The tokens of a corpus text (for ``word``/``symbol``: ``<eos>`` after each line)."""
-        if self.level == "char":
-            return list(text)
+        """The tokens of a corpus text: the tokens of each of its lines, in order.
+
+        A line ends at ``\\n`` (and only there); for ``word``/``symbol`` each line is
+        followed by ``<eos>``. Line by line, so that reading a file as a stream of lines
+        (:func:`rnnkit.tasks.lm.evaluate_file`) gives exactly the same tokens.
+        """
+        lines = split_lines(text)
         if self.level == "bpe":
-            return self.tokenizer.encode(text).tokens
-        tokens: list[str] = []
-        for line in text.splitlines():
-            tokens.extend(line.split())
-            tokens.append(EOS)
-        return tokens
+            return [t for encoding in self.tokenizer.encode_batch(lines) for t in encoding.tokens]
+        return [t for line in lines for t in self.line_tokens(line)]
+
+    def line_tokens(self, line: str) -> list[str]:
+        """The tokens of one line of a corpus (with its ``\\n`` if it has one)."""
+        if self.level == "char":
+            return list(line)
+        if self.level == "bpe":
+            return self.tokenizer.encode(line).tokens
+        return [*line.split(), EOS]
 
     def prompt_tokens(self, text: str) -> list[str]:
         """The tokens of a prompt or prefix, as written (no sentence end added)."""

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Iterable, Iterator
 
 import torch
 
-from rnnkit.data.batching import batchify, bptt_windows
+from rnnkit.data.batching import batchify, bptt_windows, stream_windows
 from rnnkit.data.text import Codec
+from rnnkit.data.vocab import Vocab
 from rnnkit.errors import RnnkitError
+from rnnkit.fileio import iter_lines
 from rnnkit.models.language_model import LanguageModel
 
 
@@ -17,6 +21,28 @@ def lm_figures(nll_sum: float, tokens: int) -> dict[str, float]:
     loss = nll_sum / max(tokens, 1)
     ppl = math.exp(loss) if loss < 700 else math.inf
     return {"loss": loss, "ppl": ppl, "bits": loss / math.log(2), "tokens": tokens}
+
+
+UNITS = {"word": "word", "symbol": "symbol", "char": "character", "bpe": "subword"}
+"""What one predicted token is, per level: perplexity is per word, bits per character."""
+
+
+def describe(split: str, figures: dict[str, float], level: str) -> str:
+    """One line of figures in the units a reader of that level expects.
+
+    Word and subword models are judged by perplexity; character and symbol models by
+    bits per character / symbol (PTB-char's convention), perplexity in parentheses.
+    """
+    unit = UNITS[level]
+    if level in ("char", "symbol"):
+        return (
+            f"{split}: {figures['bits']:.4f} bits per {unit} (loss {figures['loss']:.4f} nats, "
+            f"ppl {figures['ppl']:.3f}) over {figures['tokens']} {unit}s"
+        )
+    return (
+        f"{split}: ppl {figures['ppl']:.2f} per {unit} (loss {figures['loss']:.4f} nats, "
+        f"{figures['bits']:.4f} bits) over {figures['tokens']} {unit}s"
+    )
 
 
 @torch.no_grad()
@@ -29,11 +55,58 @@ def evaluate_lm(
     ``len % batch_size`` tokens); within a column nothing depends on the batch size or
     on ``bptt``, because the state flows on from window to window.
     """
-    model.eval()
     columns = batchify(stream, batch_size).to(device)
+    return _evaluate_windows(model, ((x, y) for _, x, y in bptt_windows(columns, bptt)), device)
+
+
+@torch.no_grad()
+def evaluate_file(
+    model: LanguageModel,
+    path: str | os.PathLike,
+    codec: Codec,
+    vocab: Vocab,
+    batch_size: int,
+    bptt: int,
+    device: torch.device,
+) -> dict[str, float]:
+    """:func:`evaluate_lm` of a corpus file, streamed: constant memory whatever its size.
+
+    One pass counts the tokens, one finds where each of the ``batch_size`` columns (the
+    same columns as :func:`batchify`) starts, then a reader per column streams it. The
+    result equals :func:`evaluate_lm` on the whole file's ids.
+    """
+
+    def ids(start: int = 0, skip: int = 0) -> Iterator[int]:
+        for _, line in iter_lines(path, "corpus file", start):
+            tokens = codec.line_tokens(line)[skip:]
+            skip = 0
+            yield from (vocab.index(t) for t in tokens)
+
+    total = sum(1 for _ in ids())
+    if total == 0:
+        raise RnnkitError(f"{path}: the corpus file is empty")
+    T = total // batch_size
+    starts, seen, wanted = {}, 0, [j * T for j in range(batch_size)]
+    for offset, line in iter_lines(path, "corpus file"):  # (line offset, tokens to skip) per column
+        n = len(codec.line_tokens(line))
+        while wanted and wanted[0] < seen + n:
+            first = wanted.pop(0)
+            starts[first] = (offset, first - seen)
+        seen += n
+        if not wanted:
+            break
+    windows = stream_windows(lambda start: ids(*starts[start]), total, batch_size, bptt)
+    return _evaluate_windows(model, windows, device)
+
+
+def _evaluate_windows(
+    model: LanguageModel, windows: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device
+) -> dict[str, float]:
+    model.eval()
     state, nll, count = None, 0.0, 0
-    for _, x, y in bptt_windows(columns, bptt):
-        logp, state = model.log_prob(x, y, state)
+    for x, y in windows:
+        # The state flows on from window to window: each column is one long sequence.
+        logp, state = model.log_prob(x.to(device), y.to(device), state)
         nll -= logp.sum().item()
         count += y.numel()
     return lm_figures(nll, count)
