@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -228,3 +229,19 @@ def test_bpe_run_trains_generates_and_scores_from_the_command_line(tmp_path, cap
     assert main(["score", str(run), str(tmp_path / "raw.txt"), "--json"]) == 0
     scored = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(scored) == text.count("\n") and codec.join(scored[0]["tokens"]) == lines[0] + "\n"
+
+
+def test_data_or_vocabulary_that_does_not_belong_to_the_run(trained, tmp_path, capsys):
+    other = tmp_path / "other"
+    other.mkdir()
+    for split in ("train", "valid", "test"):
+        (other / f"{split}.txt").write_text("quite different words here\nnothing the run has seen\n")
+    assert main(["evaluate", str(trained), "--data", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "does not match the vocabulary" in err and "test.txt" in err and len(err.splitlines()) == 1
+    copy = tmp_path / "copy"
+    shutil.copytree(trained, copy)
+    (copy / "vocab.json").write_text(json.dumps({"tokens": ["<unk>", "<eos>", "a", "b"], "unk": "<unk>"}))
+    assert main(["generate", str(copy)]) == 2
+    err = capsys.readouterr().err
+    assert "has 4 tokens but the weights" in err and len(err.splitlines()) == 1

@@ -84,6 +84,19 @@ def _single(path: Path, valid_fraction: float) -> CorpusFiles:
     return CorpusFiles(path, valid_fraction=valid_fraction)
 
 
+MAX_UNKNOWN = 0.5
+"""Above this share of tokens missing from a run's vocabulary, the text is not its kind."""
+
+
+def check_known(vocab: Vocab, unknown: int, total: int, path: Path | str) -> None:
+    """Refuse text most of whose tokens a run's vocabulary has never seen."""
+    if total and unknown / total > MAX_UNKNOWN:
+        raise RnnkitError(
+            f"{path}: {unknown / total:.0%} of its {total} tokens are not in the run's vocabulary of "
+            f"{len(vocab)}: the data does not match the vocabulary (another corpus or level?)"
+        )
+
+
 @dataclass
 class Corpus:
     """Token ids of each split (1-D int64 streams), the vocabulary and codec built on train."""
@@ -134,8 +147,19 @@ def load_corpus(
     if files.valid_fraction is not None and level != "bpe":
         cut = int(len(train_tokens) * (1 - files.valid_fraction))
         train_tokens, valid_tokens = train_tokens[:cut], train_tokens[cut:]
-    if not train_tokens or (files.valid_fraction is not None and not valid_tokens):
+    if files.valid_fraction is not None and not (train_tokens and valid_tokens):
         raise RnnkitError(f"{files.train}: too short to split off {files.valid_fraction:.0%} for validation")
+    if not train_tokens:
+        raise RnnkitError(f"{files.train}: no tokens in the corpus file")
+    if vocab is not None:  # a trained run's vocabulary: the text must be the kind it was built on
+        for tokens, path in (
+            (train_tokens, files.train),
+            (valid_tokens, files.valid),
+            (test_tokens, files.test),
+        ):
+            check_known(
+                vocab, sum(t not in vocab for t in tokens or ()), len(tokens or ()), path or files.train
+            )
     if vocab is None:
         if level == "bpe":
             vocab = Vocab(sorted(codec.tokenizer.get_vocab(), key=codec.tokenizer.token_to_id), unk=None)

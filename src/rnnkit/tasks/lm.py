@@ -9,6 +9,7 @@ from collections.abc import Iterable, Iterator
 import torch
 
 from rnnkit.data.batching import batchify, bptt_windows, stream_windows
+from rnnkit.data.corpora import check_known
 from rnnkit.data.text import Codec
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import RnnkitError
@@ -82,9 +83,14 @@ def evaluate_file(
             skip = 0
             yield from (vocab.index(t) for t in tokens)
 
-    total = sum(1 for _ in ids())
+    total = unknown = 0
+    for _, line in iter_lines(path, "corpus file"):
+        tokens = codec.line_tokens(line)
+        total += len(tokens)
+        unknown += sum(t not in vocab for t in tokens)
     if total == 0:
         raise RnnkitError(f"{path}: the corpus file is empty")
+    check_known(vocab, unknown, total, path)
     T = total // batch_size
     starts, seen, wanted = {}, 0, [j * T for j in range(batch_size)]
     for offset, line in iter_lines(path, "corpus file"):  # (line offset, tokens to skip) per column

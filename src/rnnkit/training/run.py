@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
+from safetensors import SafetensorError, safe_open
 
 from rnnkit.config import RunConfig, from_dict
 from rnnkit.data.text import Codec
@@ -14,7 +15,7 @@ from rnnkit.errors import RnnkitError
 from rnnkit.fileio import read_json
 from rnnkit.models.config import build_model
 from rnnkit.models.language_model import LanguageModel
-from rnnkit.training.checkpoint import load_checkpoint
+from rnnkit.training.checkpoint import load_checkpoint, read_record
 
 
 def read_config(run_dir: str | Path) -> RunConfig:
@@ -45,5 +46,26 @@ def load(run_dir: str | Path, which: str = "best", device: str | torch.device = 
     config = read_config(run_dir)
     vocab = Vocab.load(run_dir / "vocab.json")
     model = build_model(config.model, len(vocab))
+    _check_vocab_size(run_dir / which, len(vocab))
     load_checkpoint(run_dir / which, model)
     return Trained(model.to(device).eval(), vocab, config, Codec.load(run_dir, config.data.level))
+
+
+def _check_vocab_size(checkpoint: Path, size: int) -> None:
+    """vocab.json and the weights must agree on |V| (say so, rather than a shape error)."""
+    record = read_record(checkpoint)
+    name = record.get("weights")
+    if not isinstance(name, str):
+        return
+    try:
+        with safe_open(str(checkpoint / Path(name).name), framework="pt") as f:
+            names = f.keys()
+            if "embedding.weight" in names:
+                rows = f.get_slice("embedding.weight").get_shape()[0]
+                if rows != size:
+                    raise RnnkitError(
+                        f"{checkpoint.parent / 'vocab.json'} has {size} tokens but the weights in "
+                        f"{checkpoint} were trained for {rows}: the vocabulary does not belong to this run"
+                    )
+    except (OSError, SafetensorError):
+        return  # load_checkpoint names the file's problem precisely
