@@ -48,6 +48,7 @@ class ModelConfig:
     input_std: float = 0.001
     learn_initial_state: bool = False
     init_range: float | None = None
+    embed_init_range: float | None = None
     tie_weights: bool = False
     head: str = "full"
     head_bias: bool = True

@@ -99,6 +99,9 @@ def test_awd_regularisers_reach_the_model_and_only_act_in_training():
 def test_init_range():
     model = build_model(ModelConfig(init_range=0.1), vocab_size=30)
     assert all(p.abs().max() <= 0.1 for p in model.parameters())
+    model = build_model(ModelConfig(embed_init_range=0.01, hidden_size=400), vocab_size=300)
+    assert model.embedding.weight.abs().max() <= 0.01
+    assert model.rnn.weight_hh_l0.abs().max() > 0.01  # the rest keeps torch's U(-1/sqrt(H), 1/sqrt(H))
 
 
 @pytest.mark.parametrize(

@@ -72,6 +72,9 @@ def build_model(config: ModelConfig, vocab_size: int) -> LanguageModel:
         with torch.no_grad():
             for p in model.parameters():
                 p.uniform_(-config.init_range, config.init_range)
+    if config.embed_init_range is not None:  # AWD-LSTM: L ~ U(-0.1, 0.1), the rest torch's default
+        with torch.no_grad():
+            model.embedding.weight.uniform_(-config.embed_init_range, config.embed_init_range)
     if config.tie_weights:  # Press & Wolf 2017: the output matrix is the embedding matrix
         model.head.proj.weight = model.embedding.weight
     return model
