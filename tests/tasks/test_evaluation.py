@@ -1,4 +1,4 @@
-"""Streamed evaluation: the same figures as in memory, for every level and batch size, in constant memory."""
+"""Evaluation: the state carried through the stream, batch size only splitting it, streamed."""
 
 from __future__ import annotations
 
@@ -69,3 +69,23 @@ def test_units_by_level():
     assert describe("valid", figures, "char").startswith("valid: 1.4427 bits per character")
     assert describe("test", figures, "symbol").startswith("test: 1.4427 bits per symbol")
     assert describe("test", figures, "word").startswith("test: ppl 2.72 per word")
+
+
+def test_result_depends_on_batch_size_only_through_the_stream_split():
+    """Batch N = N contiguous columns (batchify), each one long sequence: the loss equals the
+    token-weighted mean of evaluating each column alone, and bptt changes nothing."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(embed_size=6, hidden_size=6, cell="lstm"), 20).double()
+    stream = torch.randint(20, (203,))
+    device = torch.device("cpu")
+    for N in (1, 4, 7):
+        T = stream.numel() // N
+        expected_nll, tokens = 0.0, 0
+        for j in range(N):  # each column by itself, in a single window
+            alone = evaluate_lm(model, stream[j * T : (j + 1) * T], 1, 10_000, device)
+            expected_nll += alone["loss"] * alone["tokens"]
+            tokens += alone["tokens"]
+        for bptt in (1, 5, 64):
+            figures = evaluate_lm(model, stream, N, bptt, device)
+            assert figures["tokens"] == tokens == N * (T - 1)
+            assert figures["loss"] == pytest.approx(expected_nll / tokens, rel=1e-12)
