@@ -1,13 +1,15 @@
-"""Pictures of a run: the learning curve from its metrics log."""
+"""Pictures: a run's learning curve, and the gradient-flow and long-range figures."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt
@@ -51,12 +53,58 @@ def learning_curve(metrics: str | os.PathLike, out: str | os.PathLike, title: st
         lr.set_ylim(bottom=0)
         lr.set_ylabel("learning rate", color="gray")
     ax.set_title(title or Path(metrics).parent.name)
+    save(fig, out)
+
+
+def save(fig, out: str | os.PathLike) -> None:
+    """Write ``fig`` as PNG atomically (a crash never leaves half a picture) and close it."""
     fig.tight_layout()
-    tmp = Path(out).with_suffix(".tmp.png")
-    fig.savefig(tmp)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
     plt.close(fig)
-    write_bytes_atomic(out, tmp.read_bytes())
-    tmp.unlink()
+    write_bytes_atomic(out, buffer.getvalue())
+
+
+def curves(
+    series: dict[str, tuple[list[float], list[float]]],
+    out: str | os.PathLike,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    log_y: bool = False,
+    hline: tuple[float, str] | None = None,
+    extra: dict[str, tuple[list[float], list[float]]] | None = None,
+) -> None:
+    """One line per series ``label: (x, y)``; ``extra`` dashed (bounds); an optional reference line."""
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    colors = {}
+    for label, (x, y) in series.items():
+        (line,) = ax.plot(x, y, "o-" if len(x) < 12 else "-", lw=1.5, ms=4, label=label)
+        colors[label] = line.get_color()
+    for label, (x, y) in (extra or {}).items():
+        ax.plot(x, y, "--", lw=1, color=colors.get(label.split(" ")[0]), label=label)
+    if hline is not None:
+        ax.axhline(hline[0], color="gray", ls=":", lw=1, label=hline[1])
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    save(fig, out)
+
+
+def heatmap(matrix, out: str | os.PathLike, xlabel: str, ylabel: str, title: str, log: bool = True) -> None:
+    """A matrix as an image (log10 of it by default), NaN left blank, with a colour bar."""
+    values = np.log10(np.where(matrix > 0, matrix, np.nan)) if log else matrix
+    fig, ax = plt.subplots(figsize=(6, 5), dpi=120)
+    image = ax.imshow(values, origin="lower", aspect="auto", cmap="viridis", interpolation="nearest")
+    fig.colorbar(image, ax=ax, label="log10" if log else "")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    save(fig, out)
 
 
 def _ppl(loss: float) -> float:

@@ -54,12 +54,22 @@ class GRUCell(RecurrentCell):
         self.reset_after = bool(reset_after)
         super().__init__(input_size, hidden_size, bias, learn_initial_state, device, dtype)
 
-    def forward(self, x_t: Tensor, h_prev: Tensor) -> Tensor:
+    def gate_values(self, x_t: Tensor, h_prev: Tensor) -> dict[str, Tensor]:
+        """The ``update`` gate z_t and the ``reset`` gate r_t at this step (diagnostics read them)."""
+        return dict(zip(("update", "reset"), self._gates(x_t, h_prev)[:2]))
+
+    def _gates(self, x_t: Tensor, h_prev: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         W_r_x, W_z_x, W_x = F.linear(x_t, self.weight_ih, self.bias_ih).chunk(3, dim=-1)
-        U_r, U_z, U = self.weight_hh.chunk(3)
-        b_r, b_z, b_n = self.bias_hh.chunk(3) if self.bias else (None, None, None)
+        U_r, U_z, _ = self.weight_hh.chunk(3)
+        b_r, b_z, _ = self.bias_hh.chunk(3) if self.bias else (None, None, None)
         z_t = torch.sigmoid(W_z_x + F.linear(h_prev, U_z, b_z))
         r_t = torch.sigmoid(W_r_x + F.linear(h_prev, U_r, b_r))
+        return z_t, r_t, W_x
+
+    def forward(self, x_t: Tensor, h_prev: Tensor) -> Tensor:
+        z_t, r_t, W_x = self._gates(x_t, h_prev)
+        U = self.weight_hh.chunk(3)[2]
+        b_n = self.bias_hh.chunk(3)[2] if self.bias else None
         if self.reset_after:
             h_tilde = torch.tanh(W_x + r_t * F.linear(h_prev, U, b_n))
         else:

@@ -62,14 +62,22 @@ class LSTMCell(RecurrentCell):
                 self.bias_ih[H : 2 * H].fill_(self.forget_bias)
                 self.bias_hh[H : 2 * H].zero_()
 
-    def forward(self, x_t: Tensor, state: LSTMState) -> LSTMState:
-        h_prev, c_prev = state
+    def gate_values(self, x_t: Tensor, state: LSTMState) -> dict[str, Tensor]:
+        """The gates and the new memory at this step: ``input`` i_t, ``forget`` f_t,
+        ``output`` o_t and ``candidate`` g_t (the first four equations; diagnostics read them)."""
+        h_prev = state[0]
         gates = F.linear(x_t, self.weight_ih, self.bias_ih) + F.linear(h_prev, self.weight_hh, self.bias_hh)
         i_pre, f_pre, g_pre, o_pre = gates.chunk(4, dim=-1)
         i_t = torch.sigmoid(i_pre)
         f_t = torch.sigmoid(f_pre)
         o_t = torch.sigmoid(o_pre)
         g_t = torch.tanh(g_pre)
+        return {"input": i_t, "forget": f_t, "output": o_t, "candidate": g_t}
+
+    def forward(self, x_t: Tensor, state: LSTMState) -> LSTMState:
+        c_prev = state[1]
+        gates = self.gate_values(x_t, state)
+        i_t, f_t, o_t, g_t = gates["input"], gates["forget"], gates["output"], gates["candidate"]
         c_t = f_t * c_prev + i_t * g_t
         h_t = o_t * torch.tanh(c_t)
         return LSTMState(h_t, c_t)

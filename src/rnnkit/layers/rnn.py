@@ -234,6 +234,22 @@ class RNN(nn.Module):
                 params[flat] = drop_weight(params[flat], self.weight_drop, True)
         return params
 
+    @property
+    def cells(self) -> tuple[RecurrentCell, ...]:
+        """Every layer-direction's cell (on the meta device), index = layer * D + direction.
+
+        The reference path calls these modules at every step, so forward hooks on them
+        observe each step's input, previous state and new state (the diagnostics do)."""
+        return tuple(self._cells)
+
+    def standalone_cell(self, index: int) -> RecurrentCell:
+        """A working copy of layer-direction ``index``'s cell holding copies of its weights."""
+        params = self.layer_parameters(index)
+        ref = next(iter(params.values()))
+        cell = copy.deepcopy(self._cells[index]).to_empty(device=ref.device).to(ref.dtype)
+        cell.load_state_dict({name: p.detach() for name, p in params.items()})
+        return cell
+
     def layer_parameters(self, index: int) -> dict[str, Tensor]:
         """Parameters of layer-direction ``index`` (= layer * D + direction) by cell name."""
         return {name: getattr(self, flat) for name, flat in self._names[index].items()}

@@ -1,0 +1,226 @@
+r"""Gradient flow through time on a real model: ||∂E_t/∂h_k||, step Jacobians, the lecture's bound, gates.
+
+Everything here observes; nothing changes what a model's ``forward`` returns. A float64
+copy of the model runs its reference path (the Python loop over the cells), a forward
+hook on one layer-direction's cell records every step's input, previous state and new
+state, and autograd differentiates the per-step losses
+
+.. math::
+    E_t = -\log \hat y_{t, w_{t+1}}
+
+with respect to those recorded states. Float64, because a sigmoid Elman network's
+gradient 50 steps back is about :math:`0.25^{50} \approx 10^{-30}`, near the bottom of
+float32's range.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from rnnkit.cells.base import LSTMState, RecurrentCell
+from rnnkit.cells.elman import ElmanCell
+from rnnkit.errors import RnnkitError
+from rnnkit.models.language_model import LanguageModel
+
+
+@dataclass
+class Trace:
+    """One forward pass of a probe model, recorded at every step of one layer-direction.
+
+    ``inputs[j]`` is the cell's input x at step j (N, H_in), ``previous[j]`` the state it
+    received, ``states[j]`` the state it returned (part of the autograd graph), and
+    ``losses[t]`` the per-sequence loss E_t (N,) of predicting token t + 1.
+    """
+
+    model: LanguageModel
+    index: int
+    inputs: list[Tensor]
+    previous: list
+    states: list
+    losses: Tensor
+
+    @property
+    def steps(self) -> int:
+        return len(self.states)
+
+    @property
+    def hidden(self) -> list[Tensor]:
+        """h_k at every step (for the LSTM the h of (h, c))."""
+        return [s.h if isinstance(s, LSTMState) else s for s in self.states]
+
+    @property
+    def cell(self) -> RecurrentCell:
+        return self.model.rnn.cells[self.index]
+
+
+def probe(model: LanguageModel) -> LanguageModel:
+    """A float64 copy of ``model`` in eval mode on the reference path: the one diagnostics run."""
+    twin = copy.deepcopy(model).to(torch.float64).eval()
+    twin.rnn.impl = "reference"
+    return twin
+
+
+def trace(model: LanguageModel, tokens: Tensor, index: int | None = None) -> Trace:
+    """Run ``tokens`` (L, N) through a probe of ``model`` and record layer-direction ``index``.
+
+    ``index`` = layer * D + direction; the default is the last layer's forward direction
+    (the one the output head reads). Step t's loss predicts ``tokens[t + 1]``.
+    """
+    if tokens.dim() != 2 or tokens.shape[0] < 2:
+        raise RnnkitError(f"tokens must be (L, N) with L >= 2, got shape {tuple(tokens.shape)}")
+    twin = probe(model)
+    rnn = twin.rnn
+    if index is None:
+        index = (rnn.num_layers - 1) * rnn.num_directions
+    if not 0 <= index < len(rnn.cells):
+        raise RnnkitError(f"layer-direction index must be in [0, {len(rnn.cells)}), got {index}")
+    inputs, previous, states = [], [], []
+
+    def record(module, args, output) -> None:
+        inputs.append(args[0])
+        previous.append(args[1])
+        states.append(output)
+
+    device = next(twin.parameters()).device
+    tokens = tokens.to(device)
+    handle = rnn.cells[index].register_forward_hook(record)
+    try:
+        logp, _ = twin.log_prob(tokens[:-1], tokens[1:])
+    finally:
+        handle.remove()
+    if index % rnn.num_directions == 1:  # the backward direction ran from the end
+        inputs, previous, states = inputs[::-1], previous[::-1], states[::-1]
+    return Trace(twin, index, inputs, previous, states, -logp)
+
+
+def gradient_matrix(tr: Trace) -> np.ndarray:
+    """G[t, k] = ||∂E_t/∂h_k||, averaged over the batch's sequences, for k <= t (NaN above).
+
+    One backward pass per t, each giving the gradient at every earlier step.
+    """
+    T, hidden = tr.steps, tr.hidden
+    G = np.full((T, T), np.nan)
+    for t in range(T):
+        grads = torch.autograd.grad(tr.losses[t].sum(), hidden[: t + 1], retain_graph=True, allow_unused=True)
+        for k, g in enumerate(grads):
+            G[t, k] = 0.0 if g is None else g.norm(dim=-1).mean().item()
+    return G
+
+
+def gradient_at(tr: Trace, t: int, distances: list[int]) -> dict[int, float]:
+    """||∂E_t/∂h_{t-d}|| for each distance d (mean over sequences), from one backward pass."""
+    if any(d < 0 or d > t for d in distances):
+        raise RnnkitError(f"distances must be in [0, {t}] for step {t}, got {distances}")
+    wanted = [tr.hidden[t - d] for d in distances]
+    grads = torch.autograd.grad(tr.losses[t].sum(), wanted, retain_graph=True, allow_unused=True)
+    return {d: (0.0 if g is None else g.norm(dim=-1).mean().item()) for d, g in zip(distances, grads)}
+
+
+def by_distance(G: np.ndarray) -> np.ndarray:
+    """Mean over t of G[t, t - d], for d = 0 .. T-1: how the gradient falls with distance."""
+    T = G.shape[0]
+    return np.array([np.nanmean([G[t, t - d] for t in range(d, T)]) for d in range(T)])
+
+
+def _flat(state) -> Tensor:
+    return torch.cat([state.h, state.c], -1) if isinstance(state, LSTMState) else state
+
+
+def step_jacobians(tr: Trace, sequence: int = 0) -> list[Tensor]:
+    """∂s_j/∂s_{j-1} at every step j of one sequence: s = h, or s = (h, c) for the LSTM.
+
+    For the LSTM the state is the pair, so its Jacobian is 2H x 2H (h and c together).
+    """
+    cell = tr.model.rnn.standalone_cell(tr.index)
+    H = cell.hidden_size
+    jacobians = []
+    for x, prev in zip(tr.inputs, tr.previous):
+        x_j, s = x[sequence].detach(), _flat(prev)[sequence].detach()
+
+        def step(flat: Tensor, x_j: Tensor = x_j) -> Tensor:
+            state = LSTMState(flat[:H], flat[H:]) if cell.has_cell_state else flat
+            return _flat(cell(x_j, state))
+
+        jacobians.append(torch.autograd.functional.jacobian(step, s))
+    return jacobians
+
+
+def spectral_norms(matrices: list[Tensor]) -> np.ndarray:
+    return np.array([torch.linalg.matrix_norm(m, ord=2).item() for m in matrices])
+
+
+def product_norms(jacobians: list[Tensor], max_distance: int) -> np.ndarray:
+    """Mean over k of ||∂s_{k+d}/∂s_k|| = ||J_{k+d} ... J_{k+1}||, for d = 0 .. max_distance."""
+    T = len(jacobians)
+    max_distance = min(max_distance, T)
+    sums, counts = np.zeros(max_distance + 1), np.zeros(max_distance + 1)
+    for k in range(T):
+        P = torch.eye(jacobians[0].shape[0], dtype=jacobians[0].dtype)
+        sums[0], counts[0] = sums[0] + 1.0, counts[0] + 1
+        for d in range(1, max_distance + 1):
+            if k + d > T:
+                break
+            P = jacobians[k + d - 1] @ P
+            sums[d] += torch.linalg.matrix_norm(P, ord=2).item()
+            counts[d] += 1
+    return sums / np.maximum(counts, 1)
+
+
+def elman_bound(tr: Trace) -> dict[str, float] | None:
+    r"""The lecture's :math:`\beta_W \beta_h` for an Elman layer, None for gated cells.
+
+    :math:`\beta_W = \|W_{hh}\|_2` and :math:`\beta_h = \max_j \|\operatorname{diag} f'(a_j)\|`
+    over the recorded steps (f' read from the outputs: h(1-h), 1-h², 1[h>0]), so that
+    :math:`\|\partial h_j/\partial h_{j-1}\| \le \beta_W \beta_h` at every step.
+    """
+    cell = tr.cell
+    if not isinstance(cell, ElmanCell):
+        return None
+    h = torch.stack([s.detach() for s in tr.states])
+    derivative = {"sigmoid": h * (1 - h), "tanh": 1 - h * h, "relu": (h > 0).to(h.dtype)}[cell.nonlinearity]
+    W = tr.model.rnn.layer_parameters(tr.index)["weight_hh"].detach()
+    beta_W = torch.linalg.matrix_norm(W, ord=2).item()
+    beta_h = derivative.abs().max().item()
+    return {"beta_W": beta_W, "beta_h": beta_h, "product": beta_W * beta_h}
+
+
+def recurrent_spectrum(model: LanguageModel, index: int) -> dict[str, dict[str, float]]:
+    """Spectral radius and 2-norm of W_hh (per gate block for gated cells, in torch's order)."""
+    rnn = model.rnn
+    W = rnn.layer_parameters(index)["weight_hh"].detach().to(torch.float64)
+    cell = rnn.cells[index]
+    names = {4: ("input", "forget", "candidate", "output"), 3: ("reset", "update", "candidate")}
+    blocks = dict(zip(names[cell.gates], W.chunk(cell.gates))) if cell.gates > 1 else {"W_hh": W}
+    return {
+        name: {
+            "spectral_radius": torch.linalg.eigvals(block).abs().max().item(),
+            "norm": torch.linalg.matrix_norm(block, ord=2).item(),
+        }
+        for name, block in blocks.items()
+    }
+
+
+def gate_values(tr: Trace) -> dict[str, Tensor]:
+    """Each gate's value at every step, (T, N, H); raises for cells without gates."""
+    cell = tr.model.rnn.standalone_cell(tr.index)
+    if not hasattr(cell, "gate_values"):
+        raise RnnkitError(
+            f"gate statistics need a gated cell (gru, lstm); this layer is {type(cell).__name__}"
+        )
+    with torch.no_grad():
+        steps = [cell.gate_values(x, prev) for x, prev in zip(tr.inputs, tr.previous)]
+    return {name: torch.stack([s[name] for s in steps]) for name in steps[0] if name != "candidate"}
+
+
+def saturation(values: Tensor, low: float = 0.1, high: float = 0.9) -> dict[str, np.ndarray]:
+    """Per unit, the share of (step, sequence) where a gate is near 0 (< low) or near 1 (> high)."""
+    flat = values.flatten(0, -2)
+    return {
+        "near_0": (flat < low).double().mean(0).numpy(),
+        "near_1": (flat > high).double().mean(0).numpy(),
+    }

@@ -1,0 +1,109 @@
+"""The long-range probe: "Jane walked into the room. ... Jane said hi to ___", at distance d.
+
+Language models of each cell are trained on :class:`~rnnkit.data.synthetic.LongRange`
+sequences (the ordinary next-word loss over every token, distances drawn uniformly, the
+largest distance growing over the first 60% of training: a curriculum), then judged by
+their accuracy at the blank as a function of d, next to the gradient norm
+||∂E_blank/∂h_{blank-d}|| of the trained model (float64, :mod:`rnnkit.analysis.gradient_flow`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from rnnkit.analysis import gradient_flow
+from rnnkit.config import ModelConfig
+from rnnkit.data.synthetic import LongRange
+from rnnkit.models.config import build_model
+from rnnkit.models.language_model import LanguageModel
+from rnnkit.training.clipping import clip_gradients
+
+CELLS = {  # label: (cell, options)
+    "elman-sigmoid": ("elman", {"nonlinearity": "sigmoid"}),
+    "elman-tanh": ("elman", {"nonlinearity": "tanh"}),
+    "irnn": ("irnn", {}),
+    "gru": ("gru", {}),
+    "lstm": ("lstm", {}),
+}
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Everything that decides a run (printed with its results)."""
+
+    length: int = 61  # the blank is the last token: distances up to 60
+    hidden: int = 64
+    embed: int = 32
+    batch: int = 64
+    steps: int = 1000
+    lr: float = 1e-2  # Adam
+    clip: float = 1.0  # Mikolov's clipping, by global norm
+    curriculum: float = 0.6  # share of training over which the largest distance grows to the full length
+    eval_sequences: int = 256
+
+
+@dataclass
+class Result:
+    label: str
+    accuracy: dict[int, float]
+    gradient: dict[int, float]
+    seconds: float
+    curve: list[tuple[int, float]] = field(default_factory=list)  # (step, loss at the blank)
+
+
+def make_model(label: str, setup: Setup, vocab_size: int) -> LanguageModel:
+    cell, options = CELLS[label]
+    config = ModelConfig(cell=cell, embed_size=setup.embed, hidden_size=setup.hidden, num_layers=1, **options)
+    return build_model(config, vocab_size)
+
+
+def train(label: str, setup: Setup, seed: int, task: LongRange | None = None) -> tuple[LanguageModel, Result]:
+    """Train one cell's language model on the long-range corpus; returns it and its figures."""
+    task = task or LongRange()
+    torch.manual_seed(seed)
+    model = make_model(label, setup, len(task.tokens))
+    optimizer = torch.optim.Adam(model.parameters(), lr=setup.lr)
+    generator = torch.Generator().manual_seed(seed)
+    result = Result(label, {}, {}, 0.0)
+    start = time.perf_counter()
+    model.train()
+    for step in range(setup.steps):
+        grow = min(1.0, step / max(1.0, setup.curriculum * setup.steps))
+        largest = LongRange.MIN_DISTANCE + 4 + int((setup.length - 1 - LongRange.MIN_DISTANCE - 4) * grow)
+        distances = torch.randint(LongRange.MIN_DISTANCE, largest + 1, (setup.batch,), generator=generator)
+        tokens, _, _ = task.batch(distances, setup.length, generator)
+        logp, _ = model.log_prob(tokens[:-1], tokens[1:])
+        loss = -logp.mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clip_gradients(model.parameters(), setup.clip)
+        optimizer.step()
+        if step % 50 == 0 or step == setup.steps - 1:
+            result.curve.append((step, -logp[-1].mean().item()))
+    result.seconds = time.perf_counter() - start
+    return model, result
+
+
+@torch.no_grad()
+def accuracy(model: LanguageModel, task: LongRange, distance: int, setup: Setup, seed: int = 1234) -> float:
+    """Share of held-out sequences whose most probable word at the blank is the name."""
+    generator = torch.Generator().manual_seed(seed + distance)
+    tokens, _, answer = task.batch(torch.full((setup.eval_sequences,), distance), setup.length, generator)
+    model.eval()
+    h, _ = model(tokens[:-1])
+    guess = model.head.log_probs(h[-1]).argmax(-1)
+    return (guess == answer).double().mean().item()
+
+
+def gradient_by_distance(
+    model: LanguageModel, task: LongRange, setup: Setup, distances: list[int], seed: int = 4321
+) -> dict[int, float]:
+    """||∂E_blank/∂h_{blank-d}|| (float64, mean over 32 sequences whose name is 50 back)."""
+    generator = torch.Generator().manual_seed(seed)
+    name_at = min(50, setup.length - 1)
+    tokens, _, _ = task.batch(torch.full((32,), name_at), setup.length, generator)
+    tr = gradient_flow.trace(model, tokens)
+    return gradient_flow.gradient_at(tr, tr.steps - 1, distances)
