@@ -131,6 +131,27 @@ def build_parser() -> argparse.ArgumentParser:
     from rnnkit.cli.diagnose import add_arguments
 
     add_arguments(diagnose)
+
+    experiment = commands.add_parser(
+        "experiment",
+        help="the lecture's experiments: adding, clipping, long-range, init",
+        description=(
+            "Run one of the lecture's experiments with a fixed seed: adding (the adding problem, tanh "
+            "Elman vs IRNN vs GRU vs LSTM), clipping (an IRNN LM at high learning rates, clipped or "
+            "not), long-range (accuracy and gradient by distance for every cell), init (identity vs "
+            "random initialisation). Prints a table; writes results.json and plots to --out."
+        ),
+    )
+    experiment.add_argument("name", help="adding, clipping, long-range or init")
+    experiment.add_argument(
+        "--scale",
+        default="small",
+        help="tiny (seconds), small (minutes; default) or full (the write-up's grid: hours)",
+    )
+    experiment.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    experiment.add_argument(
+        "--out", default=None, help="output directory (default: ./rnnkit-experiments/NAME-SCALE)"
+    )
     return parser
 
 
@@ -153,6 +174,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from rnnkit.cli.commands import train
 
             return train(args, overrides)
+        if args.command == "experiment":
+            from rnnkit.experiments import run_experiment
+
+            run_experiment(args.name, args.out, args.seed, args.scale)
+            return 0
         if args.command == "diagnose":
             from rnnkit.cli.diagnose import diagnose
 

@@ -1,0 +1,108 @@
+"""The adding problem (Hochreiter & Schmidhuber 1997; Le, Jaitly & Hinton 2015).
+
+Each of T steps carries two numbers: a value drawn from U(0, 1) and a marker that is 1 at
+exactly two steps (one in the first half, one in the second) and 0 elsewhere. The target
+is the sum of the two marked values. Predicting 1 always (the expected sum) scores a mean
+squared error of Var(U + U') = 2/12 ≈ 0.167: the baseline to beat. The first marker can be
+T steps back, so the task measures how far a network carries information.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from rnnkit.errors import RnnkitError
+from rnnkit.registry import rnn
+from rnnkit.training.clipping import clip_gradients
+
+BASELINE = 1.0 / 6.0
+"""The MSE of always predicting 1."""
+
+CELLS = {  # label: (cell, options, learning rate); Le et al. 2015 tuned each cell's rate
+    "elman-tanh": ("elman", {"nonlinearity": "tanh"}, 1e-3),
+    "elman-relu": ("elman", {"nonlinearity": "relu"}, 1e-4),
+    "irnn": ("irnn", {}, 1e-4),
+    "gru": ("gru", {}, 1e-3),
+    "lstm": ("lstm", {}, 1e-3),
+}
+
+
+def adding_batch(T: int, batch: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """Inputs (T, batch, 2), time-major, and targets (batch,)."""
+    if T < 2:
+        raise RnnkitError(f"the adding problem needs T >= 2, got {T}")
+    values = torch.rand(T, batch, generator=generator)
+    first = torch.randint(0, T // 2, (batch,), generator=generator)
+    second = torch.randint(T // 2, T, (batch,), generator=generator)
+    markers = torch.zeros(T, batch)
+    columns = torch.arange(batch)
+    markers[first, columns] = 1.0
+    markers[second, columns] = 1.0
+    target = values[first, columns] + values[second, columns]
+    return torch.stack([values, markers], -1), target
+
+
+class Regressor(nn.Module):
+    """A one-layer recurrent network and a linear read-out of its last hidden state."""
+
+    def __init__(self, cell: str, hidden: int, **options) -> None:
+        super().__init__()
+        self.rnn = rnn(cell, 2, hidden, **options)
+        self.out = nn.Linear(hidden, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, _ = self.rnn(x)
+        return self.out(h[-1]).squeeze(-1)
+
+
+@dataclass(frozen=True)
+class Setup:
+    hidden: int = 100  # Le et al. 2015
+    batch: int = 32
+    steps: int = 2000
+    clip: float = 10.0
+    eval_sequences: int = 1000
+
+
+@dataclass
+class Result:
+    label: str
+    T: int
+    mse: float
+    seconds: float
+    curve: list[tuple[int, float]] = field(default_factory=list)
+
+    @property
+    def solved(self) -> bool:
+        """Le et al.'s bar: well below the baseline (here under a tenth of it)."""
+        return self.mse < BASELINE / 10
+
+
+def run(label: str, T: int, setup: Setup, seed: int) -> Result:
+    """Train one cell at sequence length T with Adam (its rate from :data:`CELLS`), then test."""
+    cell, options, lr = CELLS[label]
+    torch.manual_seed(seed)
+    model = Regressor(cell, setup.hidden, **options)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    result = Result(label, T, float("nan"), 0.0)
+    start = time.perf_counter()
+    for step in range(setup.steps):
+        x, y = adding_batch(T, setup.batch, generator)
+        loss = (model(x) - y).pow(2).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clip_gradients(model.parameters(), setup.clip)
+        optimizer.step()
+        if step % max(1, setup.steps // 40) == 0 or step == setup.steps - 1:
+            result.curve.append((step, loss.item()))
+    result.seconds = time.perf_counter() - start
+    test = torch.Generator().manual_seed(10_000 + seed)
+    with torch.no_grad():
+        x, y = adding_batch(T, setup.eval_sequences, test)
+        result.mse = (model(x) - y).pow(2).mean().item()
+    return result

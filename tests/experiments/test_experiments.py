@@ -1,0 +1,58 @@
+"""The lecture's experiments: their tasks are what they claim, and each runs end to end (tiny scale)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from rnnkit.cli.main import main
+from rnnkit.experiments import adding, clipping
+
+
+def test_adding_batch_is_the_adding_problem():
+    x, y = adding.adding_batch(20, 500, torch.Generator().manual_seed(0))
+    assert x.shape == (20, 500, 2) and y.shape == (500,)
+    markers = x[..., 1]
+    assert torch.equal(markers.sum(0), torch.full((500,), 2.0))
+    assert torch.equal(markers[:10].sum(0), torch.ones(500))  # one marker in each half
+    torch.testing.assert_close((x[..., 0] * markers).sum(0), y)
+    _, big_y = adding.adding_batch(4, 200_000, torch.Generator().manual_seed(1))
+    assert (1.0 - big_y).pow(2).mean().item() == pytest.approx(adding.BASELINE, rel=0.02)  # Var(U + U')
+
+
+def test_clipping_counts_exploding_steps_and_divergence():
+    r = clipping.Result(lr=1.0, clipped=False, losses=[3.0, 2.5, 2.4], norms=[1.0, 1.2, 50.0, 0.9])
+    assert r.exploding == 1 and not r.diverged
+    r = clipping.Result(lr=1.0, clipped=False, losses=[3.0, math.nan], norms=[1.0, math.inf], stopped_at=1)
+    assert r.exploding == 1 and r.diverged
+
+
+def test_unclipped_irnn_at_lr_1_diverges_and_clipping_saves_it():
+    setup = clipping.Setup(steps=12, rates=(1.0,))
+    free, clipped = clipping.run(1.0, False, setup, 0), clipping.run(1.0, True, setup, 0)
+    assert free.diverged and free.stopped_at is not None
+    assert not clipped.diverged and len(clipped.losses) == 12 and max(clipped.norms) > 10 * min(clipped.norms)
+
+
+@pytest.mark.parametrize("name", ["adding", "clipping", "long-range", "init"])
+def test_each_experiment_runs_at_tiny_scale(name, tmp_path, capsys):
+    assert main(["experiment", name, "--scale", "tiny", "--out", str(tmp_path), "--seed", "1"]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["experiment"] == name and results["seed"] == 1 and results["rows"]
+    assert list(tmp_path.glob("*.png"))
+    assert "results and plots" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["nope"], "unknown experiment 'nope'; the experiments are: adding, clipping"),
+        (["adding", "--scale", "huge"], "scale must be one of"),
+    ],
+)
+def test_bad_requests(args, message, tmp_path, capsys):
+    assert main(["experiment", *args, "--out", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
