@@ -44,11 +44,12 @@ def train(args: argparse.Namespace, overrides: list[str]) -> int:
     corpus = _corpus(data, config)
     print(
         f"rnnkit train: {config.model.cell} {config.model.num_layers}x{config.model.hidden_size}, "
-        f"vocabulary {len(corpus.vocab)}, {corpus.train.numel()} training tokens -> {out}"
+        f"vocabulary {len(corpus.vocab)}, {corpus.train.numel()} training tokens -> {out}",
+        file=sys.stderr if args.json else sys.stdout,
     )
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "data.json", json.dumps(data, indent=1) + "\n")
-    return _report(fit(config, corpus, out, progress=not args.no_progress), config.data.level)
+    return _report(fit(config, corpus, out, progress=not args.no_progress), config.data.level, args.json)
 
 
 def _corpus(data: dict, config, vocab=None, codec=None):
@@ -66,11 +67,15 @@ def _resume(args: argparse.Namespace, overrides: list[str]) -> int:
     data = _recorded_data(run)
     codec = Codec.load(run, config.data.level)
     corpus = _corpus(data, config, vocab=Vocab.load(run / "vocab.json"), codec=codec)
-    print(f"rnnkit train: resuming {run}")
-    return _report(fit(config, corpus, run, progress=not args.no_progress, resume=True), config.data.level)
+    print(f"rnnkit train: resuming {run}", file=sys.stderr if args.json else sys.stdout)
+    summary = fit(config, corpus, run, progress=not args.no_progress, resume=True)
+    return _report(summary, config.data.level, args.json)
 
 
-def _report(summary: dict, level: str) -> int:
+def _report(summary: dict, level: str, as_json: bool = False) -> int:
+    if as_json:
+        print(json.dumps({"unit": UNITS[level], **summary}))
+        return 0
     for split, figures in summary.items():
         print(describe(split, figures, level))
     return 0

@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--config", help="TOML settings file")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--json", action="store_true", help="the final figures as one JSON line (the log goes to stderr)"
+    )
 
     evaluate = commands.add_parser(
         "evaluate",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -143,7 +144,10 @@ def train_epoch(
             cursor.count += y.numel()
         else:
             cursor.bad, cursor.state = cursor.bad + 1, None  # a non-finite state would poison the rest
-            tqdm.write(f"rnnkit: step {history.step}: loss {loss.item()}, grad norm {norm}: step skipped")
+            tqdm.write(
+                f"rnnkit: step {history.step}: loss {loss.item()}, grad norm {norm}: step skipped",
+                file=sys.stderr,
+            )
             if cursor.bad >= t.max_bad_steps:
                 raise RnnkitError(
                     f"{cursor.bad} non-finite steps in a row (last: step {history.step}); lower train.lr or "
@@ -271,19 +275,25 @@ def fit(
             )
             tqdm.write(
                 f"epoch {epoch:3d} | lr {history.lr:.4g} | train ppl {train['ppl']:8.2f} | "
-                f"valid ppl {valid['ppl']:8.2f} | {train['tokens_per_s']:.0f} tok/s"
+                f"valid ppl {valid['ppl']:8.2f} | {train['tokens_per_s']:.0f} tok/s",
+                file=sys.stderr,
             )
             learning_curve(run_dir / "metrics.jsonl", run_dir / "learning_curve.png")
             switch = t.optimizer == "ntasgd" and not average.active
             if switch and nonmonotone_trigger(history.valid_loss, t.nonmono):
                 average.start()
-                tqdm.write(f"epoch {epoch:3d} | NT-ASGD: validation stopped improving; averaging from now on")
+                tqdm.write(
+                    f"epoch {epoch:3d} | NT-ASGD: validation stopped improving; averaging from now on",
+                    file=sys.stderr,
+                )
             record = {"epoch": epoch, "valid": valid}
             stop = t.patience is not None and history.since_best > t.patience
             cursor = Cursor(epoch=t.epochs + 1 if stop else epoch + 1)  # the next epoch starts afresh
             save_last(record)
             if stop:
-                tqdm.write(f"early stop: no better validation loss for {history.since_best} epochs")
+                tqdm.write(
+                    f"early stop: no better validation loss for {history.since_best} epochs", file=sys.stderr
+                )
     finally:
         metrics.close()
     load_checkpoint(run_dir / "best", model)
