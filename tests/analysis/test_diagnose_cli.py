@@ -15,6 +15,7 @@ def test_fresh_sigmoid_elman_shows_the_bound_and_the_vanishing(tmp_path, capsys)
     report = json.loads(capsys.readouterr().out)
     curve = report["gradient_by_distance"]
     assert curve[30] < 1e-12 * curve[1]  # sigmoid: f' <= 1/4 at every step
+    assert set(report["gradient_at"]) == {"1", "5", "10", "20"}  # 50 is beyond 39 steps: left out
     assert report["bound"]["beta_h"] <= 0.25
     products = report["jacobian"]["product_norms_by_distance"]
     assert all(p <= report["bound"]["product"] ** d * (1 + 1e-9) for d, p in enumerate(products))
@@ -56,6 +57,8 @@ def test_trained_run_on_text(tmp_path, capsys):
         (["--text", "jane said hello"], "unknown: hello"),
         (["--layer", "3"], "--layer must be in [0, 0]"),
         (["--direction", "1"], "needs a bidirectional model"),
+        (["--length", "20", "--distances", "1,30"], "distance 30 needs --length 32 or more"),
+        (["--distances", "1,x"], "comma-separated integers"),
     ],
 )
 def test_bad_requests_are_one_line_errors(tmp_path, capsys, args, message):

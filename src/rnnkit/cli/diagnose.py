@@ -51,6 +51,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help=f"comma-separated, from {', '.join(DIAGNOSTICS)} (default: all that apply to the cell)",
     )
+    p.add_argument(
+        "--distances",
+        default="1,5,10,20,50",
+        help="distances d to report ||∂E_t/∂h_(t-d)|| at (default: 1,5,10,20,50, those the input allows)",
+    )
     p.add_argument("--layer", type=int, default=None, help="layer to observe (default: the last)")
     p.add_argument("--direction", type=int, default=0, choices=(0, 1), help="1: the backward direction")
     p.add_argument(
@@ -82,6 +87,7 @@ def diagnose(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     tr = gf.trace(model, tokens, index)
     T = tr.steps
+    distances = _distances(args.distances, T, explicit=args.distances != "1,5,10,20,50")
     report: dict = {"model": describe, "layer": layer, "direction": args.direction, "steps": T}
     report["sequences"] = int(tokens.shape[1])
     if codec is not None:
@@ -91,6 +97,7 @@ def diagnose(args: argparse.Namespace) -> int:
         G = gf.gradient_matrix(tr)
         curve = gf.by_distance(G)
         report["gradient_by_distance"] = curve.tolist()
+        report["gradient_at"] = {str(d): curve[d] for d in distances}
         plots.heatmap(
             G, out / "gradient_map.png", "k (step of h_k)", "t (step of E_t)", f"log10 ||∂E_t/∂h_k||: {name}"
         )
@@ -166,6 +173,23 @@ def diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
+def _distances(text: str, steps: int, explicit: bool) -> list[int]:
+    """The distances to report; asked-for ones the input cannot reach are an error."""
+    try:
+        distances = sorted({int(d) for d in text.split(",") if d.strip()})
+    except ValueError:
+        raise RnnkitError(f"--distances must be comma-separated integers, got {text!r}") from None
+    if any(d < 0 for d in distances):
+        raise RnnkitError(f"--distances must be non-negative, got {text!r}")
+    too_far = [d for d in distances if d >= steps]
+    if too_far and explicit:
+        raise RnnkitError(
+            f"the input gives {steps} steps, so distances up to {steps - 1}; distance {too_far[-1]} needs "
+            f"--length {too_far[-1] + 2} or more"
+        )
+    return [d for d in distances if d < steps]
+
+
 def _positive(values) -> list[float]:
     return [max(float(v), 1e-300) for v in values]
 
@@ -223,10 +247,9 @@ def _enough(ids: torch.Tensor) -> torch.Tensor:
 
 def _print_summary(report: dict, out: Path) -> None:
     print(f"rnnkit diagnose: {report['model']}, layer {report['layer']}, {report['steps']} steps")
-    curve = report.get("gradient_by_distance")
-    if curve:
-        marks = [d for d in (1, 5, 10, 20, 50) if d < len(curve)]
-        print("  mean ||∂E_t/∂h_(t-d)||: " + ", ".join(f"d={d}: {curve[d]:.2e}" for d in marks))
+    at = report.get("gradient_at")
+    if at:
+        print("  mean ||∂E_t/∂h_(t-d)||: " + ", ".join(f"d={d}: {v:.2e}" for d, v in at.items()))
     if "bound" in report:
         b = report["bound"]
         print(
