@@ -102,7 +102,7 @@ def _clipping(out: Path, seed: int, scale: str) -> dict:
     setup = clipping.Setup(steps={"tiny": 20, "small": 400, "full": 2000}[scale])
     print(f"clipping: an IRNN language model by SGD, seed {seed}: {setup}")
     print(f"{'lr':>5} {'clipped':>8} {'final loss':>10} {'max norm':>10} {'exploding':>9} {'diverged':>9}")
-    rows, series = [], {}
+    rows, series, norms = [], {}, {}
     for lr in setup.rates:
         for clipped in (False, True):
             r = clipping.run(lr, clipped, setup, seed)
@@ -124,6 +124,7 @@ def _clipping(out: Path, seed: int, scale: str) -> dict:
                 flush=True,
             )
             label = f"lr {lr:g}, {'clipped' if clipped else 'not clipped'}"
+            norms[label] = (list(range(len(r.norms))), [n if math.isfinite(n) else 1e12 for n in r.norms])
             series[label] = (
                 list(range(len(r.losses))),
                 [min(v, 1e3) if math.isfinite(v) else 1e3 for v in r.losses],
@@ -134,6 +135,14 @@ def _clipping(out: Path, seed: int, scale: str) -> dict:
         "step",
         "training loss (nats; 1000 = not finite)",
         "Clipping",
+        log_y=True,
+    )
+    plots.curves(
+        norms,
+        out / "clipping_norms.png",
+        "step",
+        "gradient norm before clipping (1e12 = not finite)",
+        f"Exploding gradients (clipped runs are cut to {setup.clip:g})",
         log_y=True,
     )
     return {"setup": setup.__dict__, "rows": rows}
