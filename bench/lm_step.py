@@ -25,7 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness
 from rnnkit.config import load_config
 from rnnkit.data.batching import bptt_windows
-from rnnkit.models.config import build_model
+from rnnkit.data.corpora import Corpus
+from rnnkit.data.text import Codec
+from rnnkit.data.vocab import Vocab
+from rnnkit.tasks.lm import LanguageModelling
 from rnnkit.training.loop import Cursor, History, make_optimizer, train_epoch
 
 SHAPES = {  # name: (hidden, layers, bptt, dropout, lr, clip) as in the Zaremba presets
@@ -80,16 +83,25 @@ def time_shape(name: str, args: argparse.Namespace, device: torch.device) -> dic
             f"--train.lr={lr}",
             f"--train.clip_norm={clip}",
             f"--train.bptt={bptt}",
+            f"--train.batch_size={args.batch}",
             f"--train.log_every={args.windows}",
         ],
     )
-    ours = build_model(config.model, args.vocab).to(device)
+    corpus = Corpus(
+        vocab=Vocab([f"w{i}" for i in range(args.vocab)]),
+        codec=Codec("word"),
+        train=columns.t().flatten(),
+        valid=None,
+        test=None,
+    )
+    task = LanguageModelling(config, corpus, device)
+    ours = task.model
     optimizer = make_optimizer(ours, config)
     history = History(lr=lr)
     generator = torch.Generator().manual_seed(0)
 
     def rnnkit_epoch() -> None:
-        train_epoch(ours, columns, optimizer, config, history, Cursor(), lambda _: None, generator, False)
+        train_epoch(task, optimizer, config, history, Cursor(), lambda _: None, generator, False)
 
     times = harness.interleaved(
         {"recipe": lambda: recipe_epoch(recipe, columns, bptt, lr, clip, args.vocab), "rnnkit": rnnkit_epoch},

@@ -11,11 +11,9 @@ import torch
 
 from rnnkit.cli.main import main
 from rnnkit.config import load_config
-from rnnkit.data.batching import batchify
 from rnnkit.data.corpora import load_corpus, locate
 from rnnkit.errors import RnnkitError
-from rnnkit.models.config import build_model
-from rnnkit.tasks.lm import generate, next_distribution, score_line
+from rnnkit.tasks.lm import LanguageModelling, generate, next_distribution, score_line
 from rnnkit.training.loop import Cursor, History, fit, make_optimizer, train_epoch
 from rnnkit.training.run import load
 from rnnkit.training.schedules import plateau_lr, zaremba_lr
@@ -67,17 +65,20 @@ def test_fit_learns_the_language_and_reloads(corpus_dir, tmp_path):
 
 
 def test_nan_guard_skips_then_stops_with_a_clear_error(corpus_dir):
-    config = load_config(None, ["--model.hidden_size=8", "--model.embed_size=8", "--train.max_bad_steps=3"])
+    config = load_config(
+        None,
+        ["--model.hidden_size=8", "--model.embed_size=8", "--train.max_bad_steps=3", "--train.batch_size=4"],
+    )
     corpus = load_corpus(locate(corpus_dir))
-    model = build_model(config.model, len(corpus.vocab))
+    task = LanguageModelling(config, corpus, torch.device("cpu"))
+    model = task.model
     optimizer = make_optimizer(model, config)
     with torch.no_grad():
         model.embedding.weight[corpus.vocab.index("a")] = math.nan  # every window meets an 'a'
     before = [p.detach().clone() for p in model.parameters()]
     with pytest.raises(RnnkitError, match="3 non-finite steps in a row"):
         train_epoch(
-            model,
-            batchify(corpus.train, 4),
+            task,
             optimizer,
             config,
             History(lr=1.0),

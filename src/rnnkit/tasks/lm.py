@@ -5,16 +5,20 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import torch
 
-from rnnkit.data.batching import batchify, bptt_windows, stream_windows
-from rnnkit.data.corpora import check_known
+from rnnkit.config import RunConfig
+from rnnkit.data.batching import batchify, bptt_windows, num_windows, stream_windows
+from rnnkit.data.corpora import Corpus, check_known
 from rnnkit.data.text import Codec
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import RnnkitError
 from rnnkit.fileio import iter_lines
+from rnnkit.models.config import build_model
 from rnnkit.models.language_model import LanguageModel
+from rnnkit.tasks.base import Step
 
 
 def lm_figures(nll_sum: float, tokens: int) -> dict[str, float]:
@@ -22,6 +26,60 @@ def lm_figures(nll_sum: float, tokens: int) -> dict[str, float]:
     loss = nll_sum / max(tokens, 1)
     ppl = math.exp(loss) if loss < 700 else math.inf
     return {"loss": loss, "ppl": ppl, "bits": loss / math.log(2), "tokens": tokens}
+
+
+class LanguageModelling:
+    """The ``lm`` task: truncated BPTT over the training stream, perplexity on the splits.
+
+    The stream is cut into ``train.batch_size`` columns; a batch is one window of
+    ``train.bptt`` steps (AWD-LSTM's random lengths with ``train.variable_bptt``, the
+    learning rate scaled by length / bptt), and the hidden state flows from window to
+    window (the loop detaches it at each boundary).
+    """
+
+    def __init__(self, config: RunConfig, corpus: Corpus, device: torch.device) -> None:
+        self.config, self.corpus, self.device = config, corpus, device
+        self.model = build_model(config.model, len(corpus.vocab)).to(device)
+        self.columns = batchify(corpus.train, config.train.batch_size).to(device)
+
+    def batches(self, epoch: int, start: int, generator: torch.Generator):
+        t = self.config.train
+        windows = bptt_windows(self.columns, t.bptt, t.variable_bptt, generator, start=start)
+        total = num_windows(self.columns.shape[0], t.bptt)
+        return ((i + x.shape[0], (x, y)) for i, x, y in windows), total, start // t.bptt
+
+    def step(self, batch, state) -> Step:
+        x, y = batch
+        logp, state = self.model.log_prob(x, y, state)
+        t = self.config.train
+        return Step(
+            -logp.mean(),
+            -logp.sum().item(),
+            y.numel(),
+            state,
+            x.shape[0] / t.bptt if t.variable_bptt else 1.0,
+        )
+
+    def has_split(self, split: str) -> bool:
+        return getattr(self.corpus, split) is not None
+
+    def evaluate(self, split: str) -> dict[str, float]:
+        t = self.config.train
+        return evaluate_lm(self.model, getattr(self.corpus, split), t.eval_batch_size, t.bptt, self.device)
+
+    def selection(self, figures: dict[str, float]) -> float:
+        return figures["loss"]
+
+    def running(self, nll: float, count: int) -> dict[str, float]:
+        figures = lm_figures(nll, count)
+        return {"loss": figures["loss"], "ppl": figures["ppl"]}
+
+    def describe(self, split: str, figures: dict[str, float]) -> str:
+        return describe(split, figures, self.config.data.level)
+
+    def save(self, run_dir: Path) -> None:
+        self.corpus.vocab.save(run_dir / "vocab.json")
+        self.corpus.codec.save(run_dir)
 
 
 UNITS = {"word": "word", "symbol": "symbol", "char": "character", "bpe": "subword"}

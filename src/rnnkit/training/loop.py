@@ -19,13 +19,10 @@ import rnnkit
 from rnnkit.analysis.plots import learning_curve
 from rnnkit.cells.base import detach_state
 from rnnkit.config import RunConfig, to_dict
-from rnnkit.data.batching import batchify, bptt_windows, num_windows
-from rnnkit.data.corpora import Corpus
 from rnnkit.errors import RnnkitError
 from rnnkit.fileio import write_text_atomic
-from rnnkit.models.config import build_model
-from rnnkit.models.language_model import LanguageModel
-from rnnkit.tasks.lm import evaluate_lm, lm_figures
+from rnnkit.tasks.base import Task
+from rnnkit.tasks.lm import LanguageModelling
 from rnnkit.training.averaging import ParameterAverage
 from rnnkit.training.checkpoint import load_checkpoint, load_state, save_checkpoint
 from rnnkit.training.clipping import clip_gradients
@@ -37,7 +34,7 @@ from rnnkit.training.schedules import nonmonotone_trigger, plateau_lr, zaremba_l
 class History:
     """What the loop has seen so far: drives the schedule, early stopping and 'best'."""
 
-    valid_loss: list[float] = field(default_factory=list)
+    valid_loss: list[float] = field(default_factory=list)  # the task's selection figure: lower is better
     lr: float = 0.0
     step: int = 0
     since_best: int = 0
@@ -97,8 +94,7 @@ def epoch_lr(config: RunConfig, epoch: int, history: History) -> float:
 
 
 def train_epoch(
-    model: LanguageModel,
-    columns: torch.Tensor,
+    task: Task,
     optimizer: torch.optim.Optimizer,
     config: RunConfig,
     history: History,
@@ -109,44 +105,40 @@ def train_epoch(
     on_window: Callable[[], None] | None = None,
     average: ParameterAverage | None = None,
 ) -> dict[str, float]:
-    """One pass over the training stream by truncated BPTT, from ``cursor`` on.
+    """One pass over the task's training batches, from ``cursor`` on.
 
-    ``cursor`` is advanced after every window (``on_window`` is then called: it may save
-    a resumable checkpoint); ``average`` (NT-ASGD) takes in the weights after every step.
-    Returns the epoch's loss figures.
+    ``cursor`` is advanced after every batch (``on_window`` is then called: it may save a
+    resumable checkpoint); ``average`` (NT-ASGD) takes in the weights after every step.
+    Returns the epoch's running figures.
     """
-    t, lr = config.train, history.lr
+    t, lr, model = config.train, history.lr, task.model
     model.train()
     start, counted_before = time.perf_counter(), cursor.count
-    windows = bptt_windows(columns, t.bptt, t.variable_bptt, generator, start=cursor.position)
-    total = num_windows(columns.shape[0], t.bptt)
-    bar = tqdm(
-        windows, total=total, initial=cursor.position // t.bptt, disable=not progress, unit="win", leave=False
-    )
-    for position, x, y in bar:
+    batches, total, done = task.batches(cursor.epoch, cursor.position, generator)
+    bar = tqdm(batches, total=total, initial=done, disable=not progress, unit="batch", leave=False)
+    for position, batch in bar:
         # Truncated BPTT: the state flows on from the last window, its gradient stops here.
         state = None if cursor.state is None else detach_state(cursor.state)
+        result = task.step(batch, state)
         for group in optimizer.param_groups:  # AWD-LSTM: shorter windows take smaller steps
-            group["lr"] = lr * x.shape[0] / t.bptt if t.variable_bptt else lr
-        logp, state = model.log_prob(x, y, state)
-        loss = -logp.mean()
+            group["lr"] = lr * result.lr_scale
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        result.loss.backward()
         norm = clip_gradients(model.parameters(), t.clip_norm, t.clip_value)
         history.step += 1
-        cursor.position = position + x.shape[0]
-        if math.isfinite(loss.item()) and math.isfinite(norm):
+        cursor.position = position
+        loss = result.loss.item()
+        if math.isfinite(loss) and math.isfinite(norm):
             optimizer.step()
             if average is not None:
                 average.update()
-            cursor.bad, cursor.state = 0, detach_state(state)
-            cursor.nll += -logp.sum().item()
-            cursor.count += y.numel()
+            cursor.bad, cursor.state = 0, detach_state(result.state)
+            cursor.nll += result.nll
+            cursor.count += result.count
         else:
             cursor.bad, cursor.state = cursor.bad + 1, None  # a non-finite state would poison the rest
             tqdm.write(
-                f"rnnkit: step {history.step}: loss {loss.item()}, grad norm {norm}: step skipped",
-                file=sys.stderr,
+                f"rnnkit: step {history.step}: loss {loss}, grad norm {norm}: step skipped", file=sys.stderr
             )
             if cursor.bad >= t.max_bad_steps:
                 raise RnnkitError(
@@ -154,14 +146,13 @@ def train_epoch(
                     "set train.clip_norm"
                 )
         if history.step % t.log_every == 0:
-            figures = lm_figures(cursor.nll, cursor.count)
+            figures = task.running(cursor.nll, cursor.count)
             rate = (cursor.count - counted_before) / (time.perf_counter() - start)
             bar.set_postfix(
-                loss=f"{figures['loss']:.3f}",
-                ppl=f"{figures['ppl']:.1f}",
+                **{k: f"{v:.3f}" if k == "loss" else f"{v:.1f}" for k, v in figures.items()},
                 lr=f"{lr:.3g}",
                 gnorm=f"{norm:.2f}",
-                tok_s=f"{rate:.0f}",
+                per_s=f"{rate:.0f}",
             )
             log(
                 {
@@ -174,15 +165,20 @@ def train_epoch(
             )
         if on_window is not None:
             on_window()
-    figures = lm_figures(cursor.nll, cursor.count)
+    figures = task.running(cursor.nll, cursor.count)
     figures["tokens_per_s"] = (cursor.count - counted_before) / (time.perf_counter() - start)
     return figures
 
 
-def fit(
-    config: RunConfig, corpus: Corpus, run_dir: str | Path, progress: bool = True, resume: bool = False
-) -> dict:
-    """Train a language model by ``config`` on ``corpus``, keeping best and last checkpoints in ``run_dir``.
+def make_task(config: RunConfig, corpus, device: torch.device) -> Task:
+    """The task ``config.task`` names, on ``corpus``, its model on ``device``."""
+    if config.task == "lm":
+        return LanguageModelling(config, corpus, device)
+    raise RnnkitError(f"task must be one of ['lm'], got {config.task!r}")
+
+
+def fit(config: RunConfig, corpus, run_dir: str | Path, progress: bool = True, resume: bool = False) -> dict:
+    """Train the task ``config.task`` on ``corpus``, keeping best and last checkpoints in ``run_dir``.
 
     ``last`` always holds the full training state, saved at every epoch's end and every
     ``train.checkpoint_every`` steps; ``resume=True`` continues from it exactly.
@@ -195,9 +191,9 @@ def fit(
         torch.set_num_threads(t.threads)
     device = pick_device(t.device)
     seed_everything(t.seed)
-    model = build_model(config.model, len(corpus.vocab)).to(device)
+    task = make_task(config, corpus, device)
+    model = task.model
     optimizer = make_optimizer(model, config)
-    columns = batchify(corpus.train, t.batch_size).to(device)
     generator = torch.Generator().manual_seed(t.seed)
     history, cursor = History(), Cursor()
     average = ParameterAverage(model.parameters())
@@ -210,8 +206,7 @@ def fit(
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(run_dir / "config.json", json.dumps(to_dict(config), indent=1) + "\n")
-        corpus.vocab.save(run_dir / "vocab.json")
-        corpus.codec.save(run_dir)
+        task.save(run_dir)
     metrics = (run_dir / "metrics.jsonl").open("a", encoding="utf-8")
 
     def log(entry: dict) -> None:
@@ -240,22 +235,12 @@ def fit(
             if cursor.position == 0 and cursor.count == 0:
                 history.lr = epoch_lr(config, epoch, history)
             train = train_epoch(
-                model,
-                columns,
-                optimizer,
-                config,
-                history,
-                cursor,
-                log,
-                generator,
-                progress,
-                on_window,
-                average=average,
+                task, optimizer, config, history, cursor, log, generator, progress, on_window, average=average
             )
             with average.swapped():  # NT-ASGD: the averaged weights are the model
-                valid = evaluate_lm(model, corpus.valid, t.eval_batch_size, t.bptt, device)
-                history.valid_loss.append(valid["loss"])
-                improved = valid["loss"] <= history.best
+                valid = task.evaluate("valid")
+                history.valid_loss.append(task.selection(valid))
+                improved = history.valid_loss[-1] <= history.best
                 if improved:
                     record = {"step": history.step, "epoch": epoch, "valid": valid}
                     save_checkpoint(run_dir / "best", model, record, history.step)
@@ -265,17 +250,16 @@ def fit(
                     "epoch": epoch,
                     "step": history.step,
                     "lr": history.lr,
-                    "train_loss": train["loss"],
-                    "train_ppl": train["ppl"],
-                    "valid_loss": valid["loss"],
-                    "valid_ppl": valid["ppl"],
+                    **{f"train_{k}": v for k, v in train.items() if k != "tokens_per_s"},
+                    **{f"valid_{k}": v for k, v in valid.items()},
                     "tokens_per_s": train["tokens_per_s"],
                     "averaging": average.active,
                 }
             )
             tqdm.write(
-                f"epoch {epoch:3d} | lr {history.lr:.4g} | train ppl {train['ppl']:8.2f} | "
-                f"valid ppl {valid['ppl']:8.2f} | {train['tokens_per_s']:.0f} tok/s",
+                f"epoch {epoch:3d} | lr {history.lr:.4g} | train "
+                + " ".join(f"{k} {v:.4g}" for k, v in train.items() if k != "tokens_per_s")
+                + f" | {task.describe('valid', valid)} | {train['tokens_per_s']:.0f} per s",
                 file=sys.stderr,
             )
             learning_curve(run_dir / "metrics.jsonl", run_dir / "learning_curve.png")
@@ -297,9 +281,9 @@ def fit(
     finally:
         metrics.close()
     load_checkpoint(run_dir / "best", model)
-    summary = {"best_valid": evaluate_lm(model, corpus.valid, t.eval_batch_size, t.bptt, device)}
-    if corpus.test is not None:
-        summary["test"] = evaluate_lm(model, corpus.test, t.eval_batch_size, t.bptt, device)
+    summary = {"best_valid": task.evaluate("valid")}
+    if task.has_split("test"):
+        summary["test"] = task.evaluate("test")
     write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
     return summary
 
