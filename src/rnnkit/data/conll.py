@@ -1,0 +1,338 @@
+"""Tagging corpora in and out: CoNLL-U, CoNLL-2003, raw text, and the chunk tag schemes.
+
+Readers keep what a writer needs to give the file back exactly, so a model's predictions
+can be scored by the official tools: the CoNLL 2018 UD scorer for CoNLL-U (the tag column
+of each word replaced) and ``conlleval`` for CoNLL-2003 (one predicted-tag column added).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rnnkit.errors import RnnkitError
+from rnnkit.fileio import read_text, write_text_atomic
+
+CONLLU_TAG_COLUMNS = {"upos": 3, "xpos": 4}
+DOCSTART = "-DOCSTART-"
+
+_WORD_ID = re.compile(r"[1-9][0-9]*")
+_RANGE_ID = re.compile(r"([1-9][0-9]*)-([1-9][0-9]*)")
+_EMPTY_ID = re.compile(r"(0|[1-9][0-9]*)\.([1-9][0-9]*)")
+_BLANKS = re.compile(r"[ \t]+")
+
+
+@dataclass
+class Sentence:
+    """One sentence of a tagging corpus, with what it takes to write it back exactly.
+
+    Attributes:
+        words: the scored words. In CoNLL-U these are the syntactic words (integer IDs);
+            multiword-token ranges (``3-4``) and empty nodes (``5.1``) are kept in
+            ``lines`` but not scored.
+        tags: the gold tag of each word, or ``None`` (raw text).
+        source: the file the sentence was read from.
+        line: the 1-based line number of the sentence's first line in ``source``.
+        lines: CoNLL-U: every line of the sentence as read (comments, ranges, empty nodes
+            and words), without the newline.
+        word_lines: CoNLL-U: the index in ``lines`` of each scored word.
+        tag_column: CoNLL-U: the 0-based column holding the tag (3 UPOS, 4 XPOS).
+        columns: CoNLL-2003: each token's columns as read.
+        docstart: CoNLL-2003: the columns of the ``-DOCSTART-`` line before this sentence,
+            when the sentence opens a document.
+    """
+
+    words: list[str]
+    tags: list[str] | None = None
+    source: str = ""
+    line: int = 0
+    lines: list[str] | None = None
+    word_lines: list[int] | None = None
+    tag_column: int | None = None
+    columns: list[list[str]] | None = None
+    docstart: list[str] | None = None
+
+
+def read_conllu(path: str | os.PathLike, column: str = "upos") -> list[Sentence]:
+    """The sentences of a CoNLL-U file, tagged with its ``upos`` or ``xpos`` column.
+
+    Each sentence is optional ``#`` comment lines, then word lines of 10 tab-separated
+    columns, then a blank line (a missing blank line at the end of the file is fine).
+    Word IDs run 1, 2, 3, ...; a range ``n-m`` (multiword token) comes just before word
+    ``n`` and an empty node ``n.k`` just after word ``n``.
+
+    Raises:
+        RnnkitError: the file is missing, empty or not UTF-8, or a line is malformed (the
+            message names the file, the line and what was expected).
+    """
+    if column not in CONLLU_TAG_COLUMNS:
+        raise RnnkitError(f"column={column!r}: expected one of {', '.join(map(repr, CONLLU_TAG_COLUMNS))}")
+    text = read_text(path, "CoNLL-U file")
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    sentences: list[Sentence] = []
+    start = 0
+    for end in range(len(lines) + 1):
+        if end == len(lines) or not lines[end].strip():
+            if end > start:
+                sentences.append(_conllu_sentence(lines[start:end], str(path), start + 1, column))
+            start = end + 1
+    return sentences
+
+
+def _conllu_sentence(lines: list[str], source: str, first: int, column: str) -> Sentence:
+    tag_column = CONLLU_TAG_COLUMNS[column]
+    words: list[str] = []
+    tags: list[str] = []
+    word_lines: list[int] = []
+    last = 0  # the last word ID so far
+    range_end = 0  # the last word a multiword token spans
+    for index, line in enumerate(lines):
+        where = f"{source}: line {first + index}"
+        if line.startswith("#"):
+            if words:
+                raise RnnkitError(f"{where}: a comment after word lines; expected a blank line before it")
+            continue
+        fields = line.rstrip("\r").split("\t")
+        if len(fields) != 10:
+            raise RnnkitError(f"{where}: expected 10 tab-separated columns, got {len(fields)}")
+        if "" in fields:
+            raise RnnkitError(f"{where}: column {fields.index('') + 1} is empty; expected a value or '_'")
+        ident = fields[0]
+        if _WORD_ID.fullmatch(ident):
+            if int(ident) != last + 1:
+                raise RnnkitError(f"{where}: word ID {ident}; expected {last + 1} (IDs run 1, 2, 3, ...)")
+            last += 1
+            words.append(fields[1])
+            tags.append(fields[tag_column])
+            word_lines.append(index)
+        elif match := _RANGE_ID.fullmatch(ident):
+            low, high = int(match[1]), int(match[2])
+            if low != last + 1 or high <= low:
+                raise RnnkitError(f"{where}: range ID {ident}; expected {last + 1}-m with m > {last + 1}")
+            range_end = high
+        elif match := _EMPTY_ID.fullmatch(ident):
+            if int(match[1]) != last:
+                raise RnnkitError(f"{where}: empty node ID {ident}; expected {last}.k (after word {last})")
+        else:
+            raise RnnkitError(
+                f"{where}: bad ID {ident!r}; expected a word ID (1, 2, ...), a range (3-4) "
+                "or an empty node (5.1)"
+            )
+    if not words:
+        raise RnnkitError(f"{source}: line {first}: a sentence with no word lines; expected word lines")
+    if range_end > last:
+        raise RnnkitError(
+            f"{source}: line {first}: a range reaches word {range_end}; the sentence has {last}"
+        )
+    return Sentence(words, tags, source, first, lines, word_lines, tag_column)
+
+
+def write_conllu(
+    sentences: Sequence[Sentence], predictions: Sequence[Sequence[str]], path: str | os.PathLike
+) -> None:
+    """Write ``sentences`` back as CoNLL-U with each word's tag replaced by its prediction.
+
+    Every line is kept exactly as read except the tag column (the one the sentence was
+    read with, UPOS or XPOS) of the scored words, so the CoNLL 2018 UD scorer can compare
+    the file with the gold one. Each sentence ends with one blank line: a file in that
+    standard form comes back byte for byte when the predictions are the gold tags.
+    Written atomically.
+    """
+    _check_predictions(sentences, predictions)
+    out: list[str] = []
+    for sentence, predicted in zip(sentences, predictions):
+        if sentence.lines is None or sentence.word_lines is None or sentence.tag_column is None:
+            raise RnnkitError(f"{_where(sentence)}: not read from a CoNLL-U file; no lines to write back")
+        lines = list(sentence.lines)
+        for index, tag in zip(sentence.word_lines, predicted):
+            fields = lines[index].split("\t")
+            fields[sentence.tag_column] = tag
+            lines[index] = "\t".join(fields)
+        out.extend(line + "\n" for line in lines)
+        out.append("\n")
+    write_text_atomic(path, "".join(out))
+
+
+def read_conll2003(path: str | os.PathLike) -> list[Sentence]:
+    """The sentences of a CoNLL-2003 file: ``token POS chunk NER`` lines, tagged with the last column.
+
+    Columns are separated by spaces; every token line of the file has as many as the
+    first one (at least two: a token and its tag). Blank lines end sentences. A
+    ``-DOCSTART-`` line opens a document and is not a sentence; its columns are kept in
+    the next sentence's ``docstart``. The tags are returned as in the file (IOB1 in the
+    original English data; see :func:`iob1_to_bio`).
+
+    Raises:
+        RnnkitError: the file is missing, empty, not UTF-8, has no sentences, or a line
+            has the wrong number of columns (naming the file and line).
+    """
+    source = str(path)
+    text = read_text(path, "CoNLL-2003 file")
+    sentences: list[Sentence] = []
+    block: list[list[str]] = []
+    first = 0
+    docstart: list[str] | None = None
+    width = width_line = 0
+    for number, line in enumerate([*text.split("\n"), ""], 1):  # "": the last sentence ends
+        stripped = line.strip(" \t\r")
+        fields = _BLANKS.split(stripped) if stripped else []
+        if block and (not fields or fields[0] == DOCSTART):
+            words, tags = [f[0] for f in block], [f[-1] for f in block]
+            sentences.append(Sentence(words, tags, source, first, columns=block, docstart=docstart))
+            block, docstart = [], None
+        if not fields:
+            continue
+        if fields[0] == DOCSTART:
+            docstart = fields
+            continue
+        if not width:
+            if len(fields) < 2:
+                raise RnnkitError(f"{source}: line {number}: expected a token and its tag, got one column")
+            width, width_line = len(fields), number
+        elif len(fields) != width:
+            raise RnnkitError(
+                f"{source}: line {number}: expected {width} space-separated columns "
+                f"(as on line {width_line}), got {len(fields)}"
+            )
+        if not block:
+            first = number
+        block.append(fields)
+    if not sentences:
+        raise RnnkitError(f"{source}: no sentences; expected token lines (token ... tag)")
+    return sentences
+
+
+def write_conll2003(
+    sentences: Sequence[Sentence],
+    predictions: Sequence[Sequence[str]],
+    path: str | os.PathLike,
+    docstart: bool = False,
+) -> None:
+    """Write each token's columns plus its predicted tag, a blank line after each sentence.
+
+    The gold tag is then the second-to-last column and the prediction the last, which is
+    what ``conlleval`` reads. A sentence without ``columns`` (read from CoNLL-U or raw
+    text) writes its word and, if known, its gold tag.
+
+    Args:
+        docstart: ``False`` (default) leaves the ``-DOCSTART-`` lines out: they are not
+            sentences, and ``conlleval`` would count each one as a token. ``True`` writes
+            each one back (its columns plus the tag ``O``) with a blank line after it, so
+            the output lines up with the input file line for line.
+    """
+    _check_predictions(sentences, predictions)
+    out: list[str] = []
+    for sentence, predicted in zip(sentences, predictions):
+        if docstart and sentence.docstart is not None:
+            out.append(" ".join([*sentence.docstart, "O"]) + "\n\n")
+        columns = sentence.columns
+        if columns is None:
+            gold = sentence.tags if sentence.tags is not None else [None] * len(sentence.words)
+            columns = [[word] if tag is None else [word, tag] for word, tag in zip(sentence.words, gold)]
+        out.extend(" ".join([*fields, tag]) + "\n" for fields, tag in zip(columns, predicted))
+        out.append("\n")
+    write_text_atomic(path, "".join(out))
+
+
+def read_raw(path: str | os.PathLike) -> list[Sentence]:
+    """Untagged text, one sentence a line, split on whitespace; blank lines are skipped."""
+    text = read_text(path, "text file")
+    return [
+        Sentence(line.split(), None, str(path), number)
+        for number, line in enumerate(text.split("\n"), 1)
+        if line.strip()
+    ]
+
+
+def _where(sentence: Sentence) -> str:
+    return f"{sentence.source or 'sentence'}: line {sentence.line}"
+
+
+def _check_predictions(sentences: Sequence[Sentence], predictions: Sequence[Sequence[str]]) -> None:
+    if len(predictions) != len(sentences):
+        raise RnnkitError(f"predictions for {len(predictions)} sentences; expected {len(sentences)}")
+    for sentence, predicted in zip(sentences, predictions):
+        if len(predicted) != len(sentence.words):
+            raise RnnkitError(
+                f"{_where(sentence)}: {len(predicted)} predicted tags; expected one per word "
+                f"({len(sentence.words)})"
+            )
+        for tag in predicted:
+            if not isinstance(tag, str) or not tag or any(c.isspace() for c in tag):
+                raise RnnkitError(
+                    f"{_where(sentence)}: predicted tag {tag!r}; expected a non-empty tag, no spaces"
+                )
+
+
+# Chunk tag schemes. A tag is ``O`` or ``PREFIX-TYPE``. IOB1 starts a chunk with ``I-``
+# and uses ``B-`` only for a chunk directly after a chunk of the same type; BIO starts
+# every chunk with ``B-``; BIOES also ends chunks with ``E-`` and writes one-word chunks
+# ``S-``. An ``I-X`` after ``O`` or after another type starts a chunk, as ``conlleval``
+# reads it, so each conversion keeps the chunks of any input in its scheme.
+
+
+def _parse(tags: Sequence[str], prefixes: str, scheme: str) -> list[tuple[str, str | None]]:
+    parsed: list[tuple[str, str | None]] = []
+    for index, tag in enumerate(tags):
+        prefix, dash, kind = tag.partition("-")
+        if tag == "O":
+            parsed.append(("O", None))
+        elif dash and kind and len(prefix) == 1 and prefix in prefixes:
+            parsed.append((prefix, kind))
+        else:
+            allowed = ", ".join(f"{p}-TYPE" for p in prefixes)
+            raise RnnkitError(f"tag {index} {tag!r}: expected O, {allowed} ({scheme})")
+    return parsed
+
+
+def iob1_to_bio(tags: Sequence[str]) -> list[str]:
+    """IOB1 tags to BIO: an ``I-X`` that starts a chunk becomes ``B-X``."""
+    out, previous = [], None
+    for (prefix, kind), tag in zip(_parse(tags, "BI", "IOB1"), tags):
+        out.append("B-" + kind if prefix == "I" and kind != previous else tag)
+        previous = kind
+    return out
+
+
+def bio_to_iob1(tags: Sequence[str]) -> list[str]:
+    """BIO tags to IOB1: a ``B-X`` stays only right after an ``X`` chunk, else it becomes ``I-X``.
+
+    The inverse of :func:`iob1_to_bio` on valid IOB1.
+    """
+    out, previous = [], None
+    for (prefix, kind), tag in zip(_parse(tags, "BI", "BIO"), tags):
+        out.append("I-" + kind if prefix == "B" and kind != previous else tag)
+        previous = kind
+    return out
+
+
+def bio_to_bioes(tags: Sequence[str]) -> list[str]:
+    """BIO tags to BIOES: a chunk's last word gets ``E-`` and a one-word chunk ``S-``."""
+    parsed = _parse(tags, "BI", "BIO")
+    out = []
+    for i, (prefix, kind) in enumerate(parsed):
+        if kind is None:
+            out.append("O")
+            continue
+        starts = prefix == "B" or i == 0 or parsed[i - 1][1] != kind
+        ends = i + 1 == len(parsed) or parsed[i + 1] != ("I", kind)
+        if starts:
+            out.append(("S-" if ends else "B-") + kind)
+        else:
+            out.append(("E-" if ends else "I-") + kind)
+    return out
+
+
+def bioes_to_bio(tags: Sequence[str]) -> list[str]:
+    """BIOES tags to BIO: ``S-`` becomes ``B-`` and ``E-`` becomes ``I-``.
+
+    The inverse of :func:`bio_to_bioes` on valid BIO.
+    """
+    rename = {"O": "O", "B": "B", "S": "B", "I": "I", "E": "I"}
+    return [
+        "O" if kind is None else f"{rename[prefix]}-{kind}" for prefix, kind in _parse(tags, "BIES", "BIOES")
+    ]
