@@ -53,6 +53,9 @@ class ModelConfig:
     head: str = "full"
     head_bias: bool = True
     cutoffs: list[int] = field(default_factory=list)
+    char_embed: int = 0
+    char_hidden: int = 50
+    crf: bool = False
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ class DataConfig:
     min_freq: int = 1
     max_size: int | None = None
     valid_fraction: float = 0.1
+    column: str = "upos"
 
 
 @dataclass(frozen=True)
@@ -104,11 +108,12 @@ class RunConfig:
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
 CHOICES = {
-    "task": ("lm",),
+    "task": ("lm", "tag"),
     "model.cell": ("elman", "irnn", "gru", "lstm"),
     "model.nonlinearity": ("sigmoid", "tanh", "relu"),
     "model.head": ("full", "adaptive"),
     "data.level": ("word", "symbol", "char", "bpe"),
+    "data.column": ("upos", "xpos"),
     "train.optimizer": ("sgd", "adam", "ntasgd"),
     "train.schedule": ("constant", "zaremba", "plateau"),
 }

@@ -18,10 +18,11 @@ from rnnkit.fileio import write_bytes_atomic
 
 
 def learning_curve(metrics: str | os.PathLike, out: str | os.PathLike, title: str = "") -> None:
-    """Plot training perplexity (every logged step) and validation perplexity (every epoch).
+    """Plot the training figure (every logged step) and the validation one (every epoch).
 
     Reads ``metrics.jsonl`` as written by :func:`rnnkit.training.loop.fit`; the x axis is
-    the training step, the y axis perplexity on a log scale, the learning rate on the right.
+    the training step, the y axis perplexity for language models (the loss in nats for
+    other tasks) on a log scale, the learning rate on the right.
     """
     rows = [
         json.loads(line) for line in Path(metrics).read_text(encoding="utf-8").splitlines() if line.strip()
@@ -32,19 +33,22 @@ def learning_curve(metrics: str | os.PathLike, out: str | os.PathLike, title: st
         last_step = r.get("step", last_step)
         if "epoch" in r:
             epochs.append({**r, "step": last_step})
+    perplexity = all("valid_ppl" in r for r in epochs)
+    shown = _ppl if perplexity else float
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
     if steps:
         ax.plot(
             [r["step"] for r in steps],
-            [_ppl(r["train_loss"]) for r in steps],
+            [shown(r["train_loss"]) for r in steps],
             lw=1,
             label="train (epoch so far)",
         )
     if epochs:
-        ax.plot([r["step"] for r in epochs], [r["valid_ppl"] for r in epochs], "o-", label="validation")
+        key = "valid_ppl" if perplexity else "valid_loss"
+        ax.plot([r["step"] for r in epochs], [r[key] for r in epochs], "o-", label="validation")
     ax.set_yscale("log")
-    ax.set_xlabel("training step (window)")
-    ax.set_ylabel("perplexity")
+    ax.set_xlabel("training step (batch)")
+    ax.set_ylabel("perplexity" if perplexity else "loss (nats per token)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="upper right")
     if epochs:

@@ -17,6 +17,8 @@ from rnnkit.errors import RnnkitError
 from rnnkit.fileio import write_text_atomic
 from rnnkit.tasks.lm import UNITS, describe, evaluate_file, evaluate_lm, next_distribution, score_line
 from rnnkit.tasks.lm import generate as sample
+from rnnkit.tasks.tagging import Tagging, corpus_for_run, load_tagged, load_vocabularies
+from rnnkit.training.checkpoint import load_checkpoint
 from rnnkit.training.loop import fit, pick_device
 from rnnkit.training.run import load, read_config
 
@@ -42,17 +44,24 @@ def train(args: argparse.Namespace, overrides: list[str]) -> int:
         },
     }
     corpus = _corpus(data, config)
+    shape = f"{config.model.cell} {config.model.num_layers}x{config.model.hidden_size}"
+    if config.task == "tag":
+        what = f"{len(corpus.words)} words, {len(corpus.tags)} tags, {len(corpus.train)} training sentences"
+    else:
+        what = f"vocabulary {len(corpus.vocab)}, {corpus.train.numel()} training tokens"
     print(
-        f"rnnkit train: {config.model.cell} {config.model.num_layers}x{config.model.hidden_size}, "
-        f"vocabulary {len(corpus.vocab)}, {corpus.train.numel()} training tokens -> {out}",
-        file=sys.stderr if args.json else sys.stdout,
+        f"rnnkit train: {config.task}, {shape}, {what} -> {out}", file=sys.stderr if args.json else sys.stdout
     )
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "data.json", json.dumps(data, indent=1) + "\n")
-    return _report(fit(config, corpus, out, progress=not args.no_progress), config.data.level, args.json)
+    return _report(fit(config, corpus, out, progress=not args.no_progress), config, args.json)
 
 
 def _corpus(data: dict, config, vocab=None, codec=None):
+    if config.task == "tag":
+        if data["data"] is None:
+            raise RnnkitError("a tagger trains on --data DIR (a UD treebank or CoNLL-2003 directory)")
+        return load_tagged(data["data"], config.data.column, config.data.min_freq)
     files = locate(data["data"], data["train"], data["valid"], data["test"], config.data.valid_fraction)
     return load_corpus(
         files, config.data.level, config.data.min_freq, config.data.max_size, vocab=vocab, codec=codec
@@ -65,14 +74,28 @@ def _resume(args: argparse.Namespace, overrides: list[str]) -> int:
     run = Path(args.resume)
     config = read_config(run)
     data = _recorded_data(run)
-    codec = Codec.load(run, config.data.level)
-    corpus = _corpus(data, config, vocab=Vocab.load(run / "vocab.json"), codec=codec)
+    if config.task == "tag":
+        corpus = _corpus(data, config)
+        saved = load_vocabularies(run)[:3]
+        if saved != (corpus.words, corpus.chars, corpus.tags):
+            raise RnnkitError(f"{run}: the corpus at {data['data']} no longer gives the run's vocabularies")
+    else:
+        codec = Codec.load(run, config.data.level)
+        corpus = _corpus(data, config, vocab=Vocab.load(run / "vocab.json"), codec=codec)
     print(f"rnnkit train: resuming {run}", file=sys.stderr if args.json else sys.stdout)
     summary = fit(config, corpus, run, progress=not args.no_progress, resume=True)
-    return _report(summary, config.data.level, args.json)
+    return _report(summary, config, args.json)
 
 
-def _report(summary: dict, level: str, as_json: bool = False) -> int:
+def _report(summary: dict, config, as_json: bool = False) -> int:
+    if config.task == "tag":
+        if as_json:
+            print(json.dumps(summary))
+            return 0
+        for split, figures in summary.items():
+            print(Tagging.describe(split, figures))
+        return 0
+    level = config.data.level
     if as_json:
         print(json.dumps({"unit": UNITS[level], **summary}))
         return 0
@@ -83,6 +106,8 @@ def _report(summary: dict, level: str, as_json: bool = False) -> int:
 
 def evaluate(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
+    if read_config(args.run).task == "tag":
+        return _evaluate_tagger(args, device)
     model, vocab, config, codec = load(args.run, device=device)
     if args.data is None:
         data = _recorded_data(Path(args.run))
@@ -104,6 +129,19 @@ def evaluate(args: argparse.Namespace) -> int:
         print(json.dumps({"split": args.split, "unit": UNITS[config.data.level], **figures}))
     else:
         print(describe(args.split, figures, config.data.level))
+    return 0
+
+
+def _evaluate_tagger(args: argparse.Namespace, device) -> int:
+    run = Path(args.run)
+    config = read_config(run)
+    data = args.data or _recorded_data(run)["data"]
+    task = Tagging(config, corpus_for_run(run, data, config.data.column), device)
+    load_checkpoint(run / "best", task.model)
+    if not task.has_split(args.split):
+        raise RnnkitError(f"{data}: the corpus has no {args.split} split")
+    figures = task.evaluate(args.split)
+    print(json.dumps({"split": args.split, **figures}) if args.json else task.describe(args.split, figures))
     return 0
 
 

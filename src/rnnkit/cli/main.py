@@ -161,7 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    overrides = [a for a in extra if a.startswith("--") and "=" in a and "." in a.split("=")[0]]
+    overrides = [
+        a
+        for a in extra
+        if a.startswith("--") and "=" in a and ("." in a.split("=")[0] or a.startswith("--task="))
+    ]
     unknown = [a for a in extra if a not in overrides]
     if unknown or (overrides and args.command != "train"):
         parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")

@@ -132,7 +132,7 @@ def train_epoch(
             optimizer.step()
             if average is not None:
                 average.update()
-            cursor.bad, cursor.state = 0, detach_state(result.state)
+            cursor.bad, cursor.state = 0, None if result.state is None else detach_state(result.state)
             cursor.nll += result.nll
             cursor.count += result.count
         else:
@@ -174,7 +174,11 @@ def make_task(config: RunConfig, corpus, device: torch.device) -> Task:
     """The task ``config.task`` names, on ``corpus``, its model on ``device``."""
     if config.task == "lm":
         return LanguageModelling(config, corpus, device)
-    raise RnnkitError(f"task must be one of ['lm'], got {config.task!r}")
+    if config.task == "tag":
+        from rnnkit.tasks.tagging import Tagging
+
+        return Tagging(config, corpus, device)
+    raise RnnkitError(f"task must be one of ['lm', 'tag'], got {config.task!r}")
 
 
 def fit(config: RunConfig, corpus, run_dir: str | Path, progress: bool = True, resume: bool = False) -> dict:

@@ -1,0 +1,280 @@
+"""The ``tag`` task: a (deep) bidirectional RNN tags every word; accuracy or entity F1.
+
+Part-of-speech tags (CoNLL-U, e.g. UPOS of UD English EWT) are scored by token accuracy
+on syntactic words; entity tags (CoNLL-2003's IOB1) are learned in BIOES and scored as
+``conlleval`` scores them, on chunks, after converting the predictions back to IOB1.
+Sentences are batched by length (similar lengths together, the batches shuffled each
+epoch with a generator seeded by the run's seed and the epoch, so a resumed epoch sees the
+same order); padding never reaches a score.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from rnnkit.config import ModelConfig, RunConfig
+from rnnkit.data.conll import (
+    Sentence,
+    bio_to_bioes,
+    bio_to_iob1,
+    bioes_to_bio,
+    iob1_to_bio,
+    read_conll2003,
+    read_conllu,
+)
+from rnnkit.data.vocab import Vocab
+from rnnkit.errors import RnnkitError
+from rnnkit.fileio import read_json, write_text_atomic
+from rnnkit.models.tagger import CharFeature, Tagger
+from rnnkit.registry import rnn
+from rnnkit.tasks.base import Step
+from rnnkit.tasks.tagging_metrics import span_scores, token_accuracy
+
+PAD, UNK = "<pad>", "<unk>"
+_SPAN = re.compile(r"^(O|[BIES]-.+)$")
+
+
+@dataclass
+class TaggedCorpus:
+    """Sentences of each split and the vocabularies built on train."""
+
+    train: list[Sentence]
+    valid: list[Sentence] | None
+    test: list[Sentence] | None
+    words: Vocab
+    chars: Vocab
+    tags: Vocab
+    spans: bool  # entity tags (IOB1 in the files, BIOES inside) rather than one label per word
+
+
+def locate_tagged(data: str | Path) -> tuple[str, Path, Path | None, Path | None]:
+    """(format, train, valid, test) of a tagging corpus directory: UD's ``*-ud-{train,dev,test}.conllu``
+    or CoNLL-2003's ``eng.train``/``eng.testa``/``eng.testb``."""
+    root = Path(data)
+    if not root.is_dir():
+        raise RnnkitError(f"{root}: not a directory of a tagging corpus")
+    conllu = {split: sorted(root.glob(f"*{split}.conllu")) for split in ("train", "dev", "test")}
+    if conllu["train"]:
+        pick = {k: (v[0] if v else None) for k, v in conllu.items()}
+        return "conllu", pick["train"], pick["dev"], pick["test"]
+    if (root / "eng.train").is_file():
+        optional = [root / n if (root / n).is_file() else None for n in ("eng.testa", "eng.testb")]
+        return "conll2003", root / "eng.train", optional[0], optional[1]
+    raise RnnkitError(
+        f"{root}: no tagging corpus found (expected *-train.conllu/*-dev.conllu/*-test.conllu or "
+        "eng.train/eng.testa/eng.testb)"
+    )
+
+
+def read_tagged(path: Path, fmt: str, column: str) -> list[Sentence]:
+    return read_conllu(path, column) if fmt == "conllu" else read_conll2003(path)
+
+
+def load_tagged(data: str | Path, column: str = "upos", min_freq: int = 1) -> TaggedCorpus:
+    """Read a tagging corpus and build word (``<pad>``, ``<unk>``), character and tag vocabularies."""
+    fmt, train_path, valid_path, test_path = locate_tagged(data)
+    train = read_tagged(train_path, fmt, column)
+    valid = None if valid_path is None else read_tagged(valid_path, fmt, column)
+    test = None if test_path is None else read_tagged(test_path, fmt, column)
+    all_tags = {t for s in train for t in s.tags}
+    spans = fmt == "conll2003" and all(_SPAN.match(t) for t in all_tags)
+    words = Vocab.build((w for s in train for w in s.words), min_freq=min_freq, specials=(PAD, UNK))
+    chars = Vocab.build((c for s in train for w in s.words for c in w), specials=(PAD, UNK))
+    tag_list = sorted({t for s in train for t in internal_tags(s.tags, spans)})
+    return TaggedCorpus(train, valid, test, words, chars, Vocab(tag_list, unk=None), spans)
+
+
+def internal_tags(tags: Sequence[str], spans: bool) -> list[str]:
+    """The tags the model learns: BIOES for entity tags read as IOB1, else as they are."""
+    return bio_to_bioes(iob1_to_bio(tags)) if spans else list(tags)
+
+
+def external_tags(tags: Sequence[str], spans: bool) -> list[str]:
+    """Predicted tags back in the file's scheme (IOB1 for entity tags)."""
+    return bio_to_iob1(bioes_to_bio(tags)) if spans else list(tags)
+
+
+def build_tagger(config: ModelConfig, words: int, chars: int, tags: int) -> Tagger:
+    """A tagger as ``config`` describes it (``char_embed`` > 0 adds the character feature)."""
+    char = None
+    if config.char_embed > 0:
+        char = CharFeature(
+            chars, config.char_embed, rnn("lstm", config.char_embed, config.char_hidden, bidirectional=True)
+        )
+    input_size = config.embed_size + (char.out_size if char is not None else 0)
+    options = {"nonlinearity": config.nonlinearity} if config.cell == "elman" else {}
+    encoder = rnn(
+        config.cell,
+        input_size,
+        config.hidden_size,
+        num_layers=config.num_layers,
+        bidirectional=config.bidirectional,
+        dropout=config.dropout if config.layer_dropout is None else config.layer_dropout,
+        **options,
+    )
+    return Tagger(words, config.embed_size, encoder, tags, chars=char, dropout=config.dropout, crf=config.crf)
+
+
+class Tagging:
+    """The ``tag`` task for :func:`rnnkit.training.loop.fit`."""
+
+    def __init__(self, config: RunConfig, corpus: TaggedCorpus, device: torch.device) -> None:
+        self.config, self.corpus, self.device = config, corpus, device
+        self.model = build_tagger(config.model, len(corpus.words), len(corpus.chars), len(corpus.tags)).to(
+            device
+        )
+        order = sorted(range(len(corpus.train)), key=lambda i: len(corpus.train[i].words))
+        size = config.train.batch_size
+        self.train_batches = [order[i : i + size] for i in range(0, len(order), size)]
+
+    # -- batches ---------------------------------------------------------------------------
+    def tensors(self, sentences: Sequence[Sentence], with_tags: bool = True):
+        """words (L, N), lengths (N,), characters (ids, lengths, index), tags (L, N) or None."""
+        c = self.corpus
+        lengths = torch.tensor([len(s.words) for s in sentences])
+        L, N = int(lengths.max()), len(sentences)
+        words = torch.zeros(L, N, dtype=torch.long)
+        index = torch.zeros(L, N, dtype=torch.long)
+        unique: dict[str, int] = {}
+        for n, s in enumerate(sentences):
+            words[: len(s.words), n] = torch.tensor([c.words.index(w) for w in s.words])
+            for t, w in enumerate(s.words):
+                index[t, n] = unique.setdefault(w, len(unique))
+        spelled = list(unique)
+        char_lengths = torch.tensor([max(1, len(w)) for w in spelled])
+        char_ids = torch.zeros(int(char_lengths.max()), len(spelled), dtype=torch.long)
+        for j, w in enumerate(spelled):
+            if w:
+                char_ids[: len(w), j] = torch.tensor([c.chars.index(ch) for ch in w])
+        tags = None
+        if with_tags:
+            tags = torch.zeros(L, N, dtype=torch.long)
+            for n, s in enumerate(sentences):
+                tags[: len(s.words), n] = torch.tensor(
+                    [self._tag_id(t, s) for t in internal_tags(s.tags, c.spans)]
+                )
+        dev = self.device
+        chars = (
+            (char_ids.to(dev), char_lengths.to(dev), index.to(dev)) if self.model.chars is not None else None
+        )
+        return words.to(dev), lengths.to(dev), chars, None if tags is None else tags.to(dev)
+
+    def _tag_id(self, tag: str, sentence: Sentence) -> int:
+        if tag not in self.corpus.tags:
+            raise RnnkitError(
+                f"{sentence.source}: sentence at line {sentence.line}: tag {tag!r} never seen in training "
+                f"(known: {', '.join(self.corpus.tags.tokens[:20])})"
+            )
+        return self.corpus.tags.index(tag)
+
+    def batches(self, epoch: int, start: int, generator: torch.Generator):
+        shuffle = torch.Generator().manual_seed(self.config.train.seed * 1_000_003 + epoch)
+        order = torch.randperm(len(self.train_batches), generator=shuffle).tolist()
+
+        def run() -> Iterator[tuple[int, object]]:
+            for position in range(start, len(order)):
+                yield position + 1, [self.corpus.train[i] for i in self.train_batches[order[position]]]
+
+        return run(), len(order), start
+
+    def step(self, batch, state) -> Step:
+        words, lengths, chars, tags = self.tensors(batch)
+        scores = self.model(words, lengths, chars)
+        ll = self.model.log_likelihood(scores, tags, lengths)
+        tokens = int(lengths.sum())
+        return Step(-ll.sum() / tokens, -ll.sum().item(), tokens)
+
+    # -- evaluation -----------------------------------------------------------------------------
+    def has_split(self, split: str) -> bool:
+        return getattr(self.corpus, split) is not None
+
+    @torch.no_grad()
+    def predict(self, sentences: Sequence[Sentence]) -> tuple[list[list[str]], float, int]:
+        """Predicted tags (the file's scheme) of every sentence, and the summed NLL and tokens
+        of the gold tags when the sentences have them."""
+        self.model.eval()
+        order = sorted(range(len(sentences)), key=lambda i: len(sentences[i].words))
+        predictions: list[list[str]] = [[] for _ in sentences]
+        nll, tokens = 0.0, 0
+        with_tags = all(s.tags is not None for s in sentences)
+        size = max(self.config.train.batch_size, 32)
+        for b in range(0, len(order), size):
+            chunk = [sentences[i] for i in order[b : b + size]]
+            words, lengths, chars, tags = self.tensors(chunk, with_tags)
+            scores = self.model(words, lengths, chars)
+            if with_tags:
+                nll -= self.model.log_likelihood(scores, tags, lengths).sum().item()
+                tokens += int(lengths.sum())
+            for i, path in zip(order[b : b + size], self.model.decode(scores, lengths)):
+                predictions[i] = external_tags(self.corpus.tags.decode(path), self.corpus.spans)
+        return predictions, nll, tokens
+
+    def evaluate(self, split: str) -> dict[str, float]:
+        sentences = getattr(self.corpus, split)
+        predictions, nll, tokens = self.predict(sentences)
+        gold = [s.tags for s in sentences]
+        figures = {
+            "loss": nll / max(tokens, 1),
+            "accuracy": token_accuracy(gold, predictions),
+            "tokens": tokens,
+        }
+        if self.corpus.spans:
+            spans = span_scores(gold, predictions)
+            figures.update(precision=spans["precision"], recall=spans["recall"], f1=spans["f1"])
+        return figures
+
+    def selection(self, figures: dict[str, float]) -> float:
+        return -figures["f1"] if self.corpus.spans else -figures["accuracy"]
+
+    def running(self, nll: float, count: int) -> dict[str, float]:
+        return {"loss": nll / max(count, 1)}
+
+    @staticmethod
+    def describe(split: str, figures: dict[str, float]) -> str:
+        if "f1" in figures:
+            return (
+                f"{split}: F1 {100 * figures['f1']:.2f} (P {100 * figures['precision']:.2f}, "
+                f"R {100 * figures['recall']:.2f}), accuracy {100 * figures['accuracy']:.2f}%"
+            )
+        return (
+            f"{split}: accuracy {100 * figures['accuracy']:.2f}% (loss {figures['loss']:.4f}) "
+            f"over {figures['tokens']} words"
+        )
+
+    def save(self, run_dir: Path) -> None:
+        c = self.corpus
+        payload = {
+            "words": c.words.to_json(),
+            "chars": c.chars.to_json(),
+            "tags": c.tags.to_json(),
+            "spans": c.spans,
+        }
+        write_text_atomic(run_dir / "tagging.json", json.dumps(payload, ensure_ascii=False) + "\n")
+
+
+def load_vocabularies(run_dir: Path) -> tuple[Vocab, Vocab, Vocab, bool]:
+    data = read_json(run_dir / "tagging.json", missing=f"{run_dir}: not a tagger run (no tagging.json)")
+    try:
+        return (
+            Vocab.from_json(data["words"]),
+            Vocab.from_json(data["chars"]),
+            Vocab.from_json(data["tags"]),
+            bool(data["spans"]),
+        )
+    except (KeyError, TypeError):
+        raise RnnkitError(f"{run_dir / 'tagging.json'}: not a tagger's vocabularies") from None
+
+
+def corpus_for_run(run_dir: Path, data: str | Path, column: str) -> TaggedCorpus:
+    """A trained run's vocabularies with the splits of ``data`` (for evaluation and prediction)."""
+    words, chars, tags, spans = load_vocabularies(run_dir)
+    fmt, _, valid_path, test_path = locate_tagged(data)
+    valid = None if valid_path is None else read_tagged(valid_path, fmt, column)
+    test = None if test_path is None else read_tagged(test_path, fmt, column)
+    return TaggedCorpus([], valid, test, words, chars, tags, spans)

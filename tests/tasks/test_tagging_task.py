@@ -1,0 +1,111 @@
+"""The tag task through the one training loop: UD-style POS and CoNLL-style entities, from the CLI."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from rnnkit.cli.main import main
+
+POS = {"the": "DET", "a": "DET", "cat": "NOUN", "dog": "NOUN", "mat": "NOUN", "sat": "VERB", "ran": "VERB"}
+POS |= {"on": "ADP", ".": "PUNCT"}
+
+
+def conllu(sentences: list[list[str]]) -> str:
+    out = []
+    for i, words in enumerate(sentences):
+        lines = [f"# sent_id = s{i}"] + [
+            "\t".join([str(j), w, w, POS[w], "_", "_", "0", "_", "_", "_"]) for j, w in enumerate(words, 1)
+        ]
+        out.append("\n".join(lines) + "\n\n")
+    return "".join(out)
+
+
+def pos_sentence(rng: random.Random) -> list[str]:
+    return [
+        "the",
+        rng.choice(["cat", "dog"]),
+        rng.choice(["sat", "ran"]),
+        "on",
+        rng.choice(["the", "a"]),
+        "mat",
+        ".",
+    ]
+
+
+@pytest.fixture(scope="module")
+def treebank(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ud")
+    rng = random.Random(0)
+    for split, n in (("train", 120), ("dev", 20), ("test", 20)):
+        (root / f"toy-ud-{split}.conllu").write_text(conllu([pos_sentence(rng) for _ in range(n)]))
+    return root
+
+
+SMALL = ["--model.hidden_size=16", "--model.embed_size=16", "--train.optimizer=adam", "--train.lr=0.01"]
+SMALL += ["--train.batch_size=16", "--model.bidirectional=true", "--no-progress"]
+
+
+def test_pos_tagger_trains_evaluates_and_handles_longer_sentences(treebank, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", "--data", str(treebank), "--out", str(run), "--task=tag", "--train.epochs=4"]
+    assert main([*args, *SMALL, "--model.char_embed=8", "--model.char_hidden=8", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["test"]["accuracy"] > 0.9
+    longer = tmp_path / "longer"
+    longer.mkdir()
+    long_sentence = ["the", "cat", "sat", "on", "the", "mat"] * 12 + ["."]  # 73 words; training saw 7
+    for split in ("train", "dev", "test"):
+        (longer / f"x-ud-{split}.conllu").write_text(conllu([long_sentence]))
+    assert main(["evaluate", str(run), "--data", str(longer), "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["tokens"] == 73 and figures["accuracy"] > 0.9
+
+
+def test_a_tag_training_never_saw_is_a_one_line_error(treebank, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", "--data", str(treebank), "--out", str(run), "--task=tag", "--train.epochs=1", *SMALL]
+    assert main(args) == 0
+    other = tmp_path / "other"
+    other.mkdir()
+    text = conllu([["the", "cat", "sat"]]).replace("\tVERB\t", "\tAUX\t")
+    for split in ("train", "dev", "test"):
+        (other / f"y-ud-{split}.conllu").write_text(text)
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--data", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "tag 'AUX' never seen in training" in err and "y-ud-test.conllu" in err and len(err.splitlines()) == 1
+    )
+
+
+def test_entity_tagger_with_crf_reports_conlleval_f1(tmp_path, capsys):
+    root = tmp_path / "ner"
+    root.mkdir()
+    rng = random.Random(1)
+    names = {"PER": ["John", "Mary"], "LOC": ["Paris", "Rome"]}
+
+    def sentence() -> str:
+        kind = rng.choice(["PER", "LOC"])
+        name = rng.choice(names[kind])
+        verb = "visited" if kind == "PER" else "is"
+        return f"{name} NNP I-NP I-{kind}\n{verb} VBD I-VP O\nit PRP I-NP O\n. . O O\n\n"
+
+    for split, n in (("eng.train", 150), ("eng.testa", 20), ("eng.testb", 20)):
+        (root / split).write_text("-DOCSTART- -X- O O\n\n" + "".join(sentence() for _ in range(n)))
+    run = tmp_path / "run"
+    args = [
+        "train",
+        "--data",
+        str(root),
+        "--out",
+        str(run),
+        "--task=tag",
+        "--train.epochs=4",
+        "--model.crf=true",
+    ]
+    assert main([*args, *SMALL, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["test"]["f1"] > 0.9 and {"precision", "recall"} <= set(summary["test"])
