@@ -147,3 +147,49 @@ def test_resume_refuses_other_settings(uninterrupted):
         ["-m", "rnnkit", "train", "--resume", str(uninterrupted(SETTINGS)), "--train.lr=3"], check=False
     )
     assert proc.returncode == 2 and "takes no other settings" in proc.stderr
+
+
+def test_a_killed_tagger_resumes_bit_identical(tmp_path):
+    """The same exact resume for the tag task: batches shuffled per epoch, characters, CRF."""
+    root = tmp_path / "ud"
+    root.mkdir()
+    g = torch.Generator().manual_seed(0)
+    words = ["the", "cat", "dog", "sat", "ran", "on", "mat", "."]
+    tags = ["DET", "NOUN", "NOUN", "VERB", "VERB", "ADP", "NOUN", "PUNCT"]
+    for split, n in (("train", 60), ("dev", 10), ("test", 10)):
+        blocks = []
+        for _ in range(n):
+            ids = torch.randint(
+                len(words), (int(torch.randint(3, 9, (), generator=g)),), generator=g
+            ).tolist()
+            rows = [f"{j}\t{words[i]}\t_\t{tags[i]}\t_\t_\t0\t_\t_\t_" for j, i in enumerate(ids, 1)]
+            blocks.append("\n".join(rows) + "\n\n")
+        (root / f"t-ud-{split}.conllu").write_text("".join(blocks))
+    settings = ["--task=tag", "--model.bidirectional=true", "--model.hidden_size=8", "--model.embed_size=8"]
+    settings += ["--model.char_embed=4", "--model.char_hidden=4", "--model.crf=true", "--model.dropout=0.3"]
+    settings += [
+        "--train.epochs=2",
+        "--train.batch_size=4",
+        "--train.checkpoint_every=3",
+        "--train.threads=1",
+    ]
+    settings += ["--train.optimizer=adam", "--train.lr=0.01", "--no-progress"]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    _run(["-m", "rnnkit", "train", "--data", str(root), "--out", str(whole), *settings])
+    args = [
+        "-c",
+        KILLER,
+        "save_checkpoint",
+        "5",
+        "train",
+        "--data",
+        str(root),
+        "--out",
+        str(killed),
+        *settings,
+    ]
+    proc = _run(args, check=False)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    _run(["-m", "rnnkit", "train", "--resume", str(killed), "--no-progress"])
+    a, b = _weights(whole), _weights(killed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
