@@ -44,6 +44,8 @@ def load(run_dir: str | Path, which: str = "best", device: str | torch.device = 
         raise RnnkitError(f"which must be 'best' or 'last', got {which!r}")
     run_dir = Path(run_dir)
     config = read_config(run_dir)
+    if config.task != "lm":
+        raise RnnkitError(f"{run_dir}: a {config.task!r} run; this needs a language model (task 'lm')")
     vocab = Vocab.load(run_dir / "vocab.json")
     model = build_model(config.model, len(vocab))
     _check_vocab_size(run_dir / which, len(vocab))
