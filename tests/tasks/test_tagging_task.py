@@ -109,3 +109,24 @@ def test_entity_tagger_with_crf_reports_conlleval_f1(tmp_path, capsys):
     assert main([*args, *SMALL, "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["test"]["f1"] > 0.9 and {"precision", "recall"} <= set(summary["test"])
+
+
+def test_predict_writes_conllu_back_and_tags_raw_text(treebank, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", "--data", str(treebank), "--out", str(run), "--task=tag", "--train.epochs=4", *SMALL]
+    assert main(args) == 0
+    test_file = next(treebank.glob("*test.conllu"))
+    out = tmp_path / "pred.conllu"
+    assert main(["predict", str(run), str(test_file), "--out", str(out)]) == 0
+    assert out.read_text() == test_file.read_text()  # the toy language is learned: gold comes back exactly
+    raw = tmp_path / "raw.txt"
+    raw.write_text("the dog sat on a mat .\n\nthe cat ran\n")
+    capsys.readouterr()
+    assert main(["predict", str(run), str(raw)]) == 0
+    blocks = capsys.readouterr().out.strip().split("\n\n")
+    assert [line.split("\t") for line in blocks[1].splitlines()] == [
+        ["the", "DET"],
+        ["cat", "NOUN"],
+        ["ran", "VERB"],
+    ]
+    assert main(["predict", str(run), str(tmp_path / "missing.txt")]) == 2

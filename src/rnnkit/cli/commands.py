@@ -5,19 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
 
 from rnnkit.config import load_config
+from rnnkit.data.conll import read_conll2003, read_conllu, read_raw, write_conll2003, write_conllu
 from rnnkit.data.corpora import load_corpus, locate
 from rnnkit.data.text import Codec
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import RnnkitError
-from rnnkit.fileio import write_text_atomic
+from rnnkit.fileio import iter_lines, write_text_atomic
 from rnnkit.tasks.lm import UNITS, describe, evaluate_file, evaluate_lm, next_distribution, score_line
 from rnnkit.tasks.lm import generate as sample
-from rnnkit.tasks.tagging import Tagging, corpus_for_run, load_tagged, load_vocabularies
+from rnnkit.tasks.tagging import TaggedCorpus, Tagging, corpus_for_run, load_tagged, load_vocabularies
 from rnnkit.training.checkpoint import load_checkpoint
 from rnnkit.training.loop import fit, pick_device
 from rnnkit.training.run import load, read_config
@@ -143,6 +145,70 @@ def _evaluate_tagger(args: argparse.Namespace, device) -> int:
     figures = task.evaluate(args.split)
     print(json.dumps({"split": args.split, **figures}) if args.json else task.describe(args.split, figures))
     return 0
+
+
+def predict(args: argparse.Namespace) -> int:
+    """Tag a file: CoNLL-U in, CoNLL-U out (only the tag column changes); CoNLL-2003 in,
+    its columns plus a predicted column out (``conlleval`` reads it); raw text, one
+    sentence a line, in, word TAB tag out."""
+    run = Path(args.run)
+    config = read_config(run)
+    if config.task != "tag":
+        raise RnnkitError(f"{run}: a {config.task!r} run; predict needs a tagger (task 'tag')")
+    words, chars, tags, spans = load_vocabularies(run)
+    task = Tagging(config, TaggedCorpus([], None, None, words, chars, tags, spans), pick_device(args.device))
+    load_checkpoint(run / "best", task.model)
+    fmt = args.format
+    if fmt == "auto":
+        fmt = (
+            "conllu"
+            if args.file.endswith(".conllu")
+            else ("conll2003" if _looks_columnar(args.file) else "text")
+        )
+    reader = {
+        "conllu": lambda p: read_conllu(p, config.data.column),
+        "conll2003": read_conll2003,
+        "text": read_raw,
+    }
+    sentences = reader[fmt](args.file)
+    if not sentences:
+        raise RnnkitError(f"{args.file}: no sentences to tag")
+    for s in sentences:
+        s.tags = None  # predict from the words alone, whatever gold the file holds
+    predictions, _, _ = task.predict(sentences)
+    out = Path(args.out) if args.out else None
+    if fmt in ("conllu", "conll2003"):
+        write = write_conllu if fmt == "conllu" else write_conll2003
+        if out is not None:
+            write(sentences, predictions, out)
+        else:  # the writers replace files atomically: write a private file, then print it
+            with tempfile.TemporaryDirectory() as tmp:
+                write(sentences, predictions, Path(tmp) / "tagged")
+                sys.stdout.write((Path(tmp) / "tagged").read_text(encoding="utf-8"))
+    else:
+        text = "".join(
+            "".join(f"{w}\t{t}\n" for w, t in zip(s.words, p)) + "\n" for s, p in zip(sentences, predictions)
+        )
+        if out:
+            write_text_atomic(out, text)
+        else:
+            sys.stdout.write(text)
+    return 0
+
+
+def _looks_columnar(path: str) -> bool:
+    """CoNLL-2003 rather than raw text: it opens with -DOCSTART-, or its first block (up to a
+    blank line) has two or more lines that all have the same number (2 or more) of columns."""
+    block: list[int] = []
+    for _, line in iter_lines(path, "file"):
+        if not line.strip():
+            if block:
+                break
+            continue
+        if line.startswith("-DOCSTART-"):
+            return True
+        block.append(len(line.split()))
+    return len(block) >= 2 and len(set(block)) == 1 and block[0] >= 2
 
 
 def _recorded_data(run: Path) -> dict:

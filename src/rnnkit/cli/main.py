@@ -121,6 +121,22 @@ def build_parser() -> argparse.ArgumentParser:
     next_.add_argument("-k", type=int, default=10, help="how many tokens (default: 10)")
     next_.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: auto)")
     next_.add_argument("--json", action="store_true", help="machine-readable output")
+    predict = commands.add_parser(
+        "predict",
+        help="tag a file with a trained tagger (CoNLL-U, CoNLL-2003 or raw text)",
+        description=(
+            "Tag FILE with a run's best checkpoint. CoNLL-U comes back as CoNLL-U with only the tag "
+            "column replaced (the CoNLL 2018 UD scorer reads it); CoNLL-2003 as its columns plus a "
+            "predicted column (conlleval reads it); raw text, one whitespace-tokenised sentence a "
+            "line, as word TAB tag lines."
+        ),
+    )
+    predict.add_argument("run", help="run directory of a tagger")
+    predict.add_argument("file", help="the file to tag")
+    predict.add_argument("--format", default="auto", choices=("auto", "conllu", "conll2003", "text"))
+    predict.add_argument("--out", default=None, help="output file (default: standard output)")
+    predict.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: auto)")
+
     diagnose = commands.add_parser(
         "diagnose",
         help="gradient flow through time in a trained or fresh model: ||∂E_t/∂h_k||, Jacobians, gates",
@@ -190,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from rnnkit.cli.diagnose import diagnose
 
             return diagnose(args)
-        if args.command in ("evaluate", "generate", "score", "next"):
+        if args.command in ("evaluate", "generate", "score", "next", "predict"):
             from rnnkit.cli import commands
 
             verb = {"next": commands.next_tokens}.get(args.command) or getattr(commands, args.command)
