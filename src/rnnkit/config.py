@@ -56,6 +56,7 @@ class ModelConfig:
     char_embed: int = 0
     char_hidden: int = 50
     crf: bool = False
+    pooling: str = "final"
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,8 @@ class DataConfig:
     max_size: int | None = None
     valid_fraction: float = 0.1
     column: str = "upos"
+    classes: int = 5
+    phrases: bool = False
 
 
 @dataclass(frozen=True)
@@ -108,12 +111,14 @@ class RunConfig:
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
 CHOICES = {
-    "task": ("lm", "tag"),
+    "task": ("lm", "tag", "classify"),
     "model.cell": ("elman", "irnn", "gru", "lstm"),
     "model.nonlinearity": ("sigmoid", "tanh", "relu"),
     "model.head": ("full", "adaptive"),
     "data.level": ("word", "symbol", "char", "bpe"),
     "data.column": ("upos", "xpos"),
+    "data.classes": (5, 2),
+    "model.pooling": ("final", "max", "mean"),
     "train.optimizer": ("sgd", "adam", "ntasgd"),
     "train.schedule": ("constant", "zaremba", "plateau"),
 }

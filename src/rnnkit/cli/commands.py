@@ -17,6 +17,8 @@ from rnnkit.data.text import Codec
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import RnnkitError
 from rnnkit.fileio import iter_lines, write_text_atomic
+from rnnkit.tasks.classification import Classification, load_classified
+from rnnkit.tasks.classification import corpus_for_run as corpus_for_classifier
 from rnnkit.tasks.lm import UNITS, describe, evaluate_file, evaluate_lm, next_distribution, score_line
 from rnnkit.tasks.lm import generate as sample
 from rnnkit.tasks.tagging import TaggedCorpus, Tagging, corpus_for_run, load_tagged, load_vocabularies
@@ -49,6 +51,8 @@ def train(args: argparse.Namespace, overrides: list[str]) -> int:
     shape = f"{config.model.cell} {config.model.num_layers}x{config.model.hidden_size}"
     if config.task == "tag":
         what = f"{len(corpus.words)} words, {len(corpus.tags)} tags, {len(corpus.train)} training sentences"
+    elif config.task == "classify":
+        what = f"{len(corpus.words)} words, {corpus.classes} classes, {len(corpus.train)} training examples"
     else:
         what = f"vocabulary {len(corpus.vocab)}, {corpus.train.numel()} training tokens"
     print(
@@ -64,6 +68,11 @@ def _corpus(data: dict, config, vocab=None, codec=None):
         if data["data"] is None:
             raise RnnkitError("a tagger trains on --data DIR (a UD treebank or CoNLL-2003 directory)")
         return load_tagged(data["data"], config.data.column, config.data.min_freq)
+    if config.task == "classify":
+        if data["data"] is None:
+            raise RnnkitError("a classifier trains on --data DIR (an SST directory)")
+        d = config.data
+        return load_classified(data["data"], d.classes, d.phrases, d.min_freq)
     files = locate(data["data"], data["train"], data["valid"], data["test"], config.data.valid_fraction)
     return load_corpus(
         files, config.data.level, config.data.min_freq, config.data.max_size, vocab=vocab, codec=codec
@@ -76,7 +85,11 @@ def _resume(args: argparse.Namespace, overrides: list[str]) -> int:
     run = Path(args.resume)
     config = read_config(run)
     data = _recorded_data(run)
-    if config.task == "tag":
+    if config.task == "classify":
+        corpus = _corpus(data, config)
+        if corpus_for_classifier(run, data["data"]).words != corpus.words:
+            raise RnnkitError(f"{run}: the corpus at {data['data']} no longer gives the run's vocabulary")
+    elif config.task == "tag":
         corpus = _corpus(data, config)
         saved = load_vocabularies(run)[:3]
         if saved != (corpus.words, corpus.chars, corpus.tags):
@@ -90,12 +103,13 @@ def _resume(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def _report(summary: dict, config, as_json: bool = False) -> int:
-    if config.task == "tag":
+    if config.task in ("tag", "classify"):
         if as_json:
             print(json.dumps(summary))
             return 0
+        describe_split = Tagging.describe if config.task == "tag" else Classification.describe
         for split, figures in summary.items():
-            print(Tagging.describe(split, figures))
+            print(describe_split(split, figures))
         return 0
     level = config.data.level
     if as_json:
@@ -110,6 +124,8 @@ def evaluate(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     if read_config(args.run).task == "tag":
         return _evaluate_tagger(args, device)
+    if read_config(args.run).task == "classify":
+        return _evaluate_classifier(args, device)
     model, vocab, config, codec = load(args.run, device=device)
     if args.data is None:
         data = _recorded_data(Path(args.run))
@@ -209,6 +225,19 @@ def _looks_columnar(path: str) -> bool:
             return True
         block.append(len(line.split()))
     return len(block) >= 2 and len(set(block)) == 1 and block[0] >= 2
+
+
+def _evaluate_classifier(args: argparse.Namespace, device) -> int:
+    run = Path(args.run)
+    config = read_config(run)
+    data = args.data or _recorded_data(run)["data"]
+    task = Classification(config, corpus_for_classifier(run, data), device)
+    load_checkpoint(run / "best", task.model)
+    if not task.has_split(args.split):
+        raise RnnkitError(f"{data}: the corpus has no {args.split} split")
+    figures = task.evaluate(args.split)
+    print(json.dumps({"split": args.split, **figures}) if args.json else task.describe(args.split, figures))
+    return 0
 
 
 def _recorded_data(run: Path) -> dict:

@@ -178,7 +178,11 @@ def make_task(config: RunConfig, corpus, device: torch.device) -> Task:
         from rnnkit.tasks.tagging import Tagging
 
         return Tagging(config, corpus, device)
-    raise RnnkitError(f"task must be one of ['lm', 'tag'], got {config.task!r}")
+    if config.task == "classify":
+        from rnnkit.tasks.classification import Classification
+
+        return Classification(config, corpus, device)
+    raise RnnkitError(f"task must be one of ['lm', 'tag', 'classify'], got {config.task!r}")
 
 
 def fit(config: RunConfig, corpus, run_dir: str | Path, progress: bool = True, resume: bool = False) -> dict:

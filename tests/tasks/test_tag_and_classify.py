@@ -1,4 +1,4 @@
-"""The tag task through the one training loop: UD-style POS and CoNLL-style entities, from the CLI."""
+"""The tag and classify tasks through the one training loop, from the command line."""
 
 from __future__ import annotations
 
@@ -130,3 +130,30 @@ def test_predict_writes_conllu_back_and_tags_raw_text(treebank, tmp_path, capsys
         ["ran", "VERB"],
     ]
     assert main(["predict", str(run), str(tmp_path / "missing.txt")]) == 2
+
+
+def sst_tree(words: list[str], label: int) -> str:
+    tree = f"(2 {words[-1]})"
+    for w in reversed(words[:-1]):
+        tree = f"({label} (2 {w}) {tree})"
+    return tree
+
+
+def test_sentence_classifier_on_sst_style_trees(tmp_path, capsys):
+    rng = random.Random(2)
+    good, bad, filler = ["good", "great"], ["bad", "awful"], ["the", "movie", "was", "plot"]
+    for split, n in (("train", 200), ("dev", 30), ("test", 30)):
+        lines = []
+        for _ in range(n):
+            positive = rng.random() < 0.5
+            words = [rng.choice(filler) for _ in range(rng.randint(2, 5))]
+            words.insert(rng.randint(0, len(words)), rng.choice(good if positive else bad))
+            lines.append(sst_tree(words, 4 if positive else 0))
+        (tmp_path / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    run = tmp_path / "run"
+    args = ["train", "--data", str(tmp_path), "--out", str(run), "--task=classify", "--data.classes=2"]
+    assert main([*args, "--train.epochs=4", "--model.pooling=max", *SMALL, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["test"]["accuracy"] > 0.9 and summary["test"]["sentences"] == 30
+    assert main(["evaluate", str(run), "--split", "valid", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["sentences"] == 30

@@ -1,0 +1,146 @@
+"""The ``classify`` task: one label per sentence (the Stanford Sentiment Treebank), accuracy.
+
+Training may use every phrase of the SST trees as an example (``data.phrases``, as in the
+literature); evaluation always uses whole sentences. Examples are batched by length, the
+batches shuffled each epoch by a generator seeded by the run's seed and the epoch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from rnnkit.config import ModelConfig, RunConfig
+from rnnkit.data.sst import read_sst
+from rnnkit.data.vocab import Vocab
+from rnnkit.errors import RnnkitError
+from rnnkit.fileio import read_json, write_text_atomic
+from rnnkit.models.classifier import Classifier
+from rnnkit.registry import rnn
+from rnnkit.tasks.base import Step
+
+PAD, UNK = "<pad>", "<unk>"
+Example = tuple[list[str], int]
+
+
+@dataclass
+class ClassifiedCorpus:
+    train: list[Example]
+    valid: list[Example] | None
+    test: list[Example] | None
+    words: Vocab
+    classes: int
+
+
+def load_classified(
+    data: str | Path, classes: int = 5, phrases: bool = False, min_freq: int = 1
+) -> ClassifiedCorpus:
+    """An SST directory (``train.txt``, ``dev.txt``, ``test.txt`` of PTB trees)."""
+    root = Path(data)
+    if not (root / "train.txt").is_file():
+        raise RnnkitError(f"{root}: expected an SST directory with train.txt, dev.txt, test.txt (PTB trees)")
+    split = {n: (root / f"{n}.txt" if (root / f"{n}.txt").is_file() else None) for n in ("dev", "test")}
+    train = read_sst(root / "train.txt", classes, phrases)
+    valid = None if split["dev"] is None else read_sst(split["dev"], classes)
+    test = None if split["test"] is None else read_sst(split["test"], classes)
+    words = Vocab.build((w for ws, _ in train for w in ws), min_freq=min_freq, specials=(PAD, UNK))
+    return ClassifiedCorpus(train, valid, test, words, classes)
+
+
+def build_classifier(config: ModelConfig, words: int, classes: int) -> Classifier:
+    options = {"nonlinearity": config.nonlinearity} if config.cell == "elman" else {}
+    encoder = rnn(
+        config.cell,
+        config.embed_size,
+        config.hidden_size,
+        num_layers=config.num_layers,
+        bidirectional=config.bidirectional,
+        dropout=config.dropout if config.layer_dropout is None else config.layer_dropout,
+        **options,
+    )
+    return Classifier(words, config.embed_size, encoder, classes, config.pooling, config.dropout)
+
+
+class Classification:
+    """The ``classify`` task for :func:`rnnkit.training.loop.fit`."""
+
+    def __init__(self, config: RunConfig, corpus: ClassifiedCorpus, device: torch.device) -> None:
+        self.config, self.corpus, self.device = config, corpus, device
+        self.model = build_classifier(config.model, len(corpus.words), corpus.classes).to(device)
+        order = sorted(range(len(corpus.train)), key=lambda i: len(corpus.train[i][0]))
+        size = config.train.batch_size
+        self.train_batches = [order[i : i + size] for i in range(0, len(order), size)]
+
+    def tensors(self, examples):
+        lengths = torch.tensor([len(ws) for ws, _ in examples])
+        words = torch.zeros(int(lengths.max()), len(examples), dtype=torch.long)
+        for n, (ws, _) in enumerate(examples):
+            words[: len(ws), n] = torch.tensor([self.corpus.words.index(w) for w in ws])
+        labels = torch.tensor([label for _, label in examples])
+        return words.to(self.device), lengths.to(self.device), labels.to(self.device)
+
+    def batches(self, epoch: int, start: int, generator: torch.Generator):
+        shuffle = torch.Generator().manual_seed(self.config.train.seed * 1_000_003 + epoch)
+        order = torch.randperm(len(self.train_batches), generator=shuffle).tolist()
+
+        def run():
+            for position in range(start, len(order)):
+                yield position + 1, [self.corpus.train[i] for i in self.train_batches[order[position]]]
+
+        return run(), len(order), start
+
+    def step(self, batch, state) -> Step:
+        words, lengths, labels = self.tensors(batch)
+        logp = self.model(words, lengths).gather(1, labels[:, None]).squeeze(1)
+        return Step(-logp.mean(), -logp.sum().item(), len(batch))
+
+    def has_split(self, split: str) -> bool:
+        return getattr(self.corpus, split) is not None
+
+    @torch.no_grad()
+    def predict(self, examples) -> tuple[list[int], float]:
+        self.model.eval()
+        order = sorted(range(len(examples)), key=lambda i: len(examples[i][0]))
+        guesses, nll = [0] * len(examples), 0.0
+        for b in range(0, len(order), 256):
+            chunk = [examples[i] for i in order[b : b + 256]]
+            words, lengths, labels = self.tensors(chunk)
+            logp = self.model(words, lengths)
+            nll -= logp.gather(1, labels[:, None]).sum().item()
+            for i, g in zip(order[b : b + 256], logp.argmax(-1).tolist()):
+                guesses[i] = g
+        return guesses, nll
+
+    def evaluate(self, split: str) -> dict[str, float]:
+        examples = getattr(self.corpus, split)
+        guesses, nll = self.predict(examples)
+        correct = sum(g == label for g, (_, label) in zip(guesses, examples))
+        return {"loss": nll / len(examples), "accuracy": correct / len(examples), "sentences": len(examples)}
+
+    def selection(self, figures: dict[str, float]) -> float:
+        return -figures["accuracy"]
+
+    def running(self, nll: float, count: int) -> dict[str, float]:
+        return {"loss": nll / max(count, 1)}
+
+    @staticmethod
+    def describe(split: str, figures: dict[str, float]) -> str:
+        return (
+            f"{split}: accuracy {100 * figures['accuracy']:.2f}% (loss {figures['loss']:.4f}) "
+            f"over {figures['sentences']} sentences"
+        )
+
+    def save(self, run_dir: Path) -> None:
+        payload = {"words": self.corpus.words.to_json(), "classes": self.corpus.classes}
+        write_text_atomic(run_dir / "classification.json", json.dumps(payload, ensure_ascii=False) + "\n")
+
+
+def corpus_for_run(run_dir: Path, data: str | Path) -> ClassifiedCorpus:
+    """A trained classifier's vocabulary with the dev and test sentences of ``data``."""
+    saved = read_json(run_dir / "classification.json", missing=f"{run_dir}: not a classifier run")
+    words, classes = Vocab.from_json(saved["words"]), int(saved["classes"])
+    corpus = load_classified(data, classes)
+    return ClassifiedCorpus([], corpus.valid, corpus.test, words, classes)
