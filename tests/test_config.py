@@ -58,9 +58,16 @@ def test_bad_toml_names_the_file(tmp_path):
 )
 def test_every_preset_parses_builds_and_names_its_command(preset):
     from rnnkit.models.config import build_model
+    from rnnkit.tasks.classification import build_classifier
+    from rnnkit.tasks.tagging import build_tagger
 
     config = load_config(preset)
-    build_model(config.model, vocab_size=10_000)
+    if config.task == "tag":
+        build_tagger(config.model, words=10_000, chars=100, tags=17)
+    elif config.task == "classify":
+        build_classifier(config.model, words=10_000, classes=config.data.classes)
+    else:
+        build_model(config.model, vocab_size=10_000)
     assert preset.read_text().startswith("# rnnkit train --data"), (
         "a preset is headed by the command that runs it"
     )
