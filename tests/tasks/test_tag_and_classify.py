@@ -157,3 +157,14 @@ def test_sentence_classifier_on_sst_style_trees(tmp_path, capsys):
     assert summary["test"]["accuracy"] > 0.9 and summary["test"]["sentences"] == 30
     assert main(["evaluate", str(run), "--split", "valid", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["sentences"] == 30
+
+
+def test_a_malformed_treebank_line_is_named(tmp_path, capsys):
+    good = conllu([["the", "cat", "sat"]])
+    (tmp_path / "m-ud-train.conllu").write_text(good + "1\tthe\tthe\tDET\n\n")  # 4 columns, not 10
+    (tmp_path / "m-ud-dev.conllu").write_text(good)
+    args = ["train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--task=tag", *SMALL]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "m-ud-train.conllu" in err and "line 6" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()  # nothing written for a corpus that cannot be read
