@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo = commands.add_parser(
         "demo",
-        help="see gradients vanish: five cells on the lecture's long-range task (about 2 minutes, CPU)",
+        help="see gradients vanish: five cells on the lecture's long-range task (about a minute, CPU)",
         description=(
             "Train sigmoid Elman, tanh Elman, IRNN, GRU and LSTM language models on a generated corpus "
             "where the word at a blank is the name d words earlier (the lecture's 'Jane ... said hi to "
@@ -65,11 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser(
         "evaluate",
-        help="perplexity of a trained run on a split",
+        help="a trained run on a split: perplexity, tagging accuracy/F1 or classification accuracy",
         description=(
-            "Evaluate a run's best checkpoint on a split: perplexity for word and subword models, "
-            "bits per character (symbol) for character models. Split files are streamed in constant "
-            "memory, with the hidden state carried through the whole split."
+            "Evaluate a run's best checkpoint on a split: for language models perplexity (word and "
+            "subword) or bits per character/symbol, the split file streamed in constant memory with "
+            "the hidden state carried through it; for taggers token accuracy and, for entity tags, "
+            "conlleval's precision/recall/F1; for classifiers sentence accuracy."
         ),
     )
     evaluate.add_argument("run", help="run directory")
