@@ -1,4 +1,4 @@
-"""The train and evaluate verbs."""
+"""The verbs on corpora and run directories: train, evaluate, predict, generate, score, next."""
 
 from __future__ import annotations
 
