@@ -12,6 +12,14 @@ from pathlib import Path
 from rnnkit.errors import RnnkitError
 
 
+def _unreadable(path: Path, what: str, err: OSError) -> RnnkitError:
+    if isinstance(err, FileNotFoundError):
+        return RnnkitError(f"{path}: no such {what}")
+    if isinstance(err, IsADirectoryError):
+        return RnnkitError(f"{path}: is a directory, expected a {what}")
+    return RnnkitError(f"{path}: cannot read the {what} ({err.strerror})")
+
+
 def read_text(path: str | os.PathLike, what: str = "file") -> str:
     """The whole file as text, decoded as strict UTF-8.
 
@@ -22,12 +30,8 @@ def read_text(path: str | os.PathLike, what: str = "file") -> str:
     path = Path(path)
     try:
         data = path.read_bytes()
-    except FileNotFoundError:
-        raise RnnkitError(f"{path}: no such {what}") from None
-    except IsADirectoryError:
-        raise RnnkitError(f"{path}: is a directory, expected a {what}") from None
     except OSError as err:
-        raise RnnkitError(f"{path}: cannot read the {what} ({err.strerror})") from None
+        raise _unreadable(path, what, err) from None
     if not data.strip():
         raise RnnkitError(f"{path}: the {what} is empty")
     try:
@@ -49,12 +53,8 @@ def iter_lines(path: str | os.PathLike, what: str = "file", start: int = 0) -> I
     path = Path(path)
     try:
         handle = path.open("rb")
-    except FileNotFoundError:
-        raise RnnkitError(f"{path}: no such {what}") from None
-    except IsADirectoryError:
-        raise RnnkitError(f"{path}: is a directory, expected a {what}") from None
     except OSError as err:
-        raise RnnkitError(f"{path}: cannot read the {what} ({err.strerror})") from None
+        raise _unreadable(path, what, err) from None
     with handle:
         handle.seek(start)
         offset = start

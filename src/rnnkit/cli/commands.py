@@ -122,10 +122,8 @@ def _report(summary: dict, config, as_json: bool = False) -> int:
 
 def evaluate(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
-    if read_config(args.run).task == "tag":
-        return _evaluate_tagger(args, device)
-    if read_config(args.run).task == "classify":
-        return _evaluate_classifier(args, device)
+    if read_config(args.run).task in ("tag", "classify"):
+        return _evaluate_task(args, device)
     model, vocab, config, codec = load(args.run, device=device)
     if args.data is None:
         data = _recorded_data(Path(args.run))
@@ -150,11 +148,15 @@ def evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate_tagger(args: argparse.Namespace, device) -> int:
+def _evaluate_task(args: argparse.Namespace, device) -> int:
+    """``rnnkit evaluate`` of a tagger or a classifier: its vocabularies, the data's splits."""
     run = Path(args.run)
     config = read_config(run)
     data = args.data or _recorded_data(run)["data"]
-    task = Tagging(config, corpus_for_run(run, data, config.data.column), device)
+    if config.task == "tag":
+        task = Tagging(config, corpus_for_run(run, data, config.data.column), device)
+    else:
+        task = Classification(config, corpus_for_classifier(run, data), device)
     load_checkpoint(run / "best", task.model)
     if not task.has_split(args.split):
         raise RnnkitError(f"{data}: the corpus has no {args.split} split")
@@ -225,19 +227,6 @@ def _looks_columnar(path: str) -> bool:
             return True
         block.append(len(line.split()))
     return len(block) >= 2 and len(set(block)) == 1 and block[0] >= 2
-
-
-def _evaluate_classifier(args: argparse.Namespace, device) -> int:
-    run = Path(args.run)
-    config = read_config(run)
-    data = args.data or _recorded_data(run)["data"]
-    task = Classification(config, corpus_for_classifier(run, data), device)
-    load_checkpoint(run / "best", task.model)
-    if not task.has_split(args.split):
-        raise RnnkitError(f"{data}: the corpus has no {args.split} split")
-    figures = task.evaluate(args.split)
-    print(json.dumps({"split": args.split, **figures}) if args.json else task.describe(args.split, figures))
-    return 0
 
 
 def _recorded_data(run: Path) -> dict:

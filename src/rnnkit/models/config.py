@@ -6,6 +6,7 @@ import torch
 
 from rnnkit.config import ModelConfig
 from rnnkit.errors import RnnkitError
+from rnnkit.layers.rnn import RNN
 from rnnkit.models.heads import AdaptiveSoftmax, FullSoftmax, OutputHead
 from rnnkit.models.language_model import LanguageModel
 from rnnkit.registry import cell_options, rnn
@@ -13,8 +14,8 @@ from rnnkit.registry import cell_options, rnn
 _DEFAULTS = ModelConfig()
 
 
-def build_model(config: ModelConfig, vocab_size: int) -> LanguageModel:
-    """A language model as ``config`` describes it, for a vocabulary of ``vocab_size``.
+def build_encoder(config: ModelConfig, input_size: int) -> RNN:
+    """The recurrent stack ``config`` describes, over inputs of ``input_size``: every task's encoder.
 
     Cell options (``nonlinearity``, ``reset_after``, ``forget_bias``, ``scale``,
     ``input_std``) go to the cells that take them; setting one a cell does not take is
@@ -24,8 +25,6 @@ def build_model(config: ModelConfig, vocab_size: int) -> LanguageModel:
         value = getattr(config, name)
         if value is not None and not 0.0 <= value < 1.0:
             raise RnnkitError(f"model.{name} must be a probability in [0, 1), got {value!r}")
-    if config.projection_size is not None and config.projection_size <= 0:
-        raise RnnkitError(f"model.projection_size must be a positive integer, got {config.projection_size}")
     accepted = set(cell_options(config.cell))
     options = {}
     for name in (
@@ -42,9 +41,9 @@ def build_model(config: ModelConfig, vocab_size: int) -> LanguageModel:
             options[name] = value
         elif value != getattr(_DEFAULTS, name):
             raise RnnkitError(f"model.{name} = {value!r} does not apply to cell {config.cell!r}")
-    recurrent = rnn(
+    return rnn(
         config.cell,
-        config.embed_size,
+        input_size,
         config.hidden_size,
         num_layers=config.num_layers,
         bidirectional=config.bidirectional,
@@ -53,6 +52,14 @@ def build_model(config: ModelConfig, vocab_size: int) -> LanguageModel:
         weight_drop=config.weight_drop,
         **options,
     )
+
+
+def build_model(config: ModelConfig, vocab_size: int) -> LanguageModel:
+    """A language model as ``config`` describes it, for a vocabulary of ``vocab_size``
+    (its encoder from :func:`build_encoder`)."""
+    if config.projection_size is not None and config.projection_size <= 0:
+        raise RnnkitError(f"model.projection_size must be a positive integer, got {config.projection_size}")
+    recurrent = build_encoder(config, config.embed_size)
     out_size = config.hidden_size * (2 if config.bidirectional else 1)
     if config.projection_size is not None:
         out_size = config.projection_size

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,6 +25,20 @@ class Step:
     count: int
     state: object = None
     lr_scale: float = 1.0
+
+
+def shuffled_batches(examples: Sequence, batches: Sequence[Sequence[int]], seed: int, epoch: int, start: int):
+    """A task's training batches for one epoch, ``(position after, examples)`` from ``start``:
+    fixed batches (of similar lengths) in an order drawn from ``seed`` and ``epoch`` alone,
+    so a resumed epoch continues the same order. Returns the iterator, the epoch's number of
+    batches and how many are done."""
+    order = torch.randperm(len(batches), generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    order = order.tolist()
+    items = (
+        (position + 1, [examples[i] for i in batches[order[position]]])
+        for position in range(start, len(order))
+    )
+    return items, len(order), start
 
 
 class Task(Protocol):

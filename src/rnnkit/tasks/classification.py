@@ -19,8 +19,8 @@ from rnnkit.data.vocab import Vocab
 from rnnkit.errors import RnnkitError
 from rnnkit.fileio import read_json, write_text_atomic
 from rnnkit.models.classifier import Classifier
-from rnnkit.registry import rnn
-from rnnkit.tasks.base import Step
+from rnnkit.models.config import build_encoder
+from rnnkit.tasks.base import Step, shuffled_batches
 
 PAD, UNK = "<pad>", "<unk>"
 Example = tuple[list[str], int]
@@ -51,16 +51,7 @@ def load_classified(
 
 
 def build_classifier(config: ModelConfig, words: int, classes: int) -> Classifier:
-    options = {"nonlinearity": config.nonlinearity} if config.cell == "elman" else {}
-    encoder = rnn(
-        config.cell,
-        config.embed_size,
-        config.hidden_size,
-        num_layers=config.num_layers,
-        bidirectional=config.bidirectional,
-        dropout=config.dropout if config.layer_dropout is None else config.layer_dropout,
-        **options,
-    )
+    encoder = build_encoder(config, config.embed_size)
     return Classifier(words, config.embed_size, encoder, classes, config.pooling, config.dropout)
 
 
@@ -83,14 +74,7 @@ class Classification:
         return words.to(self.device), lengths.to(self.device), labels.to(self.device)
 
     def batches(self, epoch: int, start: int, generator: torch.Generator):
-        shuffle = torch.Generator().manual_seed(self.config.train.seed * 1_000_003 + epoch)
-        order = torch.randperm(len(self.train_batches), generator=shuffle).tolist()
-
-        def run():
-            for position in range(start, len(order)):
-                yield position + 1, [self.corpus.train[i] for i in self.train_batches[order[position]]]
-
-        return run(), len(order), start
+        return shuffled_batches(self.corpus.train, self.train_batches, self.config.train.seed, epoch, start)
 
     def step(self, batch, state) -> Step:
         words, lengths, labels = self.tensors(batch)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,9 +31,10 @@ from rnnkit.data.conll import (
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import RnnkitError
 from rnnkit.fileio import read_json, write_text_atomic
+from rnnkit.models.config import build_encoder
 from rnnkit.models.tagger import CharFeature, Tagger
 from rnnkit.registry import rnn
-from rnnkit.tasks.base import Step
+from rnnkit.tasks.base import Step, shuffled_batches
 from rnnkit.tasks.tagging_metrics import span_scores, token_accuracy
 
 PAD, UNK = "<pad>", "<unk>"
@@ -108,16 +109,7 @@ def build_tagger(config: ModelConfig, words: int, chars: int, tags: int) -> Tagg
             chars, config.char_embed, rnn("lstm", config.char_embed, config.char_hidden, bidirectional=True)
         )
     input_size = config.embed_size + (char.out_size if char is not None else 0)
-    options = {"nonlinearity": config.nonlinearity} if config.cell == "elman" else {}
-    encoder = rnn(
-        config.cell,
-        input_size,
-        config.hidden_size,
-        num_layers=config.num_layers,
-        bidirectional=config.bidirectional,
-        dropout=config.dropout if config.layer_dropout is None else config.layer_dropout,
-        **options,
-    )
+    encoder = build_encoder(config, input_size)
     return Tagger(words, config.embed_size, encoder, tags, chars=char, dropout=config.dropout, crf=config.crf)
 
 
@@ -174,14 +166,7 @@ class Tagging:
         return self.corpus.tags.index(tag)
 
     def batches(self, epoch: int, start: int, generator: torch.Generator):
-        shuffle = torch.Generator().manual_seed(self.config.train.seed * 1_000_003 + epoch)
-        order = torch.randperm(len(self.train_batches), generator=shuffle).tolist()
-
-        def run() -> Iterator[tuple[int, object]]:
-            for position in range(start, len(order)):
-                yield position + 1, [self.corpus.train[i] for i in self.train_batches[order[position]]]
-
-        return run(), len(order), start
+        return shuffled_batches(self.corpus.train, self.train_batches, self.config.train.seed, epoch, start)
 
     def step(self, batch, state) -> Step:
         words, lengths, chars, tags = self.tensors(batch)
