@@ -72,3 +72,21 @@ def test_every_preset_parses_builds_and_names_its_command(preset):
         "a preset is headed by the command that runs it"
     )
     assert f"--config configs/{preset.name}" in preset.read_text().splitlines()[0]
+
+
+@pytest.mark.parametrize(
+    ("task", "setting"),
+    [
+        ("lm", "--model.crf=true"),
+        ("tag", "--model.pooling=max"),
+        ("classify", "--model.tie_weights=true"),
+        ("lm", "--model.char_embed=10"),
+        ("tag", "--model.head=adaptive"),
+    ],
+)
+def test_a_model_setting_of_another_task_is_refused_not_ignored(task, setting):
+    from rnnkit.models.config import check_task_options
+
+    config = load_config(None, [f"--task={task}", setting])
+    with pytest.raises(RnnkitError, match=r"applies to task '\w+' only; this run's task is"):
+        check_task_options(config.model, config.task)

@@ -40,3 +40,37 @@ def test_mean_pooling_is_the_mean_of_the_real_steps():
 def test_unknown_pooling_is_refused():
     with pytest.raises(RnnkitError, match="pooling must be one of"):
         Classifier(10, 4, rnnkit.rnn("gru", 4, 3), 2, "median")
+
+
+def _encoder_inputs(model, words, lengths):
+    """What the model hands its RNN encoder (captured by a forward pre-hook)."""
+    seen = []
+    handle = model.rnn.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach()))
+    model(words, lengths)
+    handle.remove()
+    return seen[0]
+
+
+def test_embedding_dropout_drops_whole_words_the_same_at_every_position():
+    torch.manual_seed(2)
+    encoder = rnnkit.rnn("lstm", 4, 3, bidirectional=True)
+    model = Classifier(40, 4, encoder, 2, "max", dropout=0.3, input_dropout=0.0, embedding_dropout=0.5)
+    words = torch.randint(1, 8, (30, 4))  # few word types, so each repeats
+    lengths = torch.full((4,), 30)
+    x = _encoder_inputs(model.train(), words, lengths)
+    vectors = model.embedding.weight.detach()[words] / 0.5
+    kept = x.abs().sum(-1) > 0
+    torch.testing.assert_close(x[kept], vectors[kept])
+    for w in words.unique():
+        fate = kept[words == w]
+        assert fate.all() or not fate.any(), f"word {int(w)} dropped at some positions only"
+    assert 0 < kept.float().mean() < 1
+    torch.testing.assert_close(_encoder_inputs(model.eval(), words, lengths), vectors * 0.5)
+
+
+def test_input_dropout_apart_from_the_output_dropout():
+    torch.manual_seed(3)
+    encoder = rnnkit.rnn("gru", 4, 3)
+    model = Classifier(20, 4, encoder, 2, "mean", dropout=0.9, input_dropout=0.0).train()
+    words, lengths = torch.randint(1, 20, (6, 2)), torch.tensor([6, 6])
+    torch.testing.assert_close(_encoder_inputs(model, words, lengths), model.embedding.weight.detach()[words])

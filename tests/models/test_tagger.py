@@ -63,3 +63,24 @@ def test_softmax_likelihood_is_the_sum_of_token_log_probabilities():
     expected = sum(torch.log_softmax(scores[t, 1], -1)[tags[t, 1]] for t in range(3))
     torch.testing.assert_close(ll[1], expected)
     assert model.decode(scores, lengths)[0] == scores[:, 0].argmax(-1).tolist()
+
+
+def test_embedding_dropout_drops_word_vectors_but_keeps_the_characters():
+    torch.manual_seed(4)
+    char = CharFeature(12, 4, rnnkit.rnn("lstm", 4, 3, bidirectional=True))
+    encoder = rnnkit.rnn("lstm", 12, 5, bidirectional=True)
+    model = Tagger(20, 6, encoder, 4, chars=char, input_dropout=0.0, embedding_dropout=0.5).train()
+    words, lengths = torch.randint(1, 6, (25, 3)), torch.full((3,), 25)
+    chars = char_batch(words, lengths)
+    seen = []
+    handle = model.rnn.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach()))
+    model(words, lengths, chars)
+    handle.remove()
+    word_part, char_part = seen[0][..., :6], seen[0][..., 6:]
+    kept = word_part.abs().sum(-1) > 0
+    torch.testing.assert_close(word_part[kept], model.embedding.weight.detach()[words][kept] / 0.5)
+    for w in words.unique():
+        fate = kept[words == w]
+        assert fate.all() or not fate.any(), f"word {int(w)} dropped at some positions only"
+    assert 0 < kept.float().mean() < 1
+    assert (char_part.abs().sum(-1) > 0).all()

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.errors import RnnkitError
-from rnnkit.layers.dropout import dropout
+from rnnkit.layers.dropout import drop_rows, dropout
 from rnnkit.layers.rnn import RNN
 from rnnkit.layers.state import step_mask
 
@@ -31,7 +31,10 @@ class Classifier(nn.Module):
         rnn: the encoder.
         num_classes: number of classes.
         pooling: ``final``, ``max`` or ``mean``.
-        dropout: on the word vectors and on the pooled vector.
+        dropout: on the pooled vector, and on the word vectors unless ``input_dropout``.
+        input_dropout: on the word vectors.
+        embedding_dropout: drop whole words from the embedding matrix (the same words at
+            every position).
 
     ``forward(words (L, N), lengths (N,))`` returns class log-probabilities (N, C).
     """
@@ -44,6 +47,8 @@ class Classifier(nn.Module):
         num_classes: int,
         pooling: str = "final",
         dropout: float = 0.0,
+        input_dropout: float | None = None,
+        embedding_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
@@ -52,9 +57,12 @@ class Classifier(nn.Module):
         self.rnn = rnn
         self.proj = nn.Linear(rnn.hidden_size * rnn.num_directions, num_classes)
         self.pooling, self.dropout = pooling, dropout
+        self.input_dropout = dropout if input_dropout is None else input_dropout
+        self.embedding_dropout = embedding_dropout
 
     def forward(self, words: Tensor, lengths: Tensor) -> Tensor:
-        x = dropout(self.embedding(words), self.dropout, self.training)
+        weight = drop_rows(self.embedding.weight, self.embedding_dropout, self.training)
+        x = dropout(F.embedding(words, weight, 0), self.input_dropout, self.training)
         h, final = self.rnn(x, lengths=lengths)
         if self.pooling == "final":
             top = (final[0] if isinstance(final, tuple) else final)[-self.rnn.num_directions :]

@@ -13,6 +13,31 @@ from rnnkit.registry import cell_options, rnn
 
 _DEFAULTS = ModelConfig()
 
+# Model settings that only one task's model has; set for another task they are refused, not ignored.
+TASK_ONLY = {
+    "lm": (
+        "projection_size",
+        "init_range",
+        "embed_init_range",
+        "tie_weights",
+        "head",
+        "head_bias",
+        "cutoffs",
+    ),
+    "tag": ("char_embed", "char_hidden", "crf"),
+    "classify": ("pooling",),
+}
+
+
+def check_task_options(config: ModelConfig, task: str) -> None:
+    """Refuse a model setting that ``task``'s model does not have (e.g. ``crf`` for a language model)."""
+    for owner, names in TASK_ONLY.items():
+        if owner == task:
+            continue
+        for name in names:
+            if getattr(config, name) != getattr(_DEFAULTS, name):
+                raise RnnkitError(f"model.{name} applies to task {owner!r} only; this run's task is {task!r}")
+
 
 def build_encoder(config: ModelConfig, input_size: int) -> RNN:
     """The recurrent stack ``config`` describes, over inputs of ``input_size``: every task's encoder.

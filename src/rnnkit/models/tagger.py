@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnkit.layers.dropout import dropout
+from rnnkit.layers.dropout import drop_rows, dropout
 from rnnkit.layers.rnn import RNN
 from rnnkit.models.crf import CRF
 
@@ -56,7 +56,10 @@ class Tagger(nn.Module):
         rnn: the encoder (:func:`rnnkit.rnn`, usually ``bidirectional=True``).
         num_tags: number of tags.
         chars: optional :class:`CharFeature`; its output is concatenated to the word vector.
-        dropout: dropout on the encoder's input and output.
+        dropout: dropout on the encoder's output, and on its input unless ``input_dropout``.
+        input_dropout: dropout on the encoder's input (word vector + character feature).
+        embedding_dropout: drop whole words from the embedding matrix (the same words at
+            every position; a dropped word's vector is zero, its characters still read).
         crf: decode with a linear-chain CRF instead of a per-token softmax.
 
     ``forward(words, lengths, chars=None)`` returns the scores (L, N, num_tags);
@@ -73,6 +76,8 @@ class Tagger(nn.Module):
         chars: CharFeature | None = None,
         dropout: float = 0.0,
         crf: bool = False,
+        input_dropout: float | None = None,
+        embedding_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, embed_size, padding_idx=0)
@@ -81,18 +86,20 @@ class Tagger(nn.Module):
         self.proj = nn.Linear(rnn.hidden_size * rnn.num_directions, num_tags)
         self.crf = CRF(num_tags) if crf else None
         self.dropout = dropout
+        self.input_dropout = dropout if input_dropout is None else input_dropout
+        self.embedding_dropout = embedding_dropout
 
     def forward(
         self, words: Tensor, lengths: Tensor, chars: tuple[Tensor, Tensor, Tensor] | None = None
     ) -> Tensor:
         """words (L, N); chars as (char ids (C, W), word lengths (W,), word index (L, N) into W)."""
-        x = self.embedding(words)
+        x = F.embedding(words, drop_rows(self.embedding.weight, self.embedding_dropout, self.training), 0)
         if self.chars is not None:
             if chars is None:
                 raise ValueError("this tagger reads characters: pass chars")
             char_ids, char_lengths, index = chars
             x = torch.cat([x, self.chars(char_ids, char_lengths)[index]], dim=-1)
-        x = dropout(x, self.dropout, self.training)
+        x = dropout(x, self.input_dropout, self.training)
         h, _ = self.rnn(x, lengths=lengths)
         return self.proj(dropout(h, self.dropout, self.training))
 

@@ -52,7 +52,16 @@ def load_classified(
 
 def build_classifier(config: ModelConfig, words: int, classes: int) -> Classifier:
     encoder = build_encoder(config, config.embed_size)
-    return Classifier(words, config.embed_size, encoder, classes, config.pooling, config.dropout)
+    return Classifier(
+        words,
+        config.embed_size,
+        encoder,
+        classes,
+        config.pooling,
+        config.dropout,
+        input_dropout=config.input_dropout,
+        embedding_dropout=config.embedding_dropout,
+    )
 
 
 class Classification:

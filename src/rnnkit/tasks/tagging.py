@@ -110,7 +110,17 @@ def build_tagger(config: ModelConfig, words: int, chars: int, tags: int) -> Tagg
         )
     input_size = config.embed_size + (char.out_size if char is not None else 0)
     encoder = build_encoder(config, input_size)
-    return Tagger(words, config.embed_size, encoder, tags, chars=char, dropout=config.dropout, crf=config.crf)
+    return Tagger(
+        words,
+        config.embed_size,
+        encoder,
+        tags,
+        chars=char,
+        dropout=config.dropout,
+        crf=config.crf,
+        input_dropout=config.input_dropout,
+        embedding_dropout=config.embedding_dropout,
+    )
 
 
 class Tagging:

@@ -21,6 +21,7 @@ from rnnkit.cells.base import detach_state
 from rnnkit.config import RunConfig, to_dict
 from rnnkit.errors import RnnkitError
 from rnnkit.fileio import write_text_atomic
+from rnnkit.models.config import check_task_options
 from rnnkit.tasks.base import Task
 from rnnkit.tasks.lm import LanguageModelling
 from rnnkit.training.averaging import ParameterAverage
@@ -172,6 +173,7 @@ def train_epoch(
 
 def make_task(config: RunConfig, corpus, device: torch.device) -> Task:
     """The task ``config.task`` names, on ``corpus``, its model on ``device``."""
+    check_task_options(config.model, config.task)
     if config.task == "lm":
         return LanguageModelling(config, corpus, device)
     if config.task == "tag":
