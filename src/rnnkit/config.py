@@ -99,6 +99,7 @@ class TrainConfig:
     threads: int = 0
     log_every: int = 100
     checkpoint_every: int = 0
+    eval_every: int = 0
 
 
 @dataclass(frozen=True)

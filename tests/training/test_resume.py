@@ -171,6 +171,7 @@ def test_a_killed_tagger_resumes_bit_identical(tmp_path):
         "--train.epochs=2",
         "--train.batch_size=4",
         "--train.checkpoint_every=3",
+        "--train.eval_every=2",
         "--train.threads=1",
     ]
     settings += ["--train.optimizer=adam", "--train.lr=0.01", "--no-progress"]
@@ -193,3 +194,13 @@ def test_a_killed_tagger_resumes_bit_identical(tmp_path):
     _run(["-m", "rnnkit", "train", "--resume", str(killed), "--no-progress"])
     a, b = _weights(whole), _weights(killed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # validation within epochs (train.eval_every) resumed too: the same best, the same log
+    assert (whole / "summary.json").read_text() == (killed / "summary.json").read_text()
+    best = [json.loads((run / "best" / "checkpoint.json").read_text())["step"] for run in (whole, killed)]
+    assert best[0] == best[1]
+
+    def checks(run):
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        return [r for r in rows if "check" in r]
+
+    assert checks(whole) == checks(killed) and len(checks(whole)) >= 4

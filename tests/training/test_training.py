@@ -64,6 +64,25 @@ def test_fit_learns_the_language_and_reloads(corpus_dir, tmp_path):
     assert len(epochs) == 4 and epochs[-1]["valid_ppl"] < epochs[0]["valid_ppl"]
 
 
+def test_validation_within_epochs_selects_the_best_of_all_checks(corpus_dir, tmp_path):
+    """train.eval_every: the model kept as best is the one with the lowest validation loss
+    among every check and epoch end, and evaluating it again gives that loss."""
+    settings = ["--model.hidden_size=16", "--model.embed_size=16", "--model.dropout=0.2"]
+    settings += ["--train.epochs=2", "--train.lr=3", "--train.bptt=10", "--train.batch_size=8"]
+    config = load_config(None, [*settings, "--train.eval_every=7", "--train.log_every=1000"])
+    run = tmp_path / "run"
+    summary = fit(config, load_corpus(locate(corpus_dir)), run, progress=False)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    checks, ends = [r for r in rows if "check" in r], [r for r in rows if "epoch" in r]
+    assert [r["step"] for r in checks] == list(range(7, ends[-1]["step"] + 1, 7))
+    assert [r["check"] for r in checks] == [1 if r["step"] <= ends[0]["step"] else 2 for r in checks]
+    figures = [r["valid_loss"] for r in checks + ends]
+    assert math.isclose(summary["best_valid"]["loss"], min(figures), rel_tol=1e-9)
+    best = json.loads((run / "best" / "checkpoint.json").read_text())
+    winner = min(checks + ends, key=lambda r: (r["valid_loss"], -r["step"]))  # ties: the later one
+    assert best["step"] == winner["step"]
+
+
 def test_nan_guard_skips_then_stops_with_a_clear_error(corpus_dir):
     config = load_config(
         None,

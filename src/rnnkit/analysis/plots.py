@@ -18,7 +18,8 @@ from rnnkit.fileio import write_bytes_atomic
 
 
 def learning_curve(metrics: str | os.PathLike, out: str | os.PathLike, title: str = "") -> None:
-    """Plot the training figure (every logged step) and the validation one (every epoch).
+    """Plot the training figure (every logged step) and the validation one (every epoch, and
+    every ``train.eval_every`` steps as crosses).
 
     Reads ``metrics.jsonl`` as written by :func:`rnnkit.training.loop.fit`; the x axis is
     the training step, the y axis perplexity for language models (the loss in nats for
@@ -46,6 +47,15 @@ def learning_curve(metrics: str | os.PathLike, out: str | os.PathLike, title: st
     if epochs:
         key = "valid_ppl" if perplexity else "valid_loss"
         ax.plot([r["step"] for r in epochs], [r[key] for r in epochs], "o-", label="validation")
+        checks = [r for r in rows if "check" in r]  # train.eval_every: validation within epochs
+        if checks:
+            ax.plot(
+                [r["step"] for r in checks],
+                [r[key] for r in checks],
+                "x",
+                color="C1",
+                label="validation (within)",
+            )
     ax.set_yscale("log")
     ax.set_xlabel("training step (batch)")
     ax.set_ylabel("perplexity" if perplexity else "loss (nats per token)")

@@ -38,11 +38,13 @@ class History:
     valid_loss: list[float] = field(default_factory=list)  # the task's selection figure: lower is better
     lr: float = 0.0
     step: int = 0
-    since_best: int = 0
+    since_best: int = 0  # epochs ended since the one that saved the best model
+    best_epoch: int = 0
+    checks: list[float] = field(default_factory=list)  # the figure at train.eval_every steps in an epoch
 
     @property
     def best(self) -> float:
-        return min(self.valid_loss, default=math.inf)
+        return min(self.valid_loss + self.checks, default=math.inf)
 
 
 @dataclass
@@ -235,7 +237,27 @@ def fit(config: RunConfig, corpus, run_dir: str | Path, progress: bool = True, r
         }
         save_checkpoint(run_dir / "last", model, record, history.step, extra=tensors)
 
+    def validate(record: dict) -> tuple[dict, bool]:
+        """Validation figures; a new best (no worse than any before) is saved as ``best``."""
+        with average.swapped():  # NT-ASGD: the averaged weights are the model
+            valid = task.evaluate("valid")
+            figure = task.selection(valid)
+            improved = figure <= history.best
+            if improved:
+                save_checkpoint(run_dir / "best", model, {**record, "valid": valid}, history.step)
+                history.best_epoch = record["epoch"]
+        return valid, improved
+
     def on_window() -> None:
+        if t.eval_every and history.step % t.eval_every == 0:  # selection only: schedules look at epochs
+            valid, improved = validate({"step": history.step, "epoch": cursor.epoch})
+            history.checks.append(task.selection(valid))
+            log({"check": cursor.epoch, "step": history.step, **{f"valid_{k}": v for k, v in valid.items()}})
+            tqdm.write(
+                f"step {history.step:5d} | {task.describe('valid', valid)}" + (" | best" if improved else ""),
+                file=sys.stderr,
+            )
+            model.train()
         if t.checkpoint_every and history.step % t.checkpoint_every == 0:
             save_last()
 
@@ -247,14 +269,9 @@ def fit(config: RunConfig, corpus, run_dir: str | Path, progress: bool = True, r
             train = train_epoch(
                 task, optimizer, config, history, cursor, log, generator, progress, on_window, average=average
             )
-            with average.swapped():  # NT-ASGD: the averaged weights are the model
-                valid = task.evaluate("valid")
-                history.valid_loss.append(task.selection(valid))
-                improved = history.valid_loss[-1] <= history.best
-                if improved:
-                    record = {"step": history.step, "epoch": epoch, "valid": valid}
-                    save_checkpoint(run_dir / "best", model, record, history.step)
-            history.since_best = 0 if improved else history.since_best + 1
+            valid, _ = validate({"step": history.step, "epoch": epoch})
+            history.valid_loss.append(task.selection(valid))
+            history.since_best = epoch - history.best_epoch
             log(
                 {
                     "epoch": epoch,
