@@ -158,6 +158,24 @@ def test_sentence_classifier_on_sst_style_trees(tmp_path, capsys):
     assert main(["evaluate", str(run), "--split", "valid", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["sentences"] == 30
 
+    # predict: every tree of the file in order (a neutral one too), its accuracy the evaluated one
+    trees = [*(tmp_path / "test.txt").read_text().splitlines(), sst_tree(["the", "plot"], 2)]
+    (tmp_path / "to-classify.txt").write_text("\n".join(trees) + "\n")
+    assert main(["predict", str(run), str(tmp_path / "to-classify.txt")]) == 0
+    rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 31 and rows[-1][3] == "the plot"
+    gold = [1 if tree.startswith("(4") else 0 for tree in trees[:30]]
+    hits = sum(int(row[0]) == g for row, g in zip(rows, gold))
+    assert hits / 30 == pytest.approx(summary["test"]["accuracy"])
+    assert all(row[1] == ("positive" if row[0] == "1" else "negative") for row in rows)
+    (tmp_path / "raw.txt").write_text("the movie was great\n\nawful plot\n")
+    assert main(["predict", str(run), str(tmp_path / "raw.txt"), "--json"]) == 0
+    out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [o["name"] for o in out] == ["positive", "negative"] and out[1]["text"] == "awful plot"
+    assert all(sum(o["probs"]) == pytest.approx(1.0) for o in out)
+    assert main(["predict", str(run), str(tmp_path / "raw.txt"), "--format", "conllu"]) == 2
+    assert "for taggers" in capsys.readouterr().err
+
 
 def test_a_malformed_treebank_line_is_named(tmp_path, capsys):
     good = conllu([["the", "cat", "sat"]])

@@ -13,11 +13,12 @@ import torch
 from rnnkit.config import load_config
 from rnnkit.data.conll import read_conll2003, read_conllu, read_raw, write_conll2003, write_conllu
 from rnnkit.data.corpora import load_corpus, locate
+from rnnkit.data.sst import CLASS_NAMES, read_sentences
 from rnnkit.data.text import Codec
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import RnnkitError
-from rnnkit.fileio import iter_lines, write_text_atomic
-from rnnkit.tasks.classification import Classification, load_classified
+from rnnkit.fileio import iter_lines, read_json, write_text_atomic
+from rnnkit.tasks.classification import Classification, ClassifiedCorpus, load_classified
 from rnnkit.tasks.classification import corpus_for_run as corpus_for_classifier
 from rnnkit.tasks.lm import UNITS, describe, evaluate_file, evaluate_lm, next_distribution, score_line
 from rnnkit.tasks.lm import generate as sample
@@ -168,11 +169,16 @@ def _evaluate_task(args: argparse.Namespace, device) -> int:
 def predict(args: argparse.Namespace) -> int:
     """Tag a file: CoNLL-U in, CoNLL-U out (only the tag column changes); CoNLL-2003 in,
     its columns plus a predicted column out (``conlleval`` reads it); raw text, one
-    sentence a line, in, word TAB tag out."""
+    sentence a line, in, word TAB tag out. Classify a file (a classifier run): one line
+    per sentence, see :func:`_classify`."""
     run = Path(args.run)
     config = read_config(run)
+    if config.task == "classify":
+        return _classify(args, run, config)
     if config.task != "tag":
-        raise RnnkitError(f"{run}: a {config.task!r} run; predict needs a tagger (task 'tag')")
+        raise RnnkitError(f"{run}: a {config.task!r} run; predict needs a tagger or a classifier")
+    if args.format == "sst":
+        raise RnnkitError("--format sst is for classifiers; this run is a tagger")
     words, chars, tags, spans = load_vocabularies(run)
     task = Tagging(config, TaggedCorpus([], None, None, words, chars, tags, spans), pick_device(args.device))
     load_checkpoint(run / "best", task.model)
@@ -315,4 +321,37 @@ def next_tokens(args: argparse.Namespace) -> int:
     else:
         for token, p in top:
             print(f"{p:.4f}\t{token}")
+    return 0
+
+
+def _classify(args: argparse.Namespace, run: Path, config) -> int:
+    """``rnnkit predict`` of a classifier: SST trees or raw text, one sentence a line, in;
+    ``class TAB name TAB probability TAB sentence`` lines (or JSON lines with every class's
+    probability) out, in the file's order."""
+    if args.format in ("conllu", "conll2003"):
+        raise RnnkitError(f"--format {args.format} is for taggers; a classifier reads sst or text")
+    saved = read_json(run / "classification.json", missing=f"{run}: not a classifier run")
+    classes = int(saved["classes"])
+    corpus = ClassifiedCorpus([], None, None, Vocab.from_json(saved["words"]), classes)
+    task = Classification(config, corpus, pick_device(args.device))
+    load_checkpoint(run / "best", task.model)
+    sentences = read_sentences(args.file, args.format)
+    if not sentences:
+        raise RnnkitError(f"{args.file}: no sentences to classify")
+    probs = task.log_probs(sentences).exp()
+    names = CLASS_NAMES[classes]
+    lines = []
+    for words, p in zip(sentences, probs.tolist()):
+        best = max(range(classes), key=p.__getitem__)
+        if args.json:
+            lines.append(
+                json.dumps({"class": best, "name": names[best], "probs": p, "text": " ".join(words)})
+            )
+        else:
+            lines.append(f"{best}\t{names[best]}\t{p[best]:.4f}\t{' '.join(words)}")
+    text = "".join(line + "\n" for line in lines)
+    if args.out:
+        write_text_atomic(Path(args.out), text)
+    else:
+        sys.stdout.write(text)
     return 0

@@ -124,19 +124,27 @@ def build_parser() -> argparse.ArgumentParser:
     next_.add_argument("--json", action="store_true", help="machine-readable output")
     predict = commands.add_parser(
         "predict",
-        help="tag a file with a trained tagger (CoNLL-U, CoNLL-2003 or raw text)",
+        help="tag or classify a file with a trained tagger or classifier",
         description=(
-            "Tag FILE with a run's best checkpoint. CoNLL-U comes back as CoNLL-U with only the tag "
+            "Tag FILE with a tagger's best checkpoint: CoNLL-U comes back as CoNLL-U with only the tag "
             "column replaced (the CoNLL 2018 UD scorer reads it); CoNLL-2003 as its columns plus a "
             "predicted column (conlleval reads it); raw text, one whitespace-tokenised sentence a "
-            "line, as word TAB tag lines."
+            "line, as word TAB tag lines. Classify FILE with a classifier: SST trees or raw text, one "
+            "sentence a line, in; 'class TAB name TAB probability TAB sentence' lines out (--json: "
+            "one JSON object a line with every class's probability)."
         ),
     )
-    predict.add_argument("run", help="run directory of a tagger")
-    predict.add_argument("file", help="the file to tag")
-    predict.add_argument("--format", default="auto", choices=("auto", "conllu", "conll2003", "text"))
+    predict.add_argument("run", help="run directory of a tagger or a classifier")
+    predict.add_argument("file", help="the file to tag or classify")
+    predict.add_argument(
+        "--format",
+        default="auto",
+        choices=("auto", "conllu", "conll2003", "sst", "text"),
+        help="the file's format (default: from its name and first lines)",
+    )
     predict.add_argument("--out", default=None, help="output file (default: standard output)")
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: auto)")
+    predict.add_argument("--json", action="store_true", help="classifiers: JSON lines")
 
     diagnose = commands.add_parser(
         "diagnose",

@@ -15,6 +15,10 @@ from rnnkit.errors import RnnkitError
 from rnnkit.fileio import read_text
 
 LABELS = ("0", "1", "2", "3", "4")
+CLASS_NAMES = {
+    2: ("negative", "positive"),
+    5: ("very negative", "negative", "neutral", "positive", "very positive"),
+}
 # Split on ASCII whitespace only: a word may hold a no-break space (the film "8\xa01\\/2" in train.txt).
 _TOKEN = re.compile(r"\(|\)|[^\s()]+", re.ASCII)
 
@@ -111,3 +115,18 @@ def read_sst(path: str | os.PathLike, classes: int = 5, phrases: bool = False) -
                 label = int(label > 2)
             examples.append((words[start:end], label))
     return examples
+
+
+def read_sentences(path: str | os.PathLike, fmt: str = "auto") -> list[list[str]]:
+    """The sentences of a file to classify, one a line (blank lines skipped).
+
+    ``fmt`` ``sst``: SST trees, their words (gold labels ignored, no line dropped);
+    ``text``: whitespace-tokenised text; ``auto``: trees when the first line starts with ``(``.
+    """
+    text = read_text(path, "file of sentences")
+    lines = [(n, line) for n, line in enumerate(text.split("\n"), 1) if line.strip()]
+    if fmt == "auto":
+        fmt = "sst" if lines and lines[0][1].lstrip().startswith("(") else "text"
+    if fmt == "sst":
+        return [parse_tree(line, f"{path}: line {n}")[0] for n, line in lines]
+    return [line.split() for _, line in lines]

@@ -94,18 +94,23 @@ class Classification:
         return getattr(self.corpus, split) is not None
 
     @torch.no_grad()
-    def predict(self, examples) -> tuple[list[int], float]:
+    def log_probs(self, sentences: list[list[str]]) -> torch.Tensor:
+        """Class log-probabilities (N, C) of each sentence (a list of words; unknown words
+        are ``<unk>``), computed in batches of similar length, returned in input order."""
         self.model.eval()
-        order = sorted(range(len(examples)), key=lambda i: len(examples[i][0]))
-        guesses, nll = [0] * len(examples), 0.0
+        order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
+        out = torch.empty(len(sentences), self.corpus.classes)
         for b in range(0, len(order), 256):
-            chunk = [examples[i] for i in order[b : b + 256]]
-            words, lengths, labels = self.tensors(chunk)
-            logp = self.model(words, lengths)
-            nll -= logp.gather(1, labels[:, None]).sum().item()
-            for i, g in zip(order[b : b + 256], logp.argmax(-1).tolist()):
-                guesses[i] = g
-        return guesses, nll
+            chunk = order[b : b + 256]
+            words, lengths, _ = self.tensors([(sentences[i], 0) for i in chunk])
+            out[chunk] = self.model(words, lengths).float().cpu()
+        return out
+
+    def predict(self, examples: list[Example]) -> tuple[list[int], float]:
+        """The predicted class of each example, and the summed NLL of the gold labels."""
+        logp = self.log_probs([ws for ws, _ in examples])
+        gold = torch.tensor([label for _, label in examples])
+        return logp.argmax(-1).tolist(), -logp.gather(1, gold[:, None]).sum().item()
 
     def evaluate(self, split: str) -> dict[str, float]:
         examples = getattr(self.corpus, split)
