@@ -62,6 +62,20 @@ def test_pos_tagger_trains_evaluates_and_handles_longer_sentences(treebank, tmp_
     assert main(["evaluate", str(run), "--data", str(longer), "--json"]) == 0
     figures = json.loads(capsys.readouterr().out)
     assert figures["tokens"] == 73 and figures["accuracy"] > 0.9
+    # the report counts the same predictions: its confusion matrix gives the evaluated accuracy
+    png = tmp_path / "confusion.png"
+    assert main(["evaluate", str(run), "--json", "--report", "--confusion", str(png)]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    matrix, labels = figures["report"]["confusion"], figures["report"]["labels"]
+    assert sum(map(sum, matrix)) == figures["tokens"]
+    assert sum(matrix[k][k] for k in range(len(labels))) / figures["tokens"] == pytest.approx(
+        figures["accuracy"]
+    )
+    assert [sum(row) for row in matrix] == [figures["report"]["per_label"][t]["support"] for t in labels]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["evaluate", str(run), "--report"]) == 0
+    text = capsys.readouterr().out
+    assert "confusion (rows gold, columns predicted):" in text and "precision" in text
 
 
 def test_a_tag_training_never_saw_is_a_one_line_error(treebank, tmp_path, capsys):
@@ -155,8 +169,13 @@ def test_sentence_classifier_on_sst_style_trees(tmp_path, capsys):
     assert main([*args, "--train.epochs=4", "--model.pooling=max", *SMALL, "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["test"]["accuracy"] > 0.9 and summary["test"]["sentences"] == 30
-    assert main(["evaluate", str(run), "--split", "valid", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["sentences"] == 30
+    assert main(["evaluate", str(run), "--split", "valid", "--json", "--report"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["sentences"] == 30 and figures["report"]["labels"] == ["negative", "positive"]
+    matrix = figures["report"]["confusion"]
+    assert sum(map(sum, matrix)) == 30 and (matrix[0][0] + matrix[1][1]) / 30 == pytest.approx(
+        figures["accuracy"]
+    )
 
     # predict: every tree of the file in order (a neutral one too), its accuracy the evaluated one
     trees = [*(tmp_path / "test.txt").read_text().splitlines(), sst_tree(["the", "plot"], 2)]

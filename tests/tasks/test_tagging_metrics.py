@@ -27,7 +27,9 @@ from rnnkit.errors import RnnkitError
 from rnnkit.tasks.tagging_metrics import (
     chunks,
     confusion_matrix,
+    format_label_report,
     format_report,
+    label_report,
     label_scores,
     span_scores,
     token_accuracy,
@@ -290,6 +292,26 @@ def test_label_scores_by_hand():
     assert scores["NN"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
     assert scores["VB"]["precision"] == 0.5 and scores["VB"]["recall"] == 1.0
     assert scores["VB"]["f1"] == pytest.approx(2 / 3)
+
+
+def test_label_report_text_by_hand():
+    report = label_report(GOLD, PRED, labels=["DT", "NN", "VB", "JJ"])  # JJ: a class never seen
+    assert report["confusion"] == [[1, 0, 1, 0], [1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0]]
+    assert report["per_label"]["JJ"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    assert format_label_report(report).splitlines() == [
+        "  label  precision   recall      F1  support",
+        "     DT     50.00%   50.00%   50.00        2",
+        "     NN      0.00%    0.00%    0.00        1",
+        "     VB     50.00%  100.00%   66.67        1",
+        "     JJ      0.00%    0.00%    0.00        0",
+        "",
+        "confusion (rows gold, columns predicted):",
+        "        DT NN VB JJ",
+        "     DT  1  .  1  .",
+        "     NN  1  .  .  .",
+        "     VB  .  .  1  .",
+        "     JJ  .  .  .  .",
+    ]
 
 
 @pytest.mark.parametrize(

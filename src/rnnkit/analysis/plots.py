@@ -121,5 +121,32 @@ def heatmap(matrix, out: str | os.PathLike, xlabel: str, ylabel: str, title: str
     save(fig, out)
 
 
+def confusion(labels: list[str], matrix, out: str | os.PathLike, title: str) -> None:
+    """A confusion matrix with each gold row as fractions of its count (what a label is
+    mistaken for), the counts written in the cells that hold any."""
+    counts = np.asarray(matrix, dtype=float)
+    rows = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    size = max(4.0, 0.38 * len(labels) + 1.5)
+    fig, ax = plt.subplots(figsize=(size + 1, size), dpi=120)
+    image = ax.imshow(rows, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+    fig.colorbar(image, ax=ax, label="fraction of the gold label's tokens")
+    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("gold")
+    for i, j in zip(*np.nonzero(counts)):
+        ax.text(
+            j,
+            i,
+            int(counts[i, j]),
+            ha="center",
+            va="center",
+            fontsize=5,
+            color="white" if rows[i, j] > 0.5 else "black",
+        )
+    ax.set_title(title)
+    save(fig, out)
+
+
 def _ppl(loss: float) -> float:
     return math.exp(loss) if loss < 700 else math.inf

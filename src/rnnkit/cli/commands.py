@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from rnnkit.analysis.plots import confusion
 from rnnkit.config import load_config
 from rnnkit.data.conll import read_conll2003, read_conllu, read_raw, write_conll2003, write_conllu
 from rnnkit.data.corpora import load_corpus, locate
@@ -23,6 +24,7 @@ from rnnkit.tasks.classification import corpus_for_run as corpus_for_classifier
 from rnnkit.tasks.lm import UNITS, describe, evaluate_file, evaluate_lm, next_distribution, score_line
 from rnnkit.tasks.lm import generate as sample
 from rnnkit.tasks.tagging import TaggedCorpus, Tagging, corpus_for_run, load_tagged, load_vocabularies
+from rnnkit.tasks.tagging_metrics import format_label_report
 from rnnkit.training.checkpoint import load_checkpoint
 from rnnkit.training.loop import fit, pick_device
 from rnnkit.training.run import load, read_config
@@ -125,6 +127,10 @@ def evaluate(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     if read_config(args.run).task in ("tag", "classify"):
         return _evaluate_task(args, device)
+    if args.report or args.confusion:
+        raise RnnkitError(
+            f"{args.run}: a language model; --report and --confusion are for taggers and classifiers"
+        )
     model, vocab, config, codec = load(args.run, device=device)
     if args.data is None:
         data = _recorded_data(Path(args.run))
@@ -162,7 +168,19 @@ def _evaluate_task(args: argparse.Namespace, device) -> int:
     if not task.has_split(args.split):
         raise RnnkitError(f"{data}: the corpus has no {args.split} split")
     figures = task.evaluate(args.split)
-    print(json.dumps({"split": args.split, **figures}) if args.json else task.describe(args.split, figures))
+    report = task.report(args.split) if args.report or args.confusion else None
+    if args.json:
+        print(json.dumps({"split": args.split, **figures, **({"report": report} if args.report else {})}))
+    else:
+        print(task.describe(args.split, figures))
+        if args.report:
+            print(
+                "\n"
+                + format_label_report(report)
+                + ("\n" + report["conlleval"] if "conlleval" in report else "")
+            )
+    if args.confusion:
+        confusion(report["labels"], report["confusion"], args.confusion, f"{run.name}: {args.split}")
     return 0
 
 

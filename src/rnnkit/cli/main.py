@@ -80,6 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", choices=("valid", "test"), default="test")
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: auto)")
     evaluate.add_argument("--json", action="store_true", help="machine-readable output")
+    evaluate.add_argument(
+        "--report",
+        action="store_true",
+        help="taggers and classifiers: per-label precision/recall/F1, the confusion matrix and, for "
+        "entity tags, conlleval's report",
+    )
+    evaluate.add_argument(
+        "--confusion", metavar="PNG", help="taggers and classifiers: draw the confusion matrix"
+    )
 
     generate = commands.add_parser(
         "generate",

@@ -14,13 +14,14 @@ from pathlib import Path
 import torch
 
 from rnnkit.config import ModelConfig, RunConfig
-from rnnkit.data.sst import read_sst
+from rnnkit.data.sst import CLASS_NAMES, read_sst
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import RnnkitError
 from rnnkit.fileio import read_json, write_text_atomic
 from rnnkit.models.classifier import Classifier
 from rnnkit.models.config import build_encoder
 from rnnkit.tasks.base import Step, shuffled_batches
+from rnnkit.tasks.tagging_metrics import label_report
 
 PAD, UNK = "<pad>", "<unk>"
 Example = tuple[list[str], int]
@@ -117,6 +118,14 @@ class Classification:
         guesses, nll = self.predict(examples)
         correct = sum(g == label for g, (_, label) in zip(guesses, examples))
         return {"loss": nll / len(examples), "accuracy": correct / len(examples), "sentences": len(examples)}
+
+    def report(self, split: str) -> dict:
+        """Per-class scores and the confusion matrix on ``split``, classes by name."""
+        examples = getattr(self.corpus, split)
+        guesses, _ = self.predict(examples)
+        names = CLASS_NAMES[self.corpus.classes]
+        gold = [[names[label]] for _, label in examples]
+        return label_report(gold, [[names[g]] for g in guesses], labels=names)
 
     def selection(self, figures: dict[str, float]) -> float:
         return -figures["accuracy"]

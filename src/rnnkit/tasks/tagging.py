@@ -35,7 +35,7 @@ from rnnkit.models.config import build_encoder
 from rnnkit.models.tagger import CharFeature, Tagger
 from rnnkit.registry import rnn
 from rnnkit.tasks.base import Step, shuffled_batches
-from rnnkit.tasks.tagging_metrics import span_scores, token_accuracy
+from rnnkit.tasks.tagging_metrics import format_report, label_report, span_scores, token_accuracy
 
 PAD, UNK = "<pad>", "<unk>"
 _SPAN = re.compile(r"^(O|[BIES]-.+)$")
@@ -223,6 +223,18 @@ class Tagging:
             spans = span_scores(gold, predictions)
             figures.update(precision=spans["precision"], recall=spans["recall"], f1=spans["f1"])
         return figures
+
+    def report(self, split: str) -> dict:
+        """Per-tag scores and the confusion matrix on ``split`` (tags as the file writes them);
+        for entity tags also conlleval's report (``conlleval`` text, ``per_type`` scores)."""
+        sentences = getattr(self.corpus, split)
+        predictions, _, _ = self.predict(sentences)
+        gold = [s.tags for s in sentences]
+        report = label_report(gold, predictions)
+        if self.corpus.spans:
+            spans = span_scores(gold, predictions)
+            report.update(per_type=spans["per_type"], conlleval=format_report(spans))
+        return report
 
     def selection(self, figures: dict[str, float]) -> float:
         return -figures["f1"] if self.corpus.spans else -figures["accuracy"]

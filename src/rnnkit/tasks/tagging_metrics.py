@@ -240,12 +240,44 @@ def label_scores(gold: Corpus, pred: Corpus) -> dict[str, dict[str, float]]:
     predicted as it that are right, ``recall`` the fraction of its gold tokens tagged
     right (per-label accuracy), ``support`` its gold token count. 0/0 is 0.0.
     """
-    labels, matrix = confusion_matrix(gold, pred)
+    return label_report(gold, pred)["per_label"]
+
+
+def label_report(gold: Corpus, pred: Corpus, labels: Sequence[str] | None = None) -> dict:
+    """Per-label scores (:func:`label_scores`) and the confusion matrix, as plain JSON data:
+    ``{"labels": [...], "per_label": {label: {...}}, "confusion": [[...]]}`` (rows gold).
+    ``labels`` fixes the order (e.g. a classifier's classes); ``None`` sorts the tags seen."""
+    labels, matrix = confusion_matrix(gold, pred, labels)
     right, predicted, support = np.diag(matrix), matrix.sum(axis=0), matrix.sum(axis=1)
-    return {
+    per_label = {
         label: {**_prf(int(right[k]), int(predicted[k]), int(support[k])), "support": int(support[k])}
         for k, label in enumerate(labels)
     }
+    return {"labels": labels, "per_label": per_label, "confusion": matrix.tolist()}
+
+
+def format_label_report(report: dict) -> str:
+    """:func:`label_report` as text: a precision/recall/F1/support line per label, then the
+    confusion matrix (rows gold, columns predicted; zeros shown as ``.``)."""
+    labels, width = report["labels"], max(7, *(len(label) for label in report["labels"]))
+    lines = [f"{'label':>{width}}  precision   recall      F1  support"]
+    for label in labels:
+        s = report["per_label"][label]
+        lines.append(
+            f"{label:>{width}}  {100 * s['precision']:8.2f}%  {100 * s['recall']:6.2f}%  "
+            f"{100 * s['f1']:6.2f}  {s['support']:7d}"
+        )
+    counts = report["confusion"]
+    cell = max(len(str(c)) for row in counts for c in row) + 1
+    cell = max(cell, *(min(len(label), 6) + 1 for label in labels))
+    lines += [
+        "",
+        "confusion (rows gold, columns predicted):",
+        " " * width + "".join(f"{label[:6]:>{cell}}" for label in labels),
+    ]
+    for label, row in zip(labels, counts):
+        lines.append(f"{label:>{width}}" + "".join(f"{c if c else '.':>{cell}}" for c in row))
+    return "\n".join(lines) + "\n"
 
 
 def format_report(scores: dict) -> str:
