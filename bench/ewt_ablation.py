@@ -53,11 +53,15 @@ def main() -> int:
         command += [*BASE, *change, *common, "--no-progress", "--json"]
         print(f"{name}: {' '.join(command[2:])}", file=sys.stderr, flush=True)
         start = time.perf_counter()
-        proc = subprocess.run(command, capture_output=True, text=True)
-        if proc.returncode != 0:
-            print(proc.stderr[-3000:], file=sys.stderr)
-            return proc.returncode
-        summary = json.loads(proc.stdout.strip().splitlines()[-1])
+        if (run / "summary.json").exists():  # finished before (this script was restarted): keep it
+            summary = json.loads((run / "summary.json").read_text())
+            start -= (run / "summary.json").stat().st_mtime - (run / "config.json").stat().st_mtime
+        else:
+            proc = subprocess.run(command, capture_output=True, text=True)
+            if proc.returncode != 0:
+                print(proc.stderr[-3000:], file=sys.stderr)
+                return proc.returncode
+            summary = json.loads(proc.stdout.strip().splitlines()[-1])
         rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         epochs = [r for r in rows if "epoch" in r]
         results[name] = {
@@ -79,7 +83,7 @@ def _parameters(run: Path) -> int:
 
     record = json.loads((run / "best" / "checkpoint.json").read_text())
     with safe_open(str(run / "best" / record["weights"]), "pt") as f:
-        return sum(_numel(f.get_slice(k)) for k in f)
+        return sum(_numel(f.get_slice(k)) for k in f.keys())  # noqa: SIM118 (safe_open is not iterable)
 
 
 def _numel(tensor_slice) -> int:

@@ -6,8 +6,12 @@ import json
 import random
 
 import pytest
+import torch
 
 from rnnkit.cli.main import main
+from rnnkit.config import load_config
+from rnnkit.data.vocab import Vocab
+from rnnkit.tasks.classification import Classification, ClassifiedCorpus
 
 POS = {"the": "DET", "a": "DET", "cat": "NOUN", "dog": "NOUN", "mat": "NOUN", "sat": "VERB", "ran": "VERB"}
 POS |= {"on": "ADP", ".": "PUNCT"}
@@ -205,3 +209,16 @@ def test_a_malformed_treebank_line_is_named(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "m-ud-train.conllu" in err and "line 6" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()  # nothing written for a corpus that cannot be read
+
+
+def test_classifier_batches_hold_equal_lengths_from_across_the_file():
+    """SST lists a sentence's phrases together; a batch must not be one sentence's phrases."""
+    train = [(["w"] * (1 + i % 3), 0 if i < 150 else 1) for i in range(300)]  # labels in file order
+    words = Vocab.build(["w"], specials=("<pad>", "<unk>"))
+    config = load_config(None, ["--task=classify", "--train.batch_size=10", "--model.hidden_size=4"])
+    task = Classification(config, ClassifiedCorpus(train, None, None, words, 2), torch.device("cpu"))
+    batches = [[train[i] for i in b] for b in task.train_batches]
+    assert sorted(i for b in task.train_batches for i in b) == list(range(300))
+    assert all(len({len(ws) for ws, _ in b}) == 1 for b in batches)
+    mixed = sum(len({label for _, label in b}) == 2 for b in batches)
+    assert mixed >= 0.8 * len(batches)

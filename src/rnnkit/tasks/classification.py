@@ -71,7 +71,12 @@ class Classification:
     def __init__(self, config: RunConfig, corpus: ClassifiedCorpus, device: torch.device) -> None:
         self.config, self.corpus, self.device = config, corpus, device
         self.model = build_classifier(config.model, len(corpus.words), corpus.classes).to(device)
-        order = sorted(range(len(corpus.train)), key=lambda i: len(corpus.train[i][0]))
+        # Batches of equal lengths, each drawn from across the corpus: SST's phrases of one
+        # sentence sit together in the file, and a batch of them would share one sentiment.
+        tiebreak = torch.randperm(
+            len(corpus.train), generator=torch.Generator().manual_seed(config.train.seed)
+        )
+        order = sorted(range(len(corpus.train)), key=lambda i: (len(corpus.train[i][0]), int(tiebreak[i])))
         size = config.train.batch_size
         self.train_batches = [order[i : i + size] for i in range(0, len(order), size)]
 
