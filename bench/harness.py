@@ -24,6 +24,15 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def usable(name: str) -> torch.device:
+    """The device ``name``, or RuntimeError saying why it cannot be used here."""
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("no CUDA device in this torch build or machine")
+    torch.empty(1, device=device)
+    return device
+
+
 def interleaved(
     variants: dict[str, Callable[[], None]],
     device: torch.device,

@@ -38,13 +38,17 @@ SHAPES = {  # name: (hidden, layers, bptt, dropout, lr, clip) as in the Zaremba 
 
 
 class RecipeLM(nn.Module):
-    """PyTorch's word_language_model example (RNNModel with rnn_type='LSTM')."""
+    """PyTorch's word_language_model example (RNNModel; rnn_type LSTM, GRU, RNN_TANH or RNN_RELU)."""
 
-    def __init__(self, vocab: int, hidden: int, layers: int, dropout: float) -> None:
+    def __init__(self, vocab: int, hidden: int, layers: int, dropout: float, rnn_type: str = "LSTM") -> None:
         super().__init__()
         self.drop = nn.Dropout(dropout)
         self.encoder = nn.Embedding(vocab, hidden)
-        self.rnn = nn.LSTM(hidden, hidden, layers, dropout=dropout)
+        if rnn_type in ("LSTM", "GRU"):
+            self.rnn = getattr(nn, rnn_type)(hidden, hidden, layers, dropout=dropout)
+        else:
+            nonlinearity = {"RNN_TANH": "tanh", "RNN_RELU": "relu"}[rnn_type]
+            self.rnn = nn.RNN(hidden, hidden, layers, nonlinearity=nonlinearity, dropout=dropout)
         self.decoder = nn.Linear(hidden, vocab)
 
     def forward(self, x, hidden):
@@ -57,7 +61,10 @@ def recipe_epoch(model, columns, bptt, lr, clip, vocab) -> None:
     criterion = nn.CrossEntropyLoss()
     hidden = None
     for _, x, y in bptt_windows(columns, bptt):
-        hidden = None if hidden is None else tuple(h.detach() for h in hidden)
+        if hidden is not None:  # the example's repackage_hidden
+            hidden = (
+                hidden.detach() if isinstance(hidden, torch.Tensor) else tuple(h.detach() for h in hidden)
+            )
         model.zero_grad()
         logits, hidden = model(x, hidden)
         loss = criterion(logits.view(-1, vocab), y.reshape(-1))
