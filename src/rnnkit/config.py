@@ -61,7 +61,12 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """How text becomes token ids (see ``rnnkit.data.corpora``)."""
+    """How text becomes token ids (see ``rnnkit.data.corpora``).
+
+    Taggers and classifiers: ``lowercase`` and ``zero_digits`` (every digit read as 0)
+    apply to the word-vector lookup only; a tagger's character feature still reads the
+    word as written.
+    """
 
     level: str = "word"
     min_freq: int = 1
@@ -70,6 +75,8 @@ class DataConfig:
     column: str = "upos"
     classes: int = 5
     phrases: bool = False
+    lowercase: bool = False
+    zero_digits: bool = False
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from rnnkit.cli.main import main
 from rnnkit.config import load_config
 from rnnkit.data.vocab import Vocab
 from rnnkit.tasks.classification import Classification, ClassifiedCorpus
+from rnnkit.tasks.tagging import load_vocabularies
 
 POS = {"the": "DET", "a": "DET", "cat": "NOUN", "dog": "NOUN", "mat": "NOUN", "sat": "VERB", "ran": "VERB"}
 POS |= {"on": "ADP", ".": "PUNCT"}
@@ -222,3 +223,24 @@ def test_classifier_batches_hold_equal_lengths_from_across_the_file():
     assert all(len({len(ws) for ws, _ in b}) == 1 for b in batches)
     mixed = sum(len({label for _, label in b}) == 2 for b in batches)
     assert mixed >= 0.8 * len(batches)
+
+
+def test_lowercase_and_zero_digits_key_the_word_vectors(treebank, tmp_path, capsys):
+    """With data.lowercase and data.zero_digits a word-only tagger reads 'THE' as 'the' and
+    '1996' as '2001': its vocabulary holds only the keys and its tags cannot tell them apart."""
+    run = tmp_path / "run"
+    args = ["train", "--data", str(treebank), "--out", str(run), "--task=tag", "--train.epochs=2", *SMALL]
+    assert main([*args, "--data.lowercase=true", "--data.zero_digits=true", "--json"]) == 0
+    capsys.readouterr()
+    words, _, _, _ = load_vocabularies(run)
+    assert "the" in words and "The" not in words
+    raw = tmp_path / "raw.txt"
+    raw.write_text("the cat sat on 1996 mat .\nTHE CAT SAT ON 2001 MAT .\n")
+    assert main(["predict", str(run), str(raw)]) == 0
+    first, second = capsys.readouterr().out.strip().split("\n\n")
+    assert [line.split("\t")[1] for line in first.splitlines()] == [
+        line.split("\t")[1] for line in second.splitlines()
+    ]
+    lm = ["train", "--data", str(treebank), "--out", str(tmp_path / "lm"), "--data.lowercase=true"]
+    assert main(lm) == 2
+    assert "data.lowercase applies to tasks 'tag' and 'classify' only" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -15,10 +16,11 @@ from rnnkit.config import load_config
 from rnnkit.data.conll import read_conll2003, read_conllu, read_raw, write_conll2003, write_conllu
 from rnnkit.data.corpora import load_corpus, locate
 from rnnkit.data.sst import CLASS_NAMES, read_sentences
-from rnnkit.data.text import Codec
+from rnnkit.data.text import Codec, word_key
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import RnnkitError
 from rnnkit.fileio import iter_lines, read_json, write_text_atomic
+from rnnkit.models.config import check_task_options
 from rnnkit.tasks.classification import Classification, ClassifiedCorpus, load_classified
 from rnnkit.tasks.classification import corpus_for_run as corpus_for_classifier
 from rnnkit.tasks.lm import UNITS, describe, evaluate_file, evaluate_lm, next_distribution, score_line
@@ -36,6 +38,7 @@ def train(args: argparse.Namespace, overrides: list[str]) -> int:
     if not args.out:
         raise RnnkitError("--out RUN_DIR is required (or --resume RUN_DIR)")
     config = load_config(args.config, overrides)
+    check_task_options(config.model, config.task, config.data)  # before any data is read
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise RnnkitError(
@@ -70,12 +73,15 @@ def _corpus(data: dict, config, vocab=None, codec=None):
     if config.task == "tag":
         if data["data"] is None:
             raise RnnkitError("a tagger trains on --data DIR (a UD treebank or CoNLL-2003 directory)")
-        return load_tagged(data["data"], config.data.column, config.data.min_freq)
+        key = word_key(config.data.lowercase, config.data.zero_digits)
+        return load_tagged(data["data"], config.data.column, config.data.min_freq, key)
     if config.task == "classify":
         if data["data"] is None:
             raise RnnkitError("a classifier trains on --data DIR (an SST directory)")
         d = config.data
-        return load_classified(data["data"], d.classes, d.phrases, d.min_freq)
+        return load_classified(
+            data["data"], d.classes, d.phrases, d.min_freq, word_key(d.lowercase, d.zero_digits)
+        )
     files = locate(data["data"], data["train"], data["valid"], data["test"], config.data.valid_fraction)
     return load_corpus(
         files, config.data.level, config.data.min_freq, config.data.max_size, vocab=vocab, codec=codec
@@ -238,10 +244,14 @@ def predict(args: argparse.Namespace) -> int:
     return 0
 
 
+_ENTITY_TAG = re.compile(r"O|[BIES]-\S+")
+
+
 def _looks_columnar(path: str) -> bool:
     """CoNLL-2003 rather than raw text: it opens with -DOCSTART-, or its first block (up to a
-    blank line) has two or more lines that all have the same number (2 or more) of columns."""
-    block: list[int] = []
+    blank line) has two or more lines that all have the same number (2 or more) of columns
+    and end in an entity tag (``O``, ``B-PER``, ``I-ORG`` ...)."""
+    block: list[list[str]] = []
     for _, line in iter_lines(path, "file"):
         if not line.strip():
             if block:
@@ -249,8 +259,14 @@ def _looks_columnar(path: str) -> bool:
             continue
         if line.startswith("-DOCSTART-"):
             return True
-        block.append(len(line.split()))
-    return len(block) >= 2 and len(set(block)) == 1 and block[0] >= 2
+        block.append(line.split())
+    widths = {len(fields) for fields in block}
+    return (
+        len(block) >= 2
+        and len(widths) == 1
+        and min(widths) >= 2
+        and all(_ENTITY_TAG.fullmatch(fields[-1]) for fields in block)
+    )
 
 
 def _recorded_data(run: Path) -> dict:

@@ -9,7 +9,8 @@ through the run's codec, so they are always split the same way.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -136,3 +137,18 @@ class Codec:
             raise RnnkitError(f"{path}: missing; a BPE run keeps its tokenizer there") from None
         except Exception as err:  # tokenizers raises a bare Exception on bad JSON
             raise RnnkitError(f"{path}: not a tokenizers JSON file ({str(err).splitlines()[0]})") from None
+
+
+_DIGIT = re.compile(r"\d")
+
+
+def word_key(lowercase: bool = False, zero_digits: bool = False) -> Callable[[str], str]:
+    """How a tagger or classifier looks a word up in its vocabulary: as written, lowercased,
+    and/or with every digit read as ``0`` (``"1996"`` and ``"2001"`` share a vector)."""
+
+    def key(word: str) -> str:
+        if lowercase:
+            word = word.lower()
+        return _DIGIT.sub("0", word) if zero_digits else word
+
+    return key if lowercase or zero_digits else str

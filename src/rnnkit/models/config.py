@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from rnnkit.config import ModelConfig
+from rnnkit.config import DataConfig, ModelConfig
 from rnnkit.errors import RnnkitError
 from rnnkit.layers.rnn import RNN
 from rnnkit.models.heads import AdaptiveSoftmax, FullSoftmax, OutputHead
@@ -29,8 +29,15 @@ TASK_ONLY = {
 }
 
 
-def check_task_options(config: ModelConfig, task: str) -> None:
-    """Refuse a model setting that ``task``'s model does not have (e.g. ``crf`` for a language model)."""
+def check_task_options(config: ModelConfig, task: str, data: DataConfig | None = None) -> None:
+    """Refuse a model setting that ``task``'s model does not have (e.g. ``crf`` for a language
+    model), and the word-lookup settings of ``data`` for a language model (its codec owns the text)."""
+    if task == "lm" and data is not None:
+        for name in ("lowercase", "zero_digits"):
+            if getattr(data, name):
+                raise RnnkitError(
+                    f"data.{name} applies to tasks 'tag' and 'classify' only; this run's task is 'lm'"
+                )
     for owner, names in TASK_ONLY.items():
         if owner == task:
             continue

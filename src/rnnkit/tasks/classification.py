@@ -8,6 +8,7 @@ batches shuffled each epoch by a generator seeded by the run's seed and the epoc
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch
 
 from rnnkit.config import ModelConfig, RunConfig
 from rnnkit.data.sst import CLASS_NAMES, read_sst
+from rnnkit.data.text import word_key
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import RnnkitError
 from rnnkit.fileio import read_json, write_text_atomic
@@ -37,9 +39,14 @@ class ClassifiedCorpus:
 
 
 def load_classified(
-    data: str | Path, classes: int = 5, phrases: bool = False, min_freq: int = 1
+    data: str | Path,
+    classes: int = 5,
+    phrases: bool = False,
+    min_freq: int = 1,
+    key: Callable[[str], str] = str,
 ) -> ClassifiedCorpus:
-    """An SST directory (``train.txt``, ``dev.txt``, ``test.txt`` of PTB trees)."""
+    """An SST directory (``train.txt``, ``dev.txt``, ``test.txt`` of PTB trees); the word
+    vocabulary is of ``key(word)`` (see :func:`rnnkit.data.text.word_key`)."""
     root = Path(data)
     if not (root / "train.txt").is_file():
         raise RnnkitError(f"{root}: expected an SST directory with train.txt, dev.txt, test.txt (PTB trees)")
@@ -47,7 +54,7 @@ def load_classified(
     train = read_sst(root / "train.txt", classes, phrases)
     valid = None if split["dev"] is None else read_sst(split["dev"], classes)
     test = None if split["test"] is None else read_sst(split["test"], classes)
-    words = Vocab.build((w for ws, _ in train for w in ws), min_freq=min_freq, specials=(PAD, UNK))
+    words = Vocab.build((key(w) for ws, _ in train for w in ws), min_freq=min_freq, specials=(PAD, UNK))
     return ClassifiedCorpus(train, valid, test, words, classes)
 
 
@@ -70,6 +77,7 @@ class Classification:
 
     def __init__(self, config: RunConfig, corpus: ClassifiedCorpus, device: torch.device) -> None:
         self.config, self.corpus, self.device = config, corpus, device
+        self.key = word_key(config.data.lowercase, config.data.zero_digits)
         self.model = build_classifier(config.model, len(corpus.words), corpus.classes).to(device)
         # Batches of equal lengths, each drawn from across the corpus: SST's phrases of one
         # sentence sit together in the file, and a batch of them would share one sentiment.
@@ -84,7 +92,7 @@ class Classification:
         lengths = torch.tensor([len(ws) for ws, _ in examples])
         words = torch.zeros(int(lengths.max()), len(examples), dtype=torch.long)
         for n, (ws, _) in enumerate(examples):
-            words[: len(ws), n] = torch.tensor([self.corpus.words.index(w) for w in ws])
+            words[: len(ws), n] = torch.tensor([self.corpus.words.index(self.key(w)) for w in ws])
         labels = torch.tensor([label for _, label in examples])
         return words.to(self.device), lengths.to(self.device), labels.to(self.device)
 

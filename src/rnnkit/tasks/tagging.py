@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from rnnkit.data.conll import (
     read_conll2003,
     read_conllu,
 )
+from rnnkit.data.text import word_key
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import RnnkitError
 from rnnkit.fileio import read_json, write_text_atomic
@@ -77,15 +78,18 @@ def read_tagged(path: Path, fmt: str, column: str) -> list[Sentence]:
     return read_conllu(path, column) if fmt == "conllu" else read_conll2003(path)
 
 
-def load_tagged(data: str | Path, column: str = "upos", min_freq: int = 1) -> TaggedCorpus:
-    """Read a tagging corpus and build word (``<pad>``, ``<unk>``), character and tag vocabularies."""
+def load_tagged(
+    data: str | Path, column: str = "upos", min_freq: int = 1, key: Callable[[str], str] = str
+) -> TaggedCorpus:
+    """Read a tagging corpus and build word (``<pad>``, ``<unk>``; of ``key(word)``, see
+    :func:`rnnkit.data.text.word_key`), character and tag vocabularies."""
     fmt, train_path, valid_path, test_path = locate_tagged(data)
     train = read_tagged(train_path, fmt, column)
     valid = None if valid_path is None else read_tagged(valid_path, fmt, column)
     test = None if test_path is None else read_tagged(test_path, fmt, column)
     all_tags = {t for s in train for t in s.tags}
     spans = fmt == "conll2003" and all(_SPAN.match(t) for t in all_tags)
-    words = Vocab.build((w for s in train for w in s.words), min_freq=min_freq, specials=(PAD, UNK))
+    words = Vocab.build((key(w) for s in train for w in s.words), min_freq=min_freq, specials=(PAD, UNK))
     chars = Vocab.build((c for s in train for w in s.words for c in w), specials=(PAD, UNK))
     tag_list = sorted({t for s in train for t in internal_tags(s.tags, spans)})
     return TaggedCorpus(train, valid, test, words, chars, Vocab(tag_list, unk=None), spans)
@@ -128,6 +132,7 @@ class Tagging:
 
     def __init__(self, config: RunConfig, corpus: TaggedCorpus, device: torch.device) -> None:
         self.config, self.corpus, self.device = config, corpus, device
+        self.key = word_key(config.data.lowercase, config.data.zero_digits)
         self.model = build_tagger(config.model, len(corpus.words), len(corpus.chars), len(corpus.tags)).to(
             device
         )
@@ -145,7 +150,7 @@ class Tagging:
         index = torch.zeros(L, N, dtype=torch.long)
         unique: dict[str, int] = {}
         for n, s in enumerate(sentences):
-            words[: len(s.words), n] = torch.tensor([c.words.index(w) for w in s.words])
+            words[: len(s.words), n] = torch.tensor([c.words.index(self.key(w)) for w in s.words])
             for t, w in enumerate(s.words):
                 index[t, n] = unique.setdefault(w, len(unique))
         spelled = list(unique)

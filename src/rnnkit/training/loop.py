@@ -175,7 +175,7 @@ def train_epoch(
 
 def make_task(config: RunConfig, corpus, device: torch.device) -> Task:
     """The task ``config.task`` names, on ``corpus``, its model on ``device``."""
-    check_task_options(config.model, config.task)
+    check_task_options(config.model, config.task, config.data)
     if config.task == "lm":
         return LanguageModelling(config, corpus, device)
     if config.task == "tag":
