@@ -107,6 +107,8 @@ class TrainConfig:
     log_every: int = 100
     checkpoint_every: int = 0
     eval_every: int = 0
+    backend: str = "auto"
+    dist_timeout: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,7 @@ CHOICES = {
     "model.pooling": ("final", "max", "mean"),
     "train.optimizer": ("sgd", "adam", "ntasgd"),
     "train.schedule": ("constant", "zaremba", "plateau"),
+    "train.backend": ("auto", "gloo", "nccl"),
 }
 
 

@@ -28,6 +28,7 @@ from rnnkit.tasks.lm import generate as sample
 from rnnkit.tasks.tagging import TaggedCorpus, Tagging, corpus_for_run, load_tagged, load_vocabularies
 from rnnkit.tasks.tagging_metrics import format_label_report
 from rnnkit.training.checkpoint import load_checkpoint
+from rnnkit.training.distributed import is_main_process
 from rnnkit.training.loop import fit, pick_device
 from rnnkit.training.run import load, read_config
 
@@ -40,7 +41,8 @@ def train(args: argparse.Namespace, overrides: list[str]) -> int:
     config = load_config(args.config, overrides)
     check_task_options(config.model, config.task, config.data)  # before any data is read
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
+    main = is_main_process()  # distributed: rank 0 alone checks, writes and prints
+    if main and out.exists() and any(out.iterdir()):
         raise RnnkitError(
             f"--out {out}: the run directory exists and is not empty; choose another or --resume it"
         )
@@ -61,11 +63,13 @@ def train(args: argparse.Namespace, overrides: list[str]) -> int:
         what = f"{len(corpus.words)} words, {corpus.classes} classes, {len(corpus.train)} training examples"
     else:
         what = f"vocabulary {len(corpus.vocab)}, {corpus.train.numel()} training tokens"
-    print(
-        f"rnnkit train: {config.task}, {shape}, {what} -> {out}", file=sys.stderr if args.json else sys.stdout
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "data.json", json.dumps(data, indent=1) + "\n")
+    if main:
+        print(
+            f"rnnkit train: {config.task}, {shape}, {what} -> {out}",
+            file=sys.stderr if args.json else sys.stdout,
+        )
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / "data.json", json.dumps(data, indent=1) + "\n")
     return _report(fit(config, corpus, out, progress=not args.no_progress), config, args.json)
 
 
@@ -106,12 +110,15 @@ def _resume(args: argparse.Namespace, overrides: list[str]) -> int:
     else:
         codec = Codec.load(run, config.data.level)
         corpus = _corpus(data, config, vocab=Vocab.load(run / "vocab.json"), codec=codec)
-    print(f"rnnkit train: resuming {run}", file=sys.stderr if args.json else sys.stdout)
+    if is_main_process():
+        print(f"rnnkit train: resuming {run}", file=sys.stderr if args.json else sys.stdout)
     summary = fit(config, corpus, run, progress=not args.no_progress, resume=True)
     return _report(summary, config, args.json)
 
 
 def _report(summary: dict, config, as_json: bool = False) -> int:
+    if not summary:  # a distributed run's other ranks: rank 0 reports
+        return 0
     if config.task in ("tag", "classify"):
         if as_json:
             print(json.dumps(summary))

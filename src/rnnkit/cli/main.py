@@ -58,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", metavar="RUN_DIR", help="continue an interrupted run exactly where it stopped"
     )
     train.add_argument("--config", help="TOML settings file")
+    train.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        help="train data-parallel on N processes of this machine (torch.distributed: gloo on CPUs, "
+        "NCCL on GPUs); for several machines start 'torchrun ... -m rnnkit train ...' on each",
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument(
         "--json", action="store_true", help="the final figures as one JSON line (the log goes to stderr)"
@@ -211,6 +218,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from rnnkit.cli.demo import run_demo
 
             return run_demo(out=args.out, seed=args.seed, steps=args.steps)
+        if args.command == "train" and args.nproc:
+            from rnnkit.training.distributed import launch
+
+            return launch(args.nproc, list(sys.argv[1:] if argv is None else argv))
         if args.command == "train":
             from rnnkit.cli.commands import train
 

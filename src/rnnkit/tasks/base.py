@@ -27,18 +27,32 @@ class Step:
     lr_scale: float = 1.0
 
 
-def shuffled_batches(examples: Sequence, batches: Sequence[Sequence[int]], seed: int, epoch: int, start: int):
+def shuffled_batches(
+    examples: Sequence,
+    batches: Sequence[Sequence[int]],
+    seed: int,
+    epoch: int,
+    start: int,
+    shard: tuple[int, int] = (0, 1),
+):
     """A task's training batches for one epoch, ``(position after, examples)`` from ``start``:
     fixed batches (of similar lengths) in an order drawn from ``seed`` and ``epoch`` alone,
     so a resumed epoch continues the same order. Returns the iterator, the epoch's number of
-    batches and how many are done."""
+    positions and how many are done.
+
+    With ``shard = (rank, world)`` the order is dealt out: one step takes ``world`` positions
+    and this rank gets the ``rank``-th of them; the last ``len % world`` positions are left
+    out so that every rank takes the same number of steps.
+    """
     order = torch.randperm(len(batches), generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
     order = order.tolist()
+    rank, world = shard
+    used = len(order) - len(order) % world
     items = (
-        (position + 1, [examples[i] for i in batches[order[position]]])
-        for position in range(start, len(order))
+        (position + world, [examples[i] for i in batches[order[position + rank]]])
+        for position in range(start, used, world)
     )
-    return items, len(order), start
+    return items, used // world, start // world
 
 
 class Task(Protocol):

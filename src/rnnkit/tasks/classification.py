@@ -75,8 +75,14 @@ def build_classifier(config: ModelConfig, words: int, classes: int) -> Classifie
 class Classification:
     """The ``classify`` task for :func:`rnnkit.training.loop.fit`."""
 
-    def __init__(self, config: RunConfig, corpus: ClassifiedCorpus, device: torch.device) -> None:
-        self.config, self.corpus, self.device = config, corpus, device
+    def __init__(
+        self,
+        config: RunConfig,
+        corpus: ClassifiedCorpus,
+        device: torch.device,
+        shard: tuple[int, int] = (0, 1),
+    ) -> None:
+        self.config, self.corpus, self.device, self.shard = config, corpus, device, shard
         self.key = word_key(config.data.lowercase, config.data.zero_digits)
         self.model = build_classifier(config.model, len(corpus.words), corpus.classes).to(device)
         # Batches of equal lengths, each drawn from across the corpus: SST's phrases of one
@@ -97,7 +103,9 @@ class Classification:
         return words.to(self.device), lengths.to(self.device), labels.to(self.device)
 
     def batches(self, epoch: int, start: int, generator: torch.Generator):
-        return shuffled_batches(self.corpus.train, self.train_batches, self.config.train.seed, epoch, start)
+        return shuffled_batches(
+            self.corpus.train, self.train_batches, self.config.train.seed, epoch, start, self.shard
+        )
 
     def step(self, batch, state) -> Step:
         words, lengths, labels = self.tensors(batch)

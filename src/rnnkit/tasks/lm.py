@@ -37,10 +37,19 @@ class LanguageModelling:
     window (the loop detaches it at each boundary).
     """
 
-    def __init__(self, config: RunConfig, corpus: Corpus, device: torch.device) -> None:
+    def __init__(
+        self, config: RunConfig, corpus: Corpus, device: torch.device, shard: tuple[int, int] = (0, 1)
+    ) -> None:
         self.config, self.corpus, self.device = config, corpus, device
         self.model = build_model(config.model, len(corpus.vocab)).to(device)
-        self.columns = batchify(corpus.train, config.train.batch_size).to(device)
+        columns = batchify(corpus.train, config.train.batch_size)
+        rank, world = shard  # distributed: this rank's share of the columns
+        if config.train.batch_size % world:
+            raise RnnkitError(
+                f"train.batch_size {config.train.batch_size} must be a multiple of the {world} processes"
+            )
+        share = config.train.batch_size // world
+        self.columns = columns[:, rank * share : (rank + 1) * share].contiguous().to(device)
 
     def batches(self, epoch: int, start: int, generator: torch.Generator):
         t = self.config.train

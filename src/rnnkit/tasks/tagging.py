@@ -130,8 +130,10 @@ def build_tagger(config: ModelConfig, words: int, chars: int, tags: int) -> Tagg
 class Tagging:
     """The ``tag`` task for :func:`rnnkit.training.loop.fit`."""
 
-    def __init__(self, config: RunConfig, corpus: TaggedCorpus, device: torch.device) -> None:
-        self.config, self.corpus, self.device = config, corpus, device
+    def __init__(
+        self, config: RunConfig, corpus: TaggedCorpus, device: torch.device, shard: tuple[int, int] = (0, 1)
+    ) -> None:
+        self.config, self.corpus, self.device, self.shard = config, corpus, device, shard
         self.key = word_key(config.data.lowercase, config.data.zero_digits)
         self.model = build_tagger(config.model, len(corpus.words), len(corpus.chars), len(corpus.tags)).to(
             device
@@ -181,7 +183,9 @@ class Tagging:
         return self.corpus.tags.index(tag)
 
     def batches(self, epoch: int, start: int, generator: torch.Generator):
-        return shuffled_batches(self.corpus.train, self.train_batches, self.config.train.seed, epoch, start)
+        return shuffled_batches(
+            self.corpus.train, self.train_batches, self.config.train.seed, epoch, start, self.shard
+        )
 
     def step(self, batch, state) -> Step:
         words, lengths, chars, tags = self.tensors(batch)

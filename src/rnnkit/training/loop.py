@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 import rnnkit
@@ -22,13 +23,16 @@ from rnnkit.config import RunConfig, to_dict
 from rnnkit.errors import RnnkitError
 from rnnkit.fileio import write_text_atomic
 from rnnkit.models.config import check_task_options
-from rnnkit.tasks.base import Task
+from rnnkit.tasks.base import Step, Task
 from rnnkit.tasks.lm import LanguageModelling
 from rnnkit.training.averaging import ParameterAverage
 from rnnkit.training.checkpoint import load_checkpoint, load_state, save_checkpoint
 from rnnkit.training.clipping import clip_gradients
+from rnnkit.training.distributed import World, gather_rank_state, rank_state, setup, teardown
 from rnnkit.training.resume import capture, restore
 from rnnkit.training.schedules import nonmonotone_trigger, plateau_lr, zaremba_lr
+
+SINGLE = World()  # one process, not distributed
 
 
 @dataclass
@@ -107,14 +111,19 @@ def train_epoch(
     progress: bool = True,
     on_window: Callable[[], None] | None = None,
     average: ParameterAverage | None = None,
+    world: World = SINGLE,
+    step: Callable | None = None,
 ) -> dict[str, float]:
     """One pass over the task's training batches, from ``cursor`` on.
 
     ``cursor`` is advanced after every batch (``on_window`` is then called: it may save a
     resumable checkpoint); ``average`` (NT-ASGD) takes in the weights after every step.
-    Returns the epoch's running figures.
+    Distributed (``world``), ``step`` is the task's step run through DDP and each rank's
+    loss is weighted by its share of the step's units. Returns the epoch's running figures
+    (summed over ranks).
     """
     t, lr, model = config.train, history.lr, task.model
+    step = step or task.step
     model.train()
     start, counted_before = time.perf_counter(), cursor.count
     batches, total, done = task.batches(cursor.epoch, cursor.position, generator)
@@ -122,11 +131,15 @@ def train_epoch(
     for position, batch in bar:
         # Truncated BPTT: the state flows on from the last window, its gradient stops here.
         state = None if cursor.state is None else detach_state(cursor.state)
-        result = task.step(batch, state)
+        result = step(batch, state)
+        objective = result.loss
+        if world.distributed:  # DDP averages over ranks: weight each by its share of the units
+            (units,) = world.sum([result.count], objective.device)
+            objective = objective * (result.count * world.size / units)
         for group in optimizer.param_groups:  # AWD-LSTM: shorter windows take smaller steps
             group["lr"] = lr * result.lr_scale
         optimizer.zero_grad(set_to_none=True)
-        result.loss.backward()
+        objective.backward()
         norm = clip_gradients(model.parameters(), t.clip_norm, t.clip_value)
         history.step += 1
         cursor.position = position
@@ -149,8 +162,11 @@ def train_epoch(
                     "set train.clip_norm"
                 )
         if history.step % t.log_every == 0:
-            figures = task.running(cursor.nll, cursor.count)
-            rate = (cursor.count - counted_before) / (time.perf_counter() - start)
+            nll, count, new = world.sum(
+                [cursor.nll, cursor.count, cursor.count - counted_before], objective.device
+            )
+            figures = task.running(nll, count)
+            rate = new / (time.perf_counter() - start)
             bar.set_postfix(
                 **{k: f"{v:.3f}" if k == "loss" else f"{v:.1f}" for k, v in figures.items()},
                 lr=f"{lr:.3g}",
@@ -168,24 +184,31 @@ def train_epoch(
             )
         if on_window is not None:
             on_window()
-    figures = task.running(cursor.nll, cursor.count)
-    figures["tokens_per_s"] = (cursor.count - counted_before) / (time.perf_counter() - start)
+    nll, count, new = world.sum([cursor.nll, cursor.count, cursor.count - counted_before], task_device(task))
+    figures = task.running(nll, count)
+    figures["tokens_per_s"] = new / (time.perf_counter() - start)
     return figures
 
 
-def make_task(config: RunConfig, corpus, device: torch.device) -> Task:
-    """The task ``config.task`` names, on ``corpus``, its model on ``device``."""
+def task_device(task: Task) -> torch.device:
+    return next(task.model.parameters()).device
+
+
+def make_task(config: RunConfig, corpus, device: torch.device, world: World = SINGLE) -> Task:
+    """The task ``config.task`` names, on ``corpus``, its model on ``device``; training on
+    ``world``'s share of the data."""
     check_task_options(config.model, config.task, config.data)
+    shard = (world.rank, world.size)
     if config.task == "lm":
-        return LanguageModelling(config, corpus, device)
+        return LanguageModelling(config, corpus, device, shard)
     if config.task == "tag":
         from rnnkit.tasks.tagging import Tagging
 
-        return Tagging(config, corpus, device)
+        return Tagging(config, corpus, device, shard)
     if config.task == "classify":
         from rnnkit.tasks.classification import Classification
 
-        return Classification(config, corpus, device)
+        return Classification(config, corpus, device, shard)
     raise RnnkitError(f"task must be one of ['lm', 'tag', 'classify'], got {config.task!r}")
 
 
@@ -201,9 +224,22 @@ def fit(config: RunConfig, corpus, run_dir: str | Path, progress: bool = True, r
         raise RnnkitError("the corpus has no validation split: give --valid FILE or a directory with one")
     if t.threads:
         torch.set_num_threads(t.threads)
-    device = pick_device(t.device)
+    world, device_name = setup(t.device, t.backend, t.dist_timeout)
+    try:
+        summary = _fit(config, corpus, run_dir, progress, resume, world, pick_device(device_name))
+        world.barrier()  # the other ranks wait while rank 0 evaluates the best model and writes
+        return summary
+    finally:
+        teardown(world)
+
+
+def _fit(
+    config: RunConfig, corpus, run_dir: Path, progress: bool, resume: bool, world: World, device
+) -> dict:
+    t = config.train
     seed_everything(t.seed)
-    task = make_task(config, corpus, device)
+    torch.manual_seed(t.seed + world.rank)  # dropout draws its own masks on each rank
+    task = make_task(config, corpus, device, world)
     model = task.model
     optimizer = make_optimizer(model, config)
     generator = torch.Generator().manual_seed(t.seed)
@@ -211,31 +247,48 @@ def fit(config: RunConfig, corpus, run_dir: str | Path, progress: bool = True, r
     average = ParameterAverage(model.parameters())
     if resume:
         record, tensors = load_state(run_dir / "last")
+        tensors = rank_state(world, record, tensors)
         load_checkpoint(run_dir / "last", model)
         restore(record["resume"], tensors, optimizer, history, cursor, generator, device)
         average.load(record["resume"].get("average", {"active": False}), tensors)
-        _truncate_metrics(run_dir / "metrics.jsonl", history.step)
-    else:
+        if world.main:
+            _truncate_metrics(run_dir / "metrics.jsonl", history.step)
+    elif world.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(run_dir / "config.json", json.dumps(to_dict(config), indent=1) + "\n")
         task.save(run_dir)
-    metrics = (run_dir / "metrics.jsonl").open("a", encoding="utf-8")
+    step = task.step
+    if world.distributed:  # gradients averaged in the backward pass; rank 0's weights to all
+        ddp = DistributedDataParallel(
+            _StepModule(task), device_ids=[device] if device.type == "cuda" else None
+        )
+        step = ddp
+    progress = progress and world.main
+    metrics = (run_dir / "metrics.jsonl").open("a", encoding="utf-8") if world.main else None
 
     def log(entry: dict) -> None:
-        metrics.write(json.dumps(entry) + "\n")
-        metrics.flush()
+        if metrics is not None:
+            metrics.write(json.dumps(entry) + "\n")
+            metrics.flush()
+
+    def say(line: str) -> None:
+        if world.main:
+            tqdm.write(line, file=sys.stderr)
 
     def save_last(extra_record: dict | None = None) -> None:
         state_record, tensors = capture(optimizer, history, cursor, generator)
         state_record["average"], average_tensors = average.state()
         tensors.update(average_tensors)
+        tensors = gather_rank_state(world, tensors, device)  # every rank joins; rank 0 writes
         record = {
             "step": history.step,
             **(extra_record or {}),
             "resume": state_record,
+            "world_size": world.size,
             "rnnkit": rnnkit.__version__,
         }
-        save_checkpoint(run_dir / "last", model, record, history.step, extra=tensors)
+        if world.main:
+            save_checkpoint(run_dir / "last", model, record, history.step, extra=tensors)
 
     def validate(record: dict) -> tuple[dict, bool]:
         """Validation figures; a new best (no worse than any before) is saved as ``best``."""
@@ -244,7 +297,8 @@ def fit(config: RunConfig, corpus, run_dir: str | Path, progress: bool = True, r
             figure = task.selection(valid)
             improved = figure <= history.best
             if improved:
-                save_checkpoint(run_dir / "best", model, {**record, "valid": valid}, history.step)
+                if world.main:
+                    save_checkpoint(run_dir / "best", model, {**record, "valid": valid}, history.step)
                 history.best_epoch = record["epoch"]
         return valid, improved
 
@@ -253,10 +307,7 @@ def fit(config: RunConfig, corpus, run_dir: str | Path, progress: bool = True, r
             valid, improved = validate({"step": history.step, "epoch": cursor.epoch})
             history.checks.append(task.selection(valid))
             log({"check": cursor.epoch, "step": history.step, **{f"valid_{k}": v for k, v in valid.items()}})
-            tqdm.write(
-                f"step {history.step:5d} | {task.describe('valid', valid)}" + (" | best" if improved else ""),
-                file=sys.stderr,
-            )
+            say(f"step {history.step:5d} | {task.describe('valid', valid)}" + (" | best" if improved else ""))
             model.train()
         if t.checkpoint_every and history.step % t.checkpoint_every == 0:
             save_last()
@@ -267,7 +318,18 @@ def fit(config: RunConfig, corpus, run_dir: str | Path, progress: bool = True, r
             if cursor.position == 0 and cursor.count == 0:
                 history.lr = epoch_lr(config, epoch, history)
             train = train_epoch(
-                task, optimizer, config, history, cursor, log, generator, progress, on_window, average=average
+                task,
+                optimizer,
+                config,
+                history,
+                cursor,
+                log,
+                generator,
+                progress,
+                on_window,
+                average=average,
+                world=world,
+                step=step,
             )
             valid, _ = validate({"step": history.step, "epoch": epoch})
             history.valid_loss.append(task.selection(valid))
@@ -283,36 +345,46 @@ def fit(config: RunConfig, corpus, run_dir: str | Path, progress: bool = True, r
                     "averaging": average.active,
                 }
             )
-            tqdm.write(
+            say(
                 f"epoch {epoch:3d} | lr {history.lr:.4g} | train "
                 + " ".join(f"{k} {v:.4g}" for k, v in train.items() if k != "tokens_per_s")
-                + f" | {task.describe('valid', valid)} | {train['tokens_per_s']:.0f} per s",
-                file=sys.stderr,
+                + f" | {task.describe('valid', valid)} | {train['tokens_per_s']:.0f} per s"
             )
-            learning_curve(run_dir / "metrics.jsonl", run_dir / "learning_curve.png")
+            if world.main:
+                learning_curve(run_dir / "metrics.jsonl", run_dir / "learning_curve.png")
             switch = t.optimizer == "ntasgd" and not average.active
             if switch and nonmonotone_trigger(history.valid_loss, t.nonmono):
                 average.start()
-                tqdm.write(
-                    f"epoch {epoch:3d} | NT-ASGD: validation stopped improving; averaging from now on",
-                    file=sys.stderr,
-                )
+                say(f"epoch {epoch:3d} | NT-ASGD: validation stopped improving; averaging from now on")
             record = {"epoch": epoch, "valid": valid}
             stop = t.patience is not None and history.since_best > t.patience
             cursor = Cursor(epoch=t.epochs + 1 if stop else epoch + 1)  # the next epoch starts afresh
             save_last(record)
             if stop:
-                tqdm.write(
-                    f"early stop: no better validation loss for {history.since_best} epochs", file=sys.stderr
-                )
+                say(f"early stop: no better validation loss for {history.since_best} epochs")
     finally:
-        metrics.close()
+        if metrics is not None:
+            metrics.close()
+    if not world.main:  # rank 0 evaluates the best model and writes the summary
+        return {}
     load_checkpoint(run_dir / "best", model)
     summary = {"best_valid": task.evaluate("valid")}
     if task.has_split("test"):
         summary["test"] = task.evaluate("test")
-    write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
+    if world.main:
+        write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
     return summary
+
+
+class _StepModule(torch.nn.Module):
+    """A task's step as a module, so that DistributedDataParallel sees each forward."""
+
+    def __init__(self, task: Task) -> None:
+        super().__init__()
+        self.model, self.task = task.model, task
+
+    def forward(self, batch, state) -> Step:
+        return self.task.step(batch, state)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
