@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -29,6 +30,7 @@ from rnnkit.training.averaging import ParameterAverage
 from rnnkit.training.checkpoint import load_checkpoint, load_state, save_checkpoint
 from rnnkit.training.clipping import clip_gradients
 from rnnkit.training.distributed import World, gather_rank_state, rank_state, setup, teardown
+from rnnkit.training.lock import RunLock
 from rnnkit.training.resume import capture, restore
 from rnnkit.training.schedules import nonmonotone_trigger, plateau_lr, zaremba_lr
 
@@ -216,7 +218,8 @@ def fit(config: RunConfig, corpus, run_dir: str | Path, progress: bool = True, r
     """Train the task ``config.task`` on ``corpus``, keeping best and last checkpoints in ``run_dir``.
 
     ``last`` always holds the full training state, saved at every epoch's end and every
-    ``train.checkpoint_every`` steps; ``resume=True`` continues from it exactly.
+    ``train.checkpoint_every`` steps; ``resume=True`` continues from it exactly. The run
+    directory is locked while training (:class:`rnnkit.training.lock.RunLock`).
     """
     t = config.train
     run_dir = Path(run_dir)
@@ -226,7 +229,8 @@ def fit(config: RunConfig, corpus, run_dir: str | Path, progress: bool = True, r
         torch.set_num_threads(t.threads)
     world, device_name = setup(t.device, t.backend, t.dist_timeout)
     try:
-        summary = _fit(config, corpus, run_dir, progress, resume, world, pick_device(device_name))
+        with RunLock(run_dir) if world.main else contextlib.nullcontext():  # one trainer per run
+            summary = _fit(config, corpus, run_dir, progress, resume, world, pick_device(device_name))
         world.barrier()  # the other ranks wait while rank 0 evaluates the best model and writes
         return summary
     finally:

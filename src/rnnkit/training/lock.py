@@ -1,0 +1,88 @@
+"""One training process per run directory: an advisory lock on ``RUN/.lock`` while training.
+
+The lock is the operating system's (``flock``), so it dies with its process: a run killed
+by SIGKILL or a power cut leaves a ``.lock`` file that nobody holds, which the next
+``rnnkit train --resume`` recognises as stale, says so, and takes over. The file records
+the holder's pid, host and start time for the message a second process gets. Where
+``fcntl`` does not exist (Windows) runs are not locked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+from rnnkit.errors import RnnkitError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+
+
+class RunLock:
+    """``with RunLock(run_dir):`` — refuse (RnnkitError) when another process trains ``run_dir``."""
+
+    def __init__(self, run_dir: str | os.PathLike) -> None:
+        self.path = Path(run_dir) / ".lock"
+        self.file = None
+        self.stale: dict | None = None  # the record of a dead holder found on entry
+
+    def __enter__(self) -> RunLock:
+        if fcntl is None:
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = self.path.open("a+", encoding="utf-8")
+        try:
+            fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = self._holder()
+            self.file.close()
+            self.file = None
+            who = (
+                f"pid {holder.get('pid')} on {holder.get('host')}, since {holder.get('since')}"
+                if holder
+                else "another process"
+            )
+            raise RnnkitError(
+                f"{self.path.parent}: another rnnkit train is using this run directory ({who}); "
+                "wait for it to finish or stop it first"
+            ) from None
+        self.stale = self._holder()
+        if self.stale:
+            print(
+                f"rnnkit: {self.path.parent}: a stale lock from pid {self.stale.get('pid')} "
+                f"(since {self.stale.get('since')}) was found: that run was killed; taking over",
+                file=sys.stderr,
+            )
+        self.file.seek(0)
+        self.file.truncate()
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.file is not None:
+            self.file.seek(0)
+            self.file.truncate()  # a clean exit leaves no holder behind
+            self.file.flush()
+            fcntl.flock(self.file.fileno(), fcntl.LOCK_UN)
+            self.file.close()
+            self.file = None
+
+    def _holder(self) -> dict | None:
+        try:
+            self.file.seek(0)
+            text = self.file.read().strip()
+            return json.loads(text) if text else None
+        except (OSError, ValueError):
+            return None
