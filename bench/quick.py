@@ -36,6 +36,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness
 from lm_step import RecipeLM, recipe_epoch
+from rnnkit.cli import malloc
 from rnnkit.config import load_config
 from rnnkit.data.batching import batchify, bptt_windows
 from rnnkit.data.corpora import Corpus, load_corpus, locate
@@ -197,7 +198,14 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--seconds", type=float, default=2.0, help="seconds per timed block")
     p.add_argument("--json", default="bench/out/quick.json")
+    p.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="keep glibc's default malloc (otherwise the rnnkit command's settings, for both sides: "
+        "bench/malloc.py measures their effect)",
+    )
     args = p.parse_args()
+    threshold = 0 if args.default_malloc else malloc.tune()
     try:
         device = harness.usable(args.device)
     except RuntimeError as err:
@@ -207,7 +215,13 @@ def main() -> int:
     columns = batchify(corpus.train, BATCH)[: args.windows * BPTT + 1].to(device)
     peak = harness.matmul_peak(device)
     print(
-        f"data: {source}; device {device}; {torch.get_num_threads()} threads; matmul peak {peak:.0f} GFLOP/s"
+        f"data: {source}; device {device}; {torch.get_num_threads()} threads; "
+        f"matmul peak {peak:.0f} GFLOP/s; "
+        + (
+            f"malloc: rnnkit's settings (mmap threshold {threshold >> 20} MiB)"
+            if threshold
+            else "malloc: default"
+        )
     )
     print(f"{'case':34} {'recipe tok/s':>13} {'rnnkit tok/s':>13} {'rnnkit/recipe':>22} {'% of peak':>18}")
     rows = []
@@ -253,7 +267,13 @@ def main() -> int:
                 "the machine is busy or different; ratios still compare like with like)"
             )
         )
-    payload = {"machine": harness.machine(device), "data": source, "peak_gflops": peak, "rows": rows}
+    payload = {
+        "machine": harness.machine(device),
+        "data": source,
+        "peak_gflops": peak,
+        "malloc_mmap_threshold": threshold,
+        "rows": rows,
+    }
     harness.write_json(args.json, payload)
     print(f"wrote {args.json}")
     return 0
