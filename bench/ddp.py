@@ -5,10 +5,10 @@
     python bench/ddp.py --tokens 200000 --repeats 3
 
 Each variant is one ``rnnkit train`` epoch over the first ``--tokens`` training tokens of
-PTB (a copy in a temporary directory), the same global batch (20 columns) and bptt; the
-figure is the epoch's training tokens/s as the run logs it (summed over ranks). Variants
-run in turn (A B C A B C ...) and the ratios are medians over the repeats with their
-spread. Writes JSON (default ``bench/out/ddp.json``) and prints a table.
+PTB (a copy in a temporary directory), the same global batch (``--batch`` columns, 20 by
+default) and bptt; the figure is the epoch's training tokens/s as the run logs it (summed
+over ranks). Variants run in turn (A B C A B C ...) and the ratios are medians over the
+repeats with their spread. Writes JSON (default ``bench/out/ddp.json``) and prints a table.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import torch
 import harness
 
 SHAPE = ["--model.cell=lstm", "--model.hidden_size=200", "--model.embed_size=200", "--model.num_layers=2"]
-SHAPE += ["--train.lr=20", "--train.clip_norm=0.25", "--train.bptt=20", "--train.batch_size=20"]
+SHAPE += ["--train.lr=20", "--train.clip_norm=0.25", "--train.bptt=20"]
 VARIANTS = {  # name -> (extra rnnkit arguments, OMP threads per process)
     "1 process x 1 thread": (["--train.threads=1"], "1"),
     "2 processes x 1 thread": (["--nproc", "2", "--train.threads=1"], "1"),
@@ -36,10 +36,10 @@ VARIANTS = {  # name -> (extra rnnkit arguments, OMP threads per process)
 }
 
 
-def one_run(data: Path, out: Path, extra: list[str], threads: str) -> float:
+def one_run(data: Path, out: Path, extra: list[str], threads: str, batch: int) -> float:
     env = {**os.environ, "OMP_NUM_THREADS": threads}
     command = [sys.executable, "-m", "rnnkit", "train", "--data", str(data), "--out", str(out)]
-    command += [*SHAPE, "--train.epochs=1", "--no-progress", *extra]
+    command += [*SHAPE, f"--train.batch_size={batch}", "--train.epochs=1", "--no-progress", *extra]
     proc = subprocess.run(command, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-2000:])
@@ -52,6 +52,7 @@ def main() -> int:
     p.add_argument("--data", default="../shared/data/ptb")
     p.add_argument("--tokens", type=int, default=150_000, help="training tokens per epoch")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--batch", type=int, default=20, help="global batch (columns), shared by the processes")
     p.add_argument("--json", default="bench/out/ddp.json")
     args = p.parse_args()
     source = Path(args.data)
@@ -74,12 +75,8 @@ def main() -> int:
         )
         for repeat in range(args.repeats):
             for name, (extra, threads) in VARIANTS.items():
-                speed = one_run(
-                    data,
-                    Path(tmp) / f"run-{repeat}-{len(speeds[name])}-{threads}{len(extra)}",
-                    extra,
-                    threads,
-                )
+                run_dir = Path(tmp) / f"run-{repeat}-{name.replace(' ', '')}"
+                speed = one_run(data, run_dir, extra, threads, args.batch)
                 speeds[name].append(speed)
                 print(f"repeat {repeat + 1}: {name}: {speed:.0f} tokens/s", flush=True)
     base = "1 process x 1 thread"
