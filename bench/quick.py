@@ -263,8 +263,9 @@ def main() -> int:
             + (
                 "(within the example's 3.9-5.0k measured here)"
                 if ok
-                else "(OUTSIDE the example's 3.9-5.0k: "
-                "the machine is busy or different; ratios still compare like with like)"
+                else "(OUTSIDE the example's 3.9-5.0k: a busy or different machine, or rnnkit's malloc "
+                "settings on both sides (--default-malloc compares with the example's figure); ratios "
+                "still compare like with like)"
             )
         )
     payload = {

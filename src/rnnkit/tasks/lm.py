@@ -37,6 +37,8 @@ class LanguageModelling:
     window (the loop detaches it at each boundary).
     """
 
+    equal_shares = True  # every rank's window has the same number of tokens: no weighting needed
+
     def __init__(
         self, config: RunConfig, corpus: Corpus, device: torch.device, shard: tuple[int, int] = (0, 1)
     ) -> None:

@@ -135,7 +135,8 @@ def train_epoch(
         state = None if cursor.state is None else detach_state(cursor.state)
         result = step(batch, state)
         objective = result.loss
-        if world.distributed:  # DDP averages over ranks: weight each by its share of the units
+        if world.distributed and not getattr(task, "equal_shares", False):
+            # DDP averages over ranks: weight each by its share of the step's units
             (units,) = world.sum([result.count], objective.device)
             objective = objective * (result.count * world.size / units)
         for group in optimizer.param_groups:  # AWD-LSTM: shorter windows take smaller steps
@@ -263,10 +264,10 @@ def _fit(
         task.save(run_dir)
     step = task.step
     if world.distributed:  # gradients averaged in the backward pass; rank 0's weights to all
-        ddp = DistributedDataParallel(
-            _StepModule(task), device_ids=[device] if device.type == "cuda" else None
+        step = DistributedDataParallel(
+            _StepModule(task),
+            device_ids=[device] if device.type == "cuda" else None,
         )
-        step = ddp
     progress = progress and world.main
     metrics = (run_dir / "metrics.jsonl").open("a", encoding="utf-8") if world.main else None
 
