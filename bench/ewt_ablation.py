@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import subprocess
 import sys
@@ -83,14 +84,7 @@ def _parameters(run: Path) -> int:
 
     record = json.loads((run / "best" / "checkpoint.json").read_text())
     with safe_open(str(run / "best" / record["weights"]), "pt") as f:
-        return sum(_numel(f.get_slice(k)) for k in f.keys())  # noqa: SIM118 (safe_open is not iterable)
-
-
-def _numel(tensor_slice) -> int:
-    n = 1
-    for size in tensor_slice.get_shape():
-        n *= size
-    return n
+        return sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())  # noqa: SIM118 (not iterable)
 
 
 def _line(name: str, r: dict) -> str:

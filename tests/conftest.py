@@ -109,3 +109,43 @@ def torch_twin(module: rnnkit.RNN, spec, dtype) -> nn.Module:
     ).to(dtype)
     twin.load_state_dict(module.state_dict(), strict=True)
     return twin
+
+
+def write_toy_lm_corpus(root, vocab: int = 12, length: int = 8, train: int = 120, valid: int = 20):
+    """``train.txt``/``valid.txt`` of random lines of ``length`` words ``w0``..``w{vocab-1}`` (seed 0)."""
+    g = torch.Generator().manual_seed(0)
+    words = [f"w{i}" for i in range(vocab)]
+    for split, n in (("train", train), ("valid", valid)):
+        lines = [
+            " ".join(words[int(i)] for i in torch.randint(vocab, (length,), generator=g)) for _ in range(n)
+        ]
+        (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def write_toy_treebank(root, train: int = 60):
+    """A CoNLL-U treebank ``t-ud-{train,dev,test}.conllu``: 3-8 random words, each tagged by its word."""
+    root.mkdir(exist_ok=True)
+    g = torch.Generator().manual_seed(0)
+    words = ["the", "cat", "dog", "sat", "ran", "on", "mat", "."]
+    tags = ["DET", "NOUN", "NOUN", "VERB", "VERB", "ADP", "NOUN", "PUNCT"]
+    for split, n in (("train", train), ("dev", 10), ("test", 10)):
+        blocks = []
+        for _ in range(n):
+            ids = torch.randint(
+                len(words), (int(torch.randint(3, 9, (), generator=g)),), generator=g
+            ).tolist()
+            rows = [f"{j}\t{words[i]}\t_\t{tags[i]}\t_\t_\t0\t_\t_\t_" for j, i in enumerate(ids, 1)]
+            blocks.append("\n".join(rows) + "\n\n")
+        (root / f"t-ud-{split}.conllu").write_text("".join(blocks))
+    return root
+
+
+def last_weights(run) -> dict[str, torch.Tensor]:
+    """The weights of a run's ``last`` checkpoint, read as plain tensors."""
+    import json
+
+    import safetensors.torch
+
+    record = json.loads((run / "last" / "checkpoint.json").read_text())
+    return safetensors.torch.load_file(str(run / "last" / record["weights"]))

@@ -10,9 +10,10 @@ import sys
 import textwrap
 
 import pytest
-import safetensors.torch
 import torch
 import torch.distributed as dist
+
+from conftest import last_weights, write_toy_lm_corpus, write_toy_treebank
 
 pytestmark = pytest.mark.skipif(not dist.is_gloo_available(), reason="torch built without gloo")
 
@@ -49,13 +50,7 @@ KILLER = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("corpus")
-    g = torch.Generator().manual_seed(0)
-    words = [f"w{i}" for i in range(12)]
-    for split, n in (("train", 120), ("valid", 20)):
-        lines = [" ".join(words[int(i)] for i in torch.randint(12, (8,), generator=g)) for _ in range(n)]
-        (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
-    return root
+    return write_toy_lm_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 def rnnkit(*args, env=None):
@@ -65,18 +60,13 @@ def rnnkit(*args, env=None):
     )
 
 
-def weights(run):
-    record = json.loads((run / "last" / "checkpoint.json").read_text())
-    return safetensors.torch.load_file(str(run / "last" / record["weights"]))
-
-
 def test_two_processes_equal_one_with_the_global_batch(corpus, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     assert rnnkit("train", "--data", str(corpus), "--out", str(one), *SETTINGS).returncode == 0
     proc = rnnkit("train", "--data", str(corpus), "--out", str(two), "--nproc", "2", *SETTINGS)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("best_valid") == 1  # rank 0 alone reports
-    a, b = weights(one), weights(two)
+    a, b = last_weights(one), last_weights(two)
     assert a.keys() == b.keys()
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=name)
@@ -103,7 +93,7 @@ def test_a_killed_two_process_run_resumes_exactly(corpus, tmp_path):
     assert 0 < step < json.loads((whole / "last" / "checkpoint.json").read_text())["step"]
     proc = rnnkit("train", "--resume", str(killed), "--nproc", "2", "--no-progress")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    a, b = weights(whole), weights(killed)
+    a, b = last_weights(whole), last_weights(killed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # and another number of processes is refused, on the one process started
     proc = rnnkit("train", "--resume", str(killed), "--no-progress")
@@ -111,20 +101,7 @@ def test_a_killed_two_process_run_resumes_exactly(corpus, tmp_path):
 
 
 def test_a_tagger_trains_on_two_processes(tmp_path):
-    root = tmp_path / "ud"
-    root.mkdir()
-    g = torch.Generator().manual_seed(0)
-    words = ["the", "cat", "dog", "sat", "ran", "on", "mat", "."]
-    tags = ["DET", "NOUN", "NOUN", "VERB", "VERB", "ADP", "NOUN", "PUNCT"]
-    for split, n in (("train", 80), ("dev", 10), ("test", 10)):
-        blocks = []
-        for _ in range(n):
-            ids = torch.randint(
-                len(words), (int(torch.randint(3, 9, (), generator=g)),), generator=g
-            ).tolist()
-            rows = [f"{j}\t{words[i]}\t_\t{tags[i]}\t_\t_\t0\t_\t_\t_" for j, i in enumerate(ids, 1)]
-            blocks.append("\n".join(rows) + "\n\n")
-        (root / f"t-ud-{split}.conllu").write_text("".join(blocks))
+    root = write_toy_treebank(tmp_path / "ud", train=80)
     run = tmp_path / "run"
     settings = ["--task=tag", "--model.bidirectional=true", "--model.hidden_size=16", "--model.embed_size=16"]
     settings += ["--train.optimizer=adam", "--train.lr=0.02", "--train.epochs=4", "--train.batch_size=4"]

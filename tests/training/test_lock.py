@@ -9,8 +9,8 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
+from conftest import write_toy_lm_corpus
 from rnnkit.training.lock import RunLock, fcntl
 
 pytestmark = pytest.mark.skipif(fcntl is None, reason="no fcntl: runs are not locked here")
@@ -18,11 +18,7 @@ pytestmark = pytest.mark.skipif(fcntl is None, reason="no fcntl: runs are not lo
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lock")
-    g = torch.Generator().manual_seed(0)
-    for split, n in (("train", 60), ("valid", 10)):
-        lines = [" ".join(f"w{int(i)}" for i in torch.randint(8, (6,), generator=g)) for _ in range(n)]
-        (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    root = write_toy_lm_corpus(tmp_path_factory.mktemp("lock"), vocab=8, length=6, train=60, valid=10)
     out = root / "run"
     settings = ["--model.hidden_size=8", "--model.embed_size=8", "--train.epochs=1", "--no-progress"]
     assert rnnkit("train", "--data", str(root), "--out", str(out), *settings).returncode == 0

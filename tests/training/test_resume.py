@@ -10,8 +10,9 @@ import sys
 import textwrap
 
 import pytest
-import safetensors.torch
 import torch
+
+from conftest import last_weights, write_toy_lm_corpus, write_toy_treebank
 
 SETTINGS = [
     "--model.cell=lstm",
@@ -70,13 +71,7 @@ KILLER = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("corpus")
-    g = torch.Generator().manual_seed(0)
-    words = [f"w{i}" for i in range(12)]
-    for split, n in (("train", 120), ("valid", 20)):
-        lines = [" ".join(words[int(i)] for i in torch.randint(12, (8,), generator=g)) for _ in range(n)]
-        (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
-    return root
+    return write_toy_lm_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 def _run(args, env_threads="1", check=True):
@@ -85,11 +80,6 @@ def _run(args, env_threads="1", check=True):
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}: {proc.stderr[-2000:]}")
     return proc
-
-
-def _weights(run):
-    record = json.loads((run / "last" / "checkpoint.json").read_text())
-    return safetensors.torch.load_file(str(run / "last" / record["weights"]))
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +121,7 @@ def test_killed_and_resumed_equals_uninterrupted(corpus, uninterrupted, tmp_path
         assert record["resume"]["average"]["active"] and record["resume"]["average"]["count"] > 0
     uninterrupted = uninterrupted(settings)
     _run(["-m", "rnnkit", "train", "--resume", str(run), "--no-progress"])
-    a, b = _weights(uninterrupted), _weights(run)
+    a, b = last_weights(uninterrupted), last_weights(run)
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), name
@@ -151,20 +141,7 @@ def test_resume_refuses_other_settings(uninterrupted):
 
 def test_a_killed_tagger_resumes_bit_identical(tmp_path):
     """The same exact resume for the tag task: batches shuffled per epoch, characters, CRF."""
-    root = tmp_path / "ud"
-    root.mkdir()
-    g = torch.Generator().manual_seed(0)
-    words = ["the", "cat", "dog", "sat", "ran", "on", "mat", "."]
-    tags = ["DET", "NOUN", "NOUN", "VERB", "VERB", "ADP", "NOUN", "PUNCT"]
-    for split, n in (("train", 60), ("dev", 10), ("test", 10)):
-        blocks = []
-        for _ in range(n):
-            ids = torch.randint(
-                len(words), (int(torch.randint(3, 9, (), generator=g)),), generator=g
-            ).tolist()
-            rows = [f"{j}\t{words[i]}\t_\t{tags[i]}\t_\t_\t0\t_\t_\t_" for j, i in enumerate(ids, 1)]
-            blocks.append("\n".join(rows) + "\n\n")
-        (root / f"t-ud-{split}.conllu").write_text("".join(blocks))
+    root = write_toy_treebank(tmp_path / "ud", train=60)
     settings = ["--task=tag", "--model.bidirectional=true", "--model.hidden_size=8", "--model.embed_size=8"]
     settings += ["--model.char_embed=4", "--model.char_hidden=4", "--model.crf=true", "--model.dropout=0.3"]
     settings += [
@@ -192,7 +169,7 @@ def test_a_killed_tagger_resumes_bit_identical(tmp_path):
     proc = _run(args, check=False)
     assert proc.returncode == -9, proc.stderr[-2000:]
     _run(["-m", "rnnkit", "train", "--resume", str(killed), "--no-progress"])
-    a, b = _weights(whole), _weights(killed)
+    a, b = last_weights(whole), last_weights(killed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # validation within epochs (train.eval_every) resumed too: the same best, the same log
     assert (whole / "summary.json").read_text() == (killed / "summary.json").read_text()
