@@ -143,8 +143,10 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
         source = str(path)
         try:
             raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             raise RnnkitError(f"{path}: no such config file") from None
+        except OSError as err:
+            raise RnnkitError(f"{path}: cannot read the config file ({err.strerror})") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
             raise RnnkitError(f"{path}: not valid TOML ({err})") from None
     values: dict[str, object] = {}

@@ -74,8 +74,10 @@ def read_json(path: str | os.PathLike, missing: str, what: str = "JSON file"):
     path = Path(path)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise RnnkitError(missing) from None
+    except OSError as err:
+        raise _unreadable(path, what, err) from None
     except (ValueError, UnicodeDecodeError) as err:
         raise RnnkitError(f"{path}: corrupted {what} ({err})") from None
 

@@ -4,9 +4,11 @@ A checkpoint directory holds ``checkpoint.json`` and the files it names: the mod
 weights (``model-<step>.safetensors``) and, for resuming, the training state
 (``state-<step>.safetensors``: optimizer, RNG and carried hidden state). Saving writes
 the new files under new names, then atomically replaces ``checkpoint.json`` to point at
-them, then deletes the old ones: killed at any moment, the directory still holds one
-complete, consistent checkpoint. Loading reads JSON and safetensors only (never pickle)
-and checks every file's sha256 against the record.
+them, then deletes every file it does not name (the old ones, and what a killed save
+left): killed at any moment, the directory still holds one complete, consistent
+checkpoint; a save that fails (disk full, read-only) leaves the previous one as it was.
+Loading reads JSON and safetensors only (never pickle) and checks every file's sha256
+against the record.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 from pathlib import Path
 
 import safetensors.torch
@@ -34,30 +37,51 @@ def save_checkpoint(
     step: int,
     extra: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Save ``model``'s weights, optional ``extra`` tensors (training state) and ``record``."""
+    """Save ``model``'s weights, optional ``extra`` tensors (training state) and ``record``.
+
+    Raises:
+        RnnkitError: the files could not be written (disk full, read-only directory …):
+            the previous checkpoint in ``directory`` is left as it was.
+    """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    old = _current_files(directory)
-    full = dict(record)
-    for key, prefix, tensors in (("weights", "model", model.state_dict()), ("state", "state", extra)):
-        if tensors is None:
-            continue
-        name = f"{prefix}-{step:09d}.safetensors"
-        # Clones break sharing (tied weights), which safetensors refuses; loading copies back.
-        data = safetensors.torch.save({k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()})
-        write_bytes_atomic(directory / name, data)
-        full[key], full[f"{key}_sha256"] = name, hashlib.sha256(data).hexdigest()
-    write_text_atomic(directory / RECORD, json.dumps(full, indent=1, allow_nan=True) + "\n")
-    for name in old - {full.get("weights"), full.get("state")}:
-        (directory / name).unlink(missing_ok=True)
-
-
-def _current_files(directory: Path) -> set[str]:
+    written: list[Path] = []
     try:
-        record = json.loads((directory / RECORD).read_text())
-        return {record[k] for k in ("weights", "state") if isinstance(record.get(k), str)}
-    except (OSError, ValueError, TypeError, AttributeError):
-        return set()
+        directory.mkdir(parents=True, exist_ok=True)
+        full = dict(record)
+        for key, prefix, tensors in (("weights", "model", model.state_dict()), ("state", "state", extra)):
+            if tensors is None:
+                continue
+            name = f"{prefix}-{step:09d}.safetensors"
+            if (directory / name).exists():  # saved twice at one step: never overwrite a live file
+                name = f"{prefix}-{step:09d}-{secrets.token_hex(4)}.safetensors"
+            # Clones break sharing (tied weights), which safetensors refuses; loading copies back.
+            data = safetensors.torch.save(
+                {k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}
+            )
+            write_bytes_atomic(directory / name, data)
+            written.append(directory / name)
+            full[key], full[f"{key}_sha256"] = name, hashlib.sha256(data).hexdigest()
+        write_text_atomic(directory / RECORD, json.dumps(full, indent=1, allow_nan=True) + "\n")
+    except OSError as err:
+        for path in written:
+            path.unlink(missing_ok=True)
+        reason = err.strerror or str(err)
+        raise RnnkitError(
+            f"{directory}: cannot save the checkpoint of step {step} ({reason}); "
+            "the previous checkpoint there is intact"
+        ) from None
+    _remove_unreferenced(directory, {full.get("weights"), full.get("state")})
+
+
+def _remove_unreferenced(directory: Path, keep: set) -> None:
+    """Delete checkpoint files the record no longer names: the previous save's, and any a
+    killed save left behind (half-written temporary files, files it never pointed to)."""
+    for path in directory.iterdir():
+        name = path.name
+        ours = name.endswith(".safetensors") and name.startswith(("model-", "state-"))
+        leftover = name.startswith(".") and name.endswith(".tmp")
+        if (ours and name not in keep) or leftover:
+            path.unlink(missing_ok=True)
 
 
 def read_record(directory: str | os.PathLike) -> dict:
@@ -92,21 +116,44 @@ def _verified(directory: Path, record: dict, key: str) -> dict[str, torch.Tensor
 
 
 def load_checkpoint(directory: str | os.PathLike, model: nn.Module) -> dict:
-    """Load the weights saved in ``directory`` into ``model``; return the record."""
+    """Load the weights saved in ``directory`` into ``model``; return the record.
+
+    Weights of another architecture (other names or shapes: a different cell, size,
+    depth or vocabulary) are refused with what differs, before anything is copied.
+    """
     directory = Path(directory)
     record = read_record(directory)
     tensors = _verified(directory, record, "weights")
+    differences = weight_differences(tensors, model.state_dict())
+    if differences:
+        more = f" (and {len(differences) - 3} more)" if len(differences) > 3 else ""
+        raise RnnkitError(
+            f"{directory}: these weights belong to a different model: {'; '.join(differences[:3])}{more}"
+        )
     try:
-        missing, unexpected = model.load_state_dict(tensors, strict=False)
+        model.load_state_dict(tensors)
     except RuntimeError as err:
         first = next((line.strip() for line in str(err).splitlines()[1:] if line.strip()), str(err))
         raise RnnkitError(f"{directory}: cannot load these weights into the model ({first})") from None
-    if missing or unexpected:
-        raise RnnkitError(
-            f"{directory}: the weights do not match the model "
-            f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})"
-        )
     return record
+
+
+def weight_differences(saved: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> list[str]:
+    """What keeps ``saved`` from loading as ``expected`` (a state dict): one phrase per
+    tensor of another shape or kind, then the missing and the unexpected names."""
+    out = []
+    for name in sorted(saved.keys() & expected.keys()):
+        got, want = saved[name], expected[name]
+        if got.shape != want.shape:
+            out.append(f"{name} is {list(got.shape)} in the file, {list(want.shape)} in the model")
+        elif got.is_floating_point() != want.is_floating_point():
+            out.append(f"{name} is {got.dtype} in the file, {want.dtype} in the model")
+    missing, unexpected = sorted(expected.keys() - saved.keys()), sorted(saved.keys() - expected.keys())
+    for names, what in ((missing, "missing"), (unexpected, "unexpected")):
+        if names:
+            rest = f" (+{len(names) - 3})" if len(names) > 3 else ""
+            out.append(f"{what} {', '.join(names[:3])}{rest}")
+    return out
 
 
 def load_state(directory: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
