@@ -103,8 +103,9 @@ def uninterrupted(corpus, tmp_path_factory):
         (SETTINGS, [("save_checkpoint", 3)]),
         (SETTINGS, [("write_text_atomic", 4), ("save_checkpoint", 2)]),
         (AWD, [("save_checkpoint", 25)]),
+        (SETTINGS, [("write_text_atomic", 1)]),
     ],
-    ids=["after-a-checkpoint", "mid-write-then-again", "ntasgd-averaging-awd"],
+    ids=["after-a-checkpoint", "mid-write-then-again", "ntasgd-averaging-awd", "before-the-first-checkpoint"],
 )
 def test_killed_and_resumed_equals_uninterrupted(corpus, uninterrupted, tmp_path, settings, kills):
     run = tmp_path / "run"
@@ -130,6 +131,25 @@ def test_killed_and_resumed_equals_uninterrupted(corpus, uninterrupted, tmp_path
     )
     steps = [json.loads(line).get("step") for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(steps)  # no duplicated log lines from before the kill
+
+
+def test_a_run_killed_before_its_settings_were_saved(corpus, tmp_path):
+    """Only data.json (and the lock) written: --resume says to start again, and --out may."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "data.json").write_text("{}")
+    (run / ".lock").write_text("")
+    proc = _run(["-m", "rnnkit", "train", "--resume", str(run)], check=False)
+    assert proc.returncode == 2 and "nothing was trained: start it again" in proc.stderr
+    tiny = ["--model.hidden_size=4", "--model.embed_size=4", "--train.epochs=1", "--no-progress"]
+    _run(["-m", "rnnkit", "train", "--data", str(corpus), "--out", str(run), *tiny])
+    assert (run / "best" / "checkpoint.json").exists()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("a user's file")
+    proc = _run(
+        ["-m", "rnnkit", "train", "--data", str(corpus), "--out", str(tmp_path / "other"), *tiny], False
+    )
+    assert proc.returncode == 2 and "exists and is not empty" in proc.stderr
 
 
 def test_resume_refuses_other_settings(uninterrupted):

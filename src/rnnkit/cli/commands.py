@@ -32,6 +32,9 @@ from rnnkit.training.distributed import is_main_process
 from rnnkit.training.loop import fit, pick_device
 from rnnkit.training.run import load, read_config
 
+NOT_A_RUN_YET = {"data.json", ".lock"}
+"""What a run directory holds when its run was killed before it began: ``--out`` may reuse it."""
+
 
 def train(args: argparse.Namespace, overrides: list[str]) -> int:
     if args.resume:
@@ -42,7 +45,7 @@ def train(args: argparse.Namespace, overrides: list[str]) -> int:
     check_task_options(config.model, config.task, config.data)  # before any data is read
     out = Path(args.out)
     main = is_main_process()  # distributed: rank 0 alone checks, writes and prints
-    if main and out.exists() and any(out.iterdir()):
+    if main and out.exists() and any(p.name not in NOT_A_RUN_YET for p in out.iterdir()):
         raise RnnkitError(
             f"--out {out}: the run directory exists and is not empty; choose another or --resume it"
         )
@@ -96,6 +99,11 @@ def _resume(args: argparse.Namespace, overrides: list[str]) -> int:
     if args.out or args.data or args.train_file or args.config or overrides:
         raise RnnkitError("--resume RUN_DIR takes no other settings: the run directory holds them all")
     run = Path(args.resume)
+    if not (run / "config.json").exists() and (run / "data.json").exists():
+        raise RnnkitError(
+            f"{run}: killed before its settings were saved, so nothing was trained: start it again "
+            "with the same rnnkit train --out command"
+        )
     config = read_config(run)
     data = _recorded_data(run)
     if config.task == "classify":

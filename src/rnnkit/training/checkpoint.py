@@ -115,6 +115,18 @@ def _verified(directory: Path, record: dict, key: str) -> dict[str, torch.Tensor
         ) from None
 
 
+def verify_checkpoint(directory: str | os.PathLike) -> dict:
+    """Check that the checkpoint in ``directory`` is whole: its record parses and every
+    file it names is there, matches its sha256 and reads as safetensors. Returns the record.
+    """
+    directory = Path(directory)
+    record = read_record(directory)
+    for key in ("weights", "state"):
+        if key in record:
+            _verified(directory, record, key)
+    return record
+
+
 def load_checkpoint(directory: str | os.PathLike, model: nn.Module) -> dict:
     """Load the weights saved in ``directory`` into ``model``; return the record.
 

@@ -27,7 +27,7 @@ from rnnkit.models.config import check_task_options
 from rnnkit.tasks.base import Step, Task
 from rnnkit.tasks.lm import LanguageModelling
 from rnnkit.training.averaging import ParameterAverage
-from rnnkit.training.checkpoint import load_checkpoint, load_state, save_checkpoint
+from rnnkit.training.checkpoint import RECORD, load_checkpoint, load_state, save_checkpoint
 from rnnkit.training.clipping import clip_gradients
 from rnnkit.training.distributed import World, gather_rank_state, rank_state, setup, teardown
 from rnnkit.training.lock import RunLock
@@ -250,6 +250,12 @@ def _fit(
     generator = torch.Generator().manual_seed(t.seed)
     history, cursor = History(), Cursor()
     average = ParameterAverage(model.parameters())
+    if resume and not (run_dir / "last" / RECORD).exists():
+        # killed before its first checkpoint: nothing to lose, so start from the beginning
+        if world.main:
+            tqdm.write(f"rnnkit: {run_dir}: no checkpoint yet; training from the beginning", file=sys.stderr)
+            _truncate_metrics(run_dir / "metrics.jsonl", 0)
+        resume = False
     if resume:
         record, tensors = load_state(run_dir / "last")
         tensors = rank_state(world, record, tensors)
@@ -396,9 +402,12 @@ def _truncate_metrics(path: Path, step: int) -> None:
     """Drop log lines written after the checkpoint being resumed from (they will be redone)."""
     if not path.exists():
         return
-    kept = [
-        line
-        for line in path.read_text(encoding="utf-8").splitlines()
-        if json.loads(line).get("step", 0) <= step
-    ]
+    kept = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # a line torn by the kill
+        if entry.get("step", 0) <= step:
+            kept.append(line)
     write_text_atomic(path, "".join(line + "\n" for line in kept))
