@@ -147,7 +147,7 @@ def test_a_run_killed_before_its_settings_were_saved(corpus, tmp_path):
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("a user's file")
     proc = _run(
-        ["-m", "rnnkit", "train", "--data", str(corpus), "--out", str(tmp_path / "other"), *tiny], False
+        ["-m", "rnnkit", "train", "--data", str(corpus), "--out", str(tmp_path / "other"), *tiny], check=False
     )
     assert proc.returncode == 2 and "exists and is not empty" in proc.stderr
 
