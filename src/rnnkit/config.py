@@ -100,6 +100,9 @@ class TrainConfig:
     clip_norm: float = 5.0
     clip_value: float | None = None
     max_bad_steps: int = 5
+    on_nonfinite: str = "skip"
+    nonfinite_factor: float = 0.5
+    loss_spike: float = 0.0
     patience: int | None = None
     seed: int = 0
     device: str = "auto"
@@ -131,6 +134,7 @@ CHOICES = {
     "model.pooling": ("final", "max", "mean"),
     "train.optimizer": ("sgd", "adam", "ntasgd"),
     "train.schedule": ("constant", "zaremba", "plateau"),
+    "train.on_nonfinite": ("skip", "reduce", "stop"),
     "train.backend": ("auto", "gloo", "nccl"),
 }
 

@@ -103,7 +103,12 @@ def test_killed_at_random_moments_and_resumed_equals_uninterrupted(tmp_path):
     run = tmp_path / "run"
     kills, moments = (
         0,
-        {"before its settings": 0, "before a checkpoint": 0, "mid-save, files left behind": 0, "elsewhere": 0},
+        {
+            "before its settings": 0,
+            "before a checkpoint": 0,
+            "mid-save, files left behind": 0,
+            "elsewhere": 0,
+        },
     )
     while True:
         args = ["train", "--resume", str(run), "--no-progress"] if (run / "config.json").exists() else fresh

@@ -48,7 +48,8 @@ def test_a_different_architecture_is_refused(tmp_path):
     other = build_model(ModelConfig(embed_size=8, hidden_size=16, num_layers=1), vocab_size=12)
     before = {k: v.clone() for k, v in other.state_dict().items()}
     with pytest.raises(
-        RnnkitError, match=r"different model: head.proj.weight is \[12, 8\] in the file, \[12, 16\] in the model"
+        RnnkitError,
+        match=r"different model: head.proj.weight is \[12, 8\] in the file, \[12, 16\] in the model",
     ):
         load_checkpoint(tmp_path, other)
     assert all(torch.equal(before[k], v) for k, v in other.state_dict().items())  # nothing copied

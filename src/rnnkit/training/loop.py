@@ -30,6 +30,7 @@ from rnnkit.training.averaging import ParameterAverage
 from rnnkit.training.checkpoint import RECORD, load_checkpoint, load_state, save_checkpoint
 from rnnkit.training.clipping import clip_gradients
 from rnnkit.training.distributed import World, gather_rank_state, rank_state, setup, teardown
+from rnnkit.training.guard import RECENT, Rollback, guard, spike
 from rnnkit.training.lock import RunLock
 from rnnkit.training.resume import capture, restore
 from rnnkit.training.schedules import nonmonotone_trigger, plateau_lr, zaremba_lr
@@ -47,6 +48,7 @@ class History:
     since_best: int = 0  # epochs ended since the one that saved the best model
     best_epoch: int = 0
     checks: list[float] = field(default_factory=list)  # the figure at train.eval_every steps in an epoch
+    lr_factor: float = 1.0  # train.on_nonfinite = "reduce": the cuts so far, kept over epochs
 
     @property
     def best(self) -> float:
@@ -62,6 +64,7 @@ class Cursor:
     nll: float = 0.0
     count: int = 0
     bad: int = 0
+    recent: list[float] = field(default_factory=list)  # the last good steps' losses (train.loss_spike)
     state: object = None  # the hidden state carried into the next window (detached)
 
 
@@ -126,6 +129,7 @@ def train_epoch(
     """
     t, lr, model = config.train, history.lr, task.model
     step = step or task.step
+    rollback = Rollback(model, optimizer) if t.on_nonfinite == "reduce" else None
     model.train()
     start, counted_before = time.perf_counter(), cursor.count
     batches, total, done = task.batches(cursor.epoch, cursor.position, generator)
@@ -147,23 +151,20 @@ def train_epoch(
         history.step += 1
         cursor.position = position
         loss = result.loss.item()
-        if math.isfinite(loss) and math.isfinite(norm):
+        if math.isfinite(loss) and math.isfinite(norm) and not spike(loss, cursor.recent, t.loss_spike):
+            if rollback is not None:
+                rollback.save()
             optimizer.step()
+            cursor.recent = [*cursor.recent[-(RECENT - 1) :], loss]
             if average is not None:
                 average.update()
             cursor.bad, cursor.state = 0, None if result.state is None else detach_state(result.state)
             cursor.nll += result.nll
             cursor.count += result.count
         else:
-            cursor.bad, cursor.state = cursor.bad + 1, None  # a non-finite state would poison the rest
-            tqdm.write(
-                f"rnnkit: step {history.step}: loss {loss}, grad norm {norm}: step skipped", file=sys.stderr
-            )
-            if cursor.bad >= t.max_bad_steps:
-                raise RnnkitError(
-                    f"{cursor.bad} non-finite steps in a row (last: step {history.step}); lower train.lr or "
-                    "set train.clip_norm"
-                )
+            cursor.bad = cursor.bad + 1
+            lr = guard(task, step, batch, state, loss, norm, t, history, cursor, log, rollback)
+            cursor.state = None  # a non-finite state would poison the windows after it
         if history.step % t.log_every == 0:
             nll, count, new = world.sum(
                 [cursor.nll, cursor.count, cursor.count - counted_before], objective.device
@@ -226,6 +227,12 @@ def fit(config: RunConfig, corpus, run_dir: str | Path, progress: bool = True, r
     run_dir = Path(run_dir)
     if corpus.valid is None:
         raise RnnkitError("the corpus has no validation split: give --valid FILE or a directory with one")
+    if not t.clip_norm > 0:
+        raise RnnkitError(f"train.clip_norm must be above 0 (inf: measure, never clip), got {t.clip_norm}")
+    if not 0 < t.nonfinite_factor < 1:
+        raise RnnkitError(f"train.nonfinite_factor must be in (0, 1), got {t.nonfinite_factor}")
+    if t.loss_spike != 0 and not t.loss_spike > 1:
+        raise RnnkitError(f"train.loss_spike must be 0 (off) or above 1, got {t.loss_spike}")
     if t.threads:
         torch.set_num_threads(t.threads)
     world, device_name = setup(t.device, t.backend, t.dist_timeout)
@@ -328,6 +335,8 @@ def _fit(
             epoch = cursor.epoch
             if cursor.position == 0 and cursor.count == 0:
                 history.lr = epoch_lr(config, epoch, history)
+                if t.schedule != "plateau" or epoch == 1:  # plateau carries on from history.lr
+                    history.lr *= history.lr_factor
             train = train_epoch(
                 task,
                 optimizer,
