@@ -138,3 +138,35 @@ def test_gates_of_an_elman_cell_are_refused():
     model = elman_lm("tanh")
     with pytest.raises(RnnkitError, match="gate statistics need a gated cell"):
         gf.gate_values(gf.trace(model, torch.randint(11, (5, 1))))
+
+
+def _two_layer_relu(scale_top: float):
+    torch.manual_seed(0)
+    model = build_model(
+        ModelConfig(cell="elman", nonlinearity="relu", embed_size=6, hidden_size=6, num_layers=2), 11
+    )
+    with torch.no_grad():
+        model.rnn.weight_hh_l1.copy_(scale_top * torch.eye(6))
+        model.rnn.bias_ih_l1.fill_(0.5)  # keep the top layer's units on
+    return model
+
+
+def test_layer_gradients_point_at_the_exploding_layer_and_step():
+    """Layer 1's W_hh = 1.5 I (ReLU): its gradient grows 1.5x a step going back in time,
+    so the peak is layer 1 at the first step; layer 0 only sees it through W_ih."""
+    tokens = torch.randint(11, (30, 3), generator=torch.Generator().manual_seed(0))
+    layers = gf.layer_gradients(_two_layer_relu(1.5), tokens)
+    assert [(r["layer"], r["direction"]) for r in layers] == [(0, 0), (1, 0)]
+    top = np.array(layers[1]["gradient"])
+    assert layers[1]["peak_step"] == 0 and layers[1]["first_nonfinite"] is None
+    assert top[0] > 1e3 * top[-1]  # ~1.5^28 from the last step to the first
+    assert max(layers[1]["gradient"]) > max(layers[0]["gradient"])
+
+
+def test_layer_gradients_name_the_first_non_finite_step():
+    """W_hh = 50 I overflows even float64 (50^t > 1e308 near t = 181): the first
+    non-finite state is found at that layer and step, not a NaN figure downstream."""
+    tokens = torch.randint(11, (260, 1), generator=torch.Generator().manual_seed(0))
+    layers = gf.layer_gradients(_two_layer_relu(50.0), tokens)
+    assert layers[0]["first_nonfinite"] is None
+    assert 150 < layers[1]["first_nonfinite"] < 200

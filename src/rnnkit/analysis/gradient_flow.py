@@ -98,6 +98,39 @@ def trace(model: LanguageModel, tokens: Tensor, index: int | None = None) -> Tra
     return Trace(twin, index, inputs, previous, states, -logp)
 
 
+def layer_gradients(model: LanguageModel, tokens: Tensor) -> list[dict]:
+    """For every layer-direction: ||∂E/∂h_k|| of the whole input's loss E = Σ_t E_t at each
+    step k (mean over sequences), and the states' norms; where a gradient explodes (or a
+    state stops being finite) is the layer and time step to look at.
+
+    Returns one dict per layer-direction: ``layer``, ``direction``, ``gradient`` (per
+    step), ``state_norm`` (per step), ``peak_step`` (the step of the largest gradient) and
+    ``first_nonfinite`` (the first step whose state is not finite, or None: once one is,
+    the loss and so every gradient are, which says nothing about where).
+    """
+    out = []
+    rnn = model.rnn
+    for index in range(rnn.num_layers * rnn.num_directions):
+        tr = trace(model, tokens, index)
+        grads = torch.autograd.grad(tr.losses.sum(), tr.hidden, allow_unused=True)
+        gradient = np.array([0.0 if g is None else g.norm(dim=-1).mean().item() for g in grads])
+        states = np.array([h.detach().norm(dim=-1).mean().item() for h in tr.hidden])
+        # the states themselves (their norms overflow sooner); a non-finite loss makes every gradient so
+        bad = [k for k, h in enumerate(tr.hidden) if not torch.isfinite(h).all()]
+        finite = np.where(np.isfinite(gradient), gradient, -np.inf)
+        out.append(
+            {
+                "layer": index // rnn.num_directions,
+                "direction": index % rnn.num_directions,
+                "gradient": gradient.tolist(),
+                "state_norm": states.tolist(),
+                "peak_step": int(np.argmax(finite)),
+                "first_nonfinite": int(bad[0]) if len(bad) else None,
+            }
+        )
+    return out
+
+
 def gradient_matrix(tr: Trace) -> np.ndarray:
     """G[t, k] = ||∂E_t/∂h_k||, averaged over the batch's sequences, for k <= t (NaN above).
 

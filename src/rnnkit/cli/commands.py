@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from rnnkit.analysis.plots import confusion
 from rnnkit.config import load_config
@@ -23,7 +26,7 @@ from rnnkit.fileio import iter_lines, read_json, write_text_atomic
 from rnnkit.models.config import check_task_options
 from rnnkit.tasks.classification import Classification, ClassifiedCorpus, load_classified
 from rnnkit.tasks.classification import corpus_for_run as corpus_for_classifier
-from rnnkit.tasks.lm import UNITS, describe, evaluate_file, evaluate_lm, next_distribution, score_line
+from rnnkit.tasks.lm import UNITS, describe, evaluate_file, evaluate_lm, next_distribution, score_lines
 from rnnkit.tasks.lm import generate as sample
 from rnnkit.tasks.tagging import TaggedCorpus, Tagging, corpus_for_run, load_tagged, load_vocabularies
 from rnnkit.tasks.tagging_metrics import format_label_report
@@ -332,32 +335,62 @@ def generate(args: argparse.Namespace) -> int:
 
 
 def score(args: argparse.Namespace) -> int:
+    """Score a text line by line, ``--batch-size`` lines at a time: constant memory however
+    long the text; the throughput goes to standard error at the end."""
+    if args.batch_size < 1:
+        raise RnnkitError(f"--batch-size must be at least 1, got {args.batch_size}")
     model, vocab, _, codec = load(args.run, device=pick_device(args.device))
     if args.file == "-":
-        stream = sys.stdin.buffer
+        stream, size = sys.stdin.buffer, None
     else:
         path = Path(args.file)
         if not path.is_file():
             raise RnnkitError(f"{path}: no such file")
-        stream = path.open("rb")
-    total, count, offset = 0.0, 0, 0
-    for number, raw in enumerate(stream, 1):  # one line at a time: constant memory
-        try:
-            line = raw.decode("utf-8").rstrip("\r\n")
-        except UnicodeDecodeError as err:
-            raise RnnkitError(
-                f"{args.file}: line {number}, byte offset {offset + err.start}: not UTF-8"
-            ) from None
-        offset += len(raw)
-        result = score_line(model, vocab, codec, line)
-        total += result["logprob"]
-        count += len(result["surprisal_bits"])
-        if args.json:
-            print(json.dumps({"line": number, **result}))
-        else:
-            print(f"{number}\tlogprob {result['logprob']:.3f}\tppl {result['ppl']:.2f}\t{line}")
+        stream, size = path.open("rb"), path.stat().st_size
+    start = time.perf_counter()
+    total, count, number, offset = 0.0, 0, 0, 0
+    bar = tqdm(total=size, unit="B", unit_scale=True, disable=None, leave=False, file=sys.stderr)
+
+    def flush(chunk: list[str]) -> None:
+        nonlocal total, count
+        out = []
+        for line, result in zip(chunk, score_lines(model, vocab, codec, chunk)):
+            total += result["logprob"]
+            count += len(result["surprisal_bits"])
+            index = number - len(chunk) + len(out) + 1
+            if args.json:
+                out.append(json.dumps({"line": index, **result}))
+            else:
+                out.append(f"{index}\tlogprob {result['logprob']:.3f}\tppl {result['ppl']:.2f}\t{line}")
+        bar.clear()
+        sys.stdout.write("".join(o + "\n" for o in out))
+
+    with stream:
+        chunk: list[str] = []
+        for raw in stream:
+            number += 1
+            try:
+                chunk.append(raw.decode("utf-8").rstrip("\r\n"))
+            except UnicodeDecodeError as err:
+                raise RnnkitError(
+                    f"{args.file}: line {number}, byte offset {offset + err.start}: not UTF-8"
+                ) from None
+            offset += len(raw)
+            if len(chunk) == args.batch_size:
+                flush(chunk)
+                bar.update(offset - bar.n)
+                chunk = []
+        if chunk:
+            flush(chunk)
+    bar.close()
+    seconds = time.perf_counter() - start
     if not args.json and count:
-        print(f"all {count} tokens: ppl {torch.tensor(-total / count).exp().item():.2f}")
+        print(f"all {count} tokens: ppl {math.exp(-total / count):.2f}")
+    print(
+        f"rnnkit score: {number} lines, {count} tokens in {seconds:.1f} s "
+        f"({number / seconds:.0f} lines/s, {count / seconds:.0f} tokens/s)",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -26,7 +26,7 @@ from rnnkit.fileio import read_text, write_text_atomic
 from rnnkit.models.config import build_model
 from rnnkit.training.run import load
 
-DIAGNOSTICS = ("gradients", "jacobians", "spectrum", "gates")
+DIAGNOSTICS = ("gradients", "jacobians", "spectrum", "gates", "layers")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -165,7 +165,33 @@ def diagnose(args: argparse.Namespace) -> int:
                 f"{gate} gate over time (sequence 1): {name}",
                 log=False,
             )
-    write_text_atomic(out / "diagnose.json", json.dumps(report, indent=1) + "\n")
+    if "layers" in wanted:
+        layers = gf.layer_gradients(model, tokens)
+        report["layers"] = layers
+        worst = max(layers, key=lambda r: max((g for g in r["gradient"] if np.isfinite(g)), default=0.0))
+        broken = [r for r in layers if r["first_nonfinite"] is not None]
+        report["explosion"] = {
+            "layer": (broken or [worst])[0]["layer"],
+            "direction": (broken or [worst])[0]["direction"],
+            "step": broken[0]["first_nonfinite"] if broken else worst["peak_step"],
+            "nonfinite": bool(broken),
+            "gradient": None if broken else worst["gradient"][worst["peak_step"]],
+        }
+        plots.curves(
+            {
+                f"layer {r['layer']}" + (" (backward)" if r["direction"] else ""): (
+                    list(range(len(r["gradient"]))),
+                    _positive(r["gradient"]),
+                )
+                for r in layers
+            },
+            out / "layer_gradients.png",
+            "step k",
+            "||∂E/∂h_k||",
+            "Gradient of the whole input's loss at every layer and step",
+            log_y=True,
+        )
+    write_text_atomic(out / "diagnose.json", json.dumps(report, indent=1, allow_nan=True) + "\n")
     if args.json:
         print(json.dumps(report))
     else:
@@ -267,4 +293,11 @@ def _print_summary(report: dict, out: Path) -> None:
             f"  {gate} gate: mean {g['mean']:.2f}, near 0 {g['near_0']:.0%} of the time, "
             f"near 1 {g['near_1']:.0%}"
         )
+    e = report.get("explosion")
+    if e:
+        where = f"layer {e['layer']}" + (" (backward)" if e["direction"] else "") + f", time step {e['step']}"
+        if e["nonfinite"]:
+            print(f"  first non-finite state or gradient: {where}")
+        else:
+            print(f"  largest ||∂E/∂h_k||: {where}: {e['gradient']:.3g}")
     print(f"  wrote {out / 'diagnose.json'} and the plots beside it")

@@ -127,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("file", help="text file, one sentence a line, or - for standard input")
     score.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: auto)")
     score.add_argument("--json", action="store_true", help="one JSON object a line")
+    score.add_argument(
+        "--batch-size", type=int, default=64, help="lines scored together (default: 64; 1: one at a time)"
+    )
 
     next_ = commands.add_parser(
         "next",

@@ -222,6 +222,39 @@ def score_line(model: LanguageModel, vocab, codec: Codec, line: str) -> dict:
 
 
 @torch.no_grad()
+def score_lines(model: LanguageModel, vocab, codec: Codec, lines: list[str]) -> list[dict]:
+    """:func:`score_line` of every line, computed as one padded batch (lines of similar
+    length together): the same figures to float rounding, many times faster."""
+    tokens = [codec.corpus_tokens(line + "\n") for line in lines]
+    ids = [_context(vocab, codec, t) for t in tokens]
+    order = sorted(range(len(lines)), key=lambda i: len(ids[i]))
+    results: list[dict] = [{}] * len(lines)
+    device = next(model.parameters()).device
+    longest = max((len(i) for i in ids), default=0)
+    if longest >= 2:
+        batch = torch.zeros(longest, len(lines), dtype=torch.long)
+        for column, i in enumerate(order):
+            batch[: len(ids[i]), column] = torch.tensor(ids[i])
+        batch = batch.to(device)
+        logp, _ = model.log_prob(batch[:-1], batch[1:])  # padding comes after: it never leaks back
+        logp = logp.double().cpu()
+    for column, i in enumerate(order):
+        n = len(ids[i]) - 1
+        if n < 1:
+            results[i] = {"tokens": tokens[i], "surprisal_bits": [], "logprob": 0.0, "ppl": 1.0}
+            continue
+        line_logp = logp[:n, column]
+        total = line_logp.sum().item()
+        results[i] = {
+            "tokens": tokens[i][-n:],
+            "surprisal_bits": (-line_logp / math.log(2)).tolist(),
+            "logprob": total,
+            "ppl": math.exp(-total / n),
+        }
+    return results
+
+
+@torch.no_grad()
 def next_distribution(
     model: LanguageModel, vocab, codec: Codec, prefix: str, k: int = 10
 ) -> list[tuple[str, float]]:
