@@ -198,3 +198,47 @@ def test_reduce_cuts_the_rate_and_the_run_recovers(corpus, tmp_path):
     lrs = [e["lr"] for e in epochs if "epoch" in e]
     assert lrs == [1 / 16, 1 / 16]
     assert math.isfinite(summary["best_valid"]["loss"])
+
+
+def test_reduce_resumes_exactly_with_a_bad_step_first(corpus, tmp_path):
+    """The update the guard would undo is part of the checkpoint: killed just after step 6's
+    checkpoint and resumed into a bad step 7, the run ends as the uninterrupted one."""
+    settings = ["--train.on_nonfinite=reduce", "--train.checkpoint_every=3", "--model.dropout=0.2"]
+
+    def poison_at(calls_to_poison, interrupt_at=None):
+        calls = {"n": 0}
+
+        def hook(module, args):
+            if not module.training:
+                return None
+            calls["n"] += 1
+            if calls["n"] == interrupt_at:
+                raise KeyboardInterrupt
+            if calls["n"] in calls_to_poison:
+                return (args[0] * math.inf, *args[1:])
+            return None
+
+        return lambda m: m.rnn.register_forward_pre_hook(hook)
+
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    _train(corpus, whole, settings, poison_at({7, 8}))  # step 7 and the guard's re-run of it
+    with pytest.raises(KeyboardInterrupt):
+        _train(corpus, killed, settings, poison_at(set(), interrupt_at=7))
+    original = loop.make_task
+
+    def make_task(*args, **kwargs):
+        task = original(*args, **kwargs)
+        poison_at({1, 2})(task.model)
+        return task
+
+    loop.make_task = make_task
+    try:
+        config = load_config(None, [*BASE, *settings])
+        loop.fit(config, corpus, killed, progress=False, resume=True)
+    finally:
+        loop.make_task = original
+    from conftest import last_weights
+
+    a, b = last_weights(whole), last_weights(killed)
+    assert [f["step"] for f in _faults(whole)] == [7] == [f["step"] for f in _faults(killed)]
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -52,6 +52,30 @@ class Rollback:
                 }
             self.state, self.saved = kept, True
 
+    def state_tensors(self) -> tuple[bool, dict[str, torch.Tensor]]:
+        """(whether an update can be undone, its tensors) for a resumable checkpoint."""
+        if not self.saved:
+            return False, {}
+        tensors = {f"rollback.w.{i}": w for i, w in enumerate(self.weights)}
+        for i, entries in self.state.items():
+            for k, v in entries.items():
+                tensors[f"rollback.o.{i}.{k}"] = v if isinstance(v, torch.Tensor) else torch.tensor(v)
+        return True, tensors
+
+    def load(self, saved: bool, tensors: dict[str, torch.Tensor]) -> None:
+        """Put back what :meth:`state_tensors` saved."""
+        self.saved = bool(saved)
+        if not self.saved:
+            return
+        with torch.no_grad():
+            for i, w in enumerate(self.weights):
+                w.copy_(tensors[f"rollback.w.{i}"])
+        self.state = {i: {} for i in range(len(self.params))}
+        for key, value in tensors.items():
+            if key.startswith("rollback.o."):
+                _, _, i, k = key.split(".", 3)
+                self.state[int(i)][k] = value.to(self.weights[int(i)].device)
+
     def restore(self) -> bool:
         """Undo the last update; False if there was none to undo."""
         if not self.saved:

@@ -118,6 +118,7 @@ def train_epoch(
     average: ParameterAverage | None = None,
     world: World = SINGLE,
     step: Callable | None = None,
+    rollback: Rollback | None = None,
 ) -> dict[str, float]:
     """One pass over the task's training batches, from ``cursor`` on.
 
@@ -125,11 +126,11 @@ def train_epoch(
     resumable checkpoint); ``average`` (NT-ASGD) takes in the weights after every step.
     Distributed (``world``), ``step`` is the task's step run through DDP and each rank's
     loss is weighted by its share of the step's units. Returns the epoch's running figures
-    (summed over ranks).
+    (summed over ranks). ``rollback`` (train.on_nonfinite = "reduce") keeps the weights
+    before each update so that the guard can undo it.
     """
     t, lr, model = config.train, history.lr, task.model
     step = step or task.step
-    rollback = Rollback(model, optimizer) if t.on_nonfinite == "reduce" else None
     model.train()
     start, counted_before = time.perf_counter(), cursor.count
     batches, total, done = task.batches(cursor.epoch, cursor.position, generator)
@@ -257,6 +258,7 @@ def _fit(
     generator = torch.Generator().manual_seed(t.seed)
     history, cursor = History(), Cursor()
     average = ParameterAverage(model.parameters())
+    rollback = Rollback(model, optimizer) if t.on_nonfinite == "reduce" else None
     if resume and not (run_dir / "last" / RECORD).exists():
         # killed before its first checkpoint: nothing to lose, so start from the beginning
         if world.main:
@@ -269,6 +271,8 @@ def _fit(
         load_checkpoint(run_dir / "last", model)
         restore(record["resume"], tensors, optimizer, history, cursor, generator, device)
         average.load(record["resume"].get("average", {"active": False}), tensors)
+        if rollback is not None:
+            rollback.load(record["resume"].get("rollback", False), tensors)
         if world.main:
             _truncate_metrics(run_dir / "metrics.jsonl", history.step)
     elif world.main:
@@ -296,6 +300,9 @@ def _fit(
     def save_last(extra_record: dict | None = None) -> None:
         state_record, tensors = capture(optimizer, history, cursor, generator)
         state_record["average"], average_tensors = average.state()
+        if rollback is not None:
+            state_record["rollback"], rollback_tensors = rollback.state_tensors()
+            tensors.update(rollback_tensors)
         tensors.update(average_tensors)
         tensors = gather_rank_state(world, tensors, device)  # every rank joins; rank 0 writes
         record = {
@@ -348,6 +355,7 @@ def _fit(
                 progress,
                 on_window,
                 average=average,
+                rollback=rollback,
                 world=world,
                 step=step,
             )
