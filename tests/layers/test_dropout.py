@@ -120,3 +120,19 @@ def test_native_path_with_weight_drop_matches_the_reference():
 def test_weight_drop_must_be_a_probability(value):
     with pytest.raises(RnnkitError, match="weight_drop must be a probability"):
         build("lstm", {}, 4, 8, 1, False, torch.float64, weight_drop=value)
+
+
+@pytest.mark.parametrize(("cell", "options", "spec"), [(c[1], c[2], c[3]) for c in CELL_CASES if c[3]])
+def test_between_layer_dropout_is_off_in_eval_on_every_path(cell, options, spec):
+    """In eval mode a stack with dropout runs as one fused call (no dropout to place
+    between layers): the same outputs as the reference path and as torch's module."""
+    x = torch.randn(7, 3, 5, dtype=torch.float64)
+    rnn = build(cell, options, 5, 6, 3, True, torch.float64, dropout=0.4).eval()
+    out, finals, _ = run_and_grad(rnn, x)
+    twin = torch_twin(rnn, spec, torch.float64)
+    twin.dropout = 0.4
+    expected, expected_finals, _ = run_and_grad(twin.eval(), x, torch_module=True)
+    assert_all_close([out, *finals], [expected, *expected_finals], **F64)
+    rnn.impl = "reference"
+    reference, reference_finals, _ = run_and_grad(rnn, x)
+    assert_all_close([out, *finals], [reference, *reference_finals], **F64)

@@ -209,8 +209,9 @@ class RNN(nn.Module):
             output, finals = self._forward_reference(params, input, self._split_state(state), lengths)
             return output, self._join_state(finals)
         kernel = self._kernel(input.device, input.dtype, lengths is not None)
-        if kernel is fast.native_layer and self.dropout == 0.0:
-            # Nothing happens between layers: one fused call runs the whole stack.
+        if kernel is fast.native_layer and (self.dropout == 0.0 or not self.training):
+            # Nothing happens between layers (no dropout, or not training): one fused call
+            # runs the whole stack.
             hx = self._initial_hx(N) if state is None else state
             weights = [params[name] for name in self._weight_names]
             dropped = self.training and self.weight_drop  # new tensors each call: cuDNN packs them
