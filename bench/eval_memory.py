@@ -6,7 +6,7 @@
 Trains a small word LM (1k-word vocabulary, 1 epoch on generated text) into a temporary run
 directory, writes test files of each size from the same vocabulary, and runs ``rnnkit
 evaluate RUN --data DIR`` on each in a fresh process, which reports its own peak resident
-memory (``ru_maxrss``) and wall time. The slope is fitted by least squares over the sizes
+memory (``VmHWM``) and wall time. The slope is fitted by least squares over the sizes
 (bytes of peak RSS per million tokens); the evaluated text's own size is printed beside it.
 """
 
@@ -27,11 +27,13 @@ import torch
 import harness
 
 PROBE = """
-import resource, sys, time
+import re, sys, time
 from rnnkit.cli.main import main
 start = time.perf_counter()
 code = main(["evaluate", sys.argv[1], "--data", sys.argv[2], "--json"])
-print("RSS", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter() - start, file=sys.stderr)
+# VmHWM, not ru_maxrss: Linux keeps the parent's ru_maxrss across fork and exec
+peak = re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)
+print("RSS", peak, time.perf_counter() - start, file=sys.stderr)
 raise SystemExit(code)
 """
 

@@ -1,11 +1,11 @@
 """``rnnkit score`` on texts of growing size: throughput and peak memory (issue 8, load).
 
-Trains a small word LSTM (or takes ``--run``), writes texts of the given sizes (random
+Trains a word LSTM (``--hidden``, ``--layers``; or takes ``--run``), writes texts of the given sizes (random
 lines of the run's own words, 5-40 words a line), and scores each in a fresh process
 (``rnnkit score RUN FILE --json``, output discarded), reading that process's peak RSS from
 inside it. Memory is flat in the text's length when the peak does not grow with the size.
 
-    python bench/score_stream.py --sizes 1,4,16,100 --out bench/results/score-stream.json
+    python bench/score_stream.py --sizes 1,10,100 --hidden 64 --layers 1   # the long variant
 """
 
 from __future__ import annotations
@@ -22,12 +22,14 @@ import time
 from pathlib import Path
 
 CHILD = """
-import resource, sys, time
+import re, sys, time
 from rnnkit.cli.main import main
 start = time.perf_counter()
 code = main(sys.argv[1:])
 seconds = time.perf_counter() - start
-print(f"PEAK {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss} SECONDS {seconds}", file=sys.stderr)
+# VmHWM, not ru_maxrss: Linux keeps the parent's ru_maxrss across fork and exec
+peak = re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)
+print(f"PEAK {peak} SECONDS {seconds}", file=sys.stderr)
 raise SystemExit(code)
 """
 
@@ -43,7 +45,7 @@ def rnnkit(*args: str, capture: bool = True) -> subprocess.CompletedProcess:
     )
 
 
-def train_run(root: Path) -> Path:
+def train_run(root: Path, hidden: int, layers: int) -> Path:
     rng = random.Random(0)
     words = [f"w{i}" for i in range(2000)]
     for split, n in (("train", 20000), ("valid", 1000)):
@@ -77,14 +79,16 @@ def write_text(path: Path, megabytes: float, words: list[str]) -> int:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--run", help="an LM run directory (default: train a 2x200 LSTM on random words)")
+    p.add_argument("--run", help="an LM run directory (default: train an LSTM on random words)")
+    p.add_argument("--hidden", type=int, default=200, help="the trained LSTM's size (default: 200)")
+    p.add_argument("--layers", type=int, default=2, help="the trained LSTM's layers (default: 2)")
     p.add_argument("--sizes", default="1,4,16", help="megabytes of text, comma-separated (default: 1,4,16)")
     p.add_argument("--batch-sizes", default="64", help="--batch-size values to compare (default: 64)")
     p.add_argument("--out", default="bench/out/score-stream.json")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        run = Path(args.run) if args.run else train_run(root)
+        run = Path(args.run) if args.run else train_run(root, args.hidden, args.layers)
         words = json.loads((run / "vocab.json").read_text())
         words = [w for w in (words["tokens"] if isinstance(words, dict) else words) if not w.startswith("<")]
         rows = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 
 import pytest
@@ -208,6 +209,46 @@ def test_batched_scoring_equals_one_line_at_a_time(trained, tmp_path, capsys):
                 b["logprob"], rel=1e-5, abs=1e-6
             )
     assert main(["score", str(trained), str(text), "--batch-size", "0"]) == 2
+
+
+PEAK_RSS = """
+import re, sys
+from rnnkit.cli.main import main
+code = main(sys.argv[1:])
+# VmHWM, not ru_maxrss: Linux keeps the parent's ru_maxrss across fork and exec
+peak = re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)
+print("PEAK", peak, file=sys.stderr)
+raise SystemExit(code)
+"""
+
+
+def test_score_streams_in_constant_memory(trained, tmp_path):
+    """Ten times the text, the same peak memory: a few MB here (bench/score_stream.py
+    runs 100 MB). Holding the lines or their results would add tens of MiB."""
+    import random
+    import subprocess
+    import sys
+
+    rng = random.Random(0)
+    peaks = {}
+    for megabytes in (0.25, 2.5):
+        text = tmp_path / f"{megabytes}.txt"
+        with text.open("w") as f:
+            size = 0
+            while size < megabytes * 1e6:
+                line = " ".join(rng.choice("abcdef") for _ in range(rng.randint(3, 30))) + "\n"
+                size += f.write(line)
+        proc = subprocess.run(
+            [sys.executable, "-c", PEAK_RSS, "score", str(trained), str(text), "--json"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        assert proc.returncode == 0, proc.stderr[-1000:]
+        peaks[megabytes] = int(proc.stderr.split("PEAK")[-1]) / 1024
+        assert "lines/s" in proc.stderr
+    assert peaks[2.5] - peaks[0.25] < 12, peaks
 
 
 def test_top_k_one_is_greedy_and_seeds_repeat(trained):
