@@ -103,6 +103,7 @@ class TrainConfig:
     on_nonfinite: str = "skip"
     nonfinite_factor: float = 0.5
     loss_spike: float = 0.0
+    precision: str = "fp32"
     patience: int | None = None
     seed: int = 0
     device: str = "auto"
@@ -135,6 +136,7 @@ CHOICES = {
     "train.optimizer": ("sgd", "adam", "ntasgd"),
     "train.schedule": ("constant", "zaremba", "plateau"),
     "train.on_nonfinite": ("skip", "reduce", "stop"),
+    "train.precision": ("fp32", "bf16"),
     "train.backend": ("auto", "gloo", "nccl"),
 }
 

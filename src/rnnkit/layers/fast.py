@@ -165,7 +165,16 @@ def own_layer(
     params: Sequence[LayerParams],
     lengths: Tensor | None,
 ) -> tuple[Tensor, list[State]]:
-    """One layer through rnnkit's kernels, one direction after the other."""
+    """One layer through rnnkit's kernels, one direction after the other.
+
+    Under autocast the layer runs in its parameters' dtype (fp32) with autocast off: the
+    kernels write into preallocated tensors, which autocast cannot re-type.
+    """
+    if torch.is_autocast_enabled(x.device.type):
+        dtype = params[0]["weight_hh"].dtype
+        with torch.autocast(x.device.type, enabled=False):
+            states = [_to(s, dtype) for s in states]
+            return own_layer(cell, x.to(dtype), states, params, lengths)
     mask = None if lengths is None else step_mask(lengths, x.shape[0])
     outputs, finals = [], []
     for reverse, (state, p) in enumerate(zip(states, params)):
@@ -174,6 +183,12 @@ def own_layer(
         outputs.append(flip_sequences(y, lengths) if reverse else y)
         finals.append(final)
     return (outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)), finals
+
+
+def _to(state: State, dtype: torch.dtype) -> State:
+    return (
+        LSTMState(state.h.to(dtype), state.c.to(dtype)) if isinstance(state, LSTMState) else state.to(dtype)
+    )
 
 
 def _bias_sum(p: LayerParams) -> Tensor | None:

@@ -203,6 +203,8 @@ class RNN(nn.Module):
         if lengths is not None:
             lengths = check_lengths(lengths, L, N, input.device)
         if state is not None:
+            if torch.is_autocast_enabled(input.device.type):  # autocast hands states back in bf16/fp16
+                state = _cast_state(state, input.dtype)
             self._check_state(state, N, input)
         params = self._forward_parameters()
         if self.impl == "reference":
@@ -393,3 +395,16 @@ class RNN(nn.Module):
         if self.impl != "auto":
             parts.append(f"impl={self.impl!r}")
         return ", ".join(parts)
+
+
+def _cast_state(state, dtype: torch.dtype):
+    """``state`` (a tensor, or a pair for the LSTM) in ``dtype``."""
+    if isinstance(state, Tensor):
+        return state.to(dtype)
+    if isinstance(state, (tuple, list)) and all(isinstance(t, Tensor) for t in state):
+        return (
+            type(state)(*(t.to(dtype) for t in state))
+            if hasattr(state, "_fields")
+            else type(state)(t.to(dtype) for t in state)
+        )
+    return state

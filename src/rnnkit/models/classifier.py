@@ -18,6 +18,7 @@ from rnnkit.errors import RnnkitError
 from rnnkit.layers.dropout import drop_rows, dropout
 from rnnkit.layers.rnn import RNN
 from rnnkit.layers.state import step_mask
+from rnnkit.models.heads import at_least_fp32
 
 POOLINGS = ("final", "max", "mean")
 
@@ -73,4 +74,4 @@ class Classifier(nn.Module):
                 pooled = h.masked_fill(~mask, float("-inf")).max(0).values
             else:
                 pooled = (h * mask).sum(0) / lengths.unsqueeze(-1).to(h.dtype)
-        return F.log_softmax(self.proj(dropout(pooled, self.dropout, self.training)), dim=-1)
+        return F.log_softmax(at_least_fp32(self.proj(dropout(pooled, self.dropout, self.training))), dim=-1)

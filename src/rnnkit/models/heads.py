@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -24,6 +26,12 @@ class OutputHead(nn.Module):
         raise NotImplementedError
 
 
+def at_least_fp32(t: Tensor) -> Tensor:
+    """``t`` in fp32 if it is bf16/fp16 (logits under autocast: softmaxes and sums of
+    scores are taken in fp32), else as it is (fp32 and fp64 models keep their dtype)."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
+
+
 class FullSoftmax(OutputHead):
     r"""The lecture's :math:`\hat y_t = \operatorname{softmax}(W^{(S)} h_t)` (plus a bias if asked).
 
@@ -38,10 +46,10 @@ class FullSoftmax(OutputHead):
         self.proj = nn.Linear(hidden_size, vocab_size, bias=bias)
 
     def log_prob(self, h: Tensor, targets: Tensor) -> Tensor:
-        return -F.cross_entropy(self.proj(h), targets, reduction="none")
+        return -F.cross_entropy(at_least_fp32(self.proj(h)), targets, reduction="none")
 
     def log_probs(self, h: Tensor) -> Tensor:
-        return F.log_softmax(self.proj(h), dim=-1)
+        return F.log_softmax(at_least_fp32(self.proj(h)), dim=-1)
 
 
 class AdaptiveSoftmax(OutputHead):
@@ -74,7 +82,15 @@ class AdaptiveSoftmax(OutputHead):
         self.asm = nn.AdaptiveLogSoftmaxWithLoss(hidden_size, vocab_size, cutoffs, div_value=div_value)
 
     def log_prob(self, h: Tensor, targets: Tensor) -> Tensor:
-        return self.asm(h, targets).output
+        with _fp32(h):  # torch's module would return bf16 log-probabilities under autocast
+            return self.asm(at_least_fp32(h), targets).output
 
     def log_probs(self, h: Tensor) -> Tensor:
-        return self.asm.log_prob(h)
+        with _fp32(h):
+            return self.asm.log_prob(at_least_fp32(h))
+
+
+def _fp32(t: Tensor) -> contextlib.AbstractContextManager:
+    """Autocast off on ``t``'s device, if it was on."""
+    on = torch.is_autocast_enabled(t.device.type)
+    return torch.autocast(t.device.type, enabled=False) if on else contextlib.nullcontext()

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from rnnkit.layers.dropout import drop_rows, dropout
 from rnnkit.layers.rnn import RNN
 from rnnkit.models.crf import CRF
+from rnnkit.models.heads import at_least_fp32
 
 
 class CharFeature(nn.Module):
@@ -105,6 +106,7 @@ class Tagger(nn.Module):
 
     def log_likelihood(self, scores: Tensor, tags: Tensor, lengths: Tensor) -> Tensor:
         """log p(gold tags | sentence) per sentence (N,): the CRF's, or the sum of per-token softmaxes."""
+        scores = at_least_fp32(scores)  # bf16 under autocast: the CRF's sums and softmaxes in fp32
         if self.crf is not None:
             return self.crf.log_likelihood(scores, tags, lengths)
         mask = torch.arange(scores.shape[0], device=scores.device)[:, None] < lengths[None, :]
@@ -114,6 +116,7 @@ class Tagger(nn.Module):
     @torch.no_grad()
     def decode(self, scores: Tensor, lengths: Tensor) -> list[list[int]]:
         """Predicted tag ids of each sentence: Viterbi with a CRF, else the per-token argmax."""
+        scores = at_least_fp32(scores)
         if self.crf is not None:
             return self.crf.decode(scores, lengths)
         best = scores.argmax(-1)

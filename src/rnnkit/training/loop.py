@@ -138,7 +138,8 @@ def train_epoch(
     for position, batch in bar:
         # Truncated BPTT: the state flows on from the last window, its gradient stops here.
         state = None if cursor.state is None else detach_state(cursor.state)
-        result = step(batch, state)
+        with autocast(t.precision, task_device(task)):
+            result = step(batch, state)
         objective = result.loss
         if world.distributed and not getattr(task, "equal_shares", False):
             # DDP averages over ranks: weight each by its share of the step's units
@@ -193,6 +194,15 @@ def train_epoch(
     figures = task.running(nll, count)
     figures["tokens_per_s"] = new / (time.perf_counter() - start)
     return figures
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """``train.precision``: "bf16" runs forward passes under bfloat16 autocast (matrix
+    products in bf16, softmax and losses in fp32; weights, gradients and the optimizer stay
+    fp32, so no loss scaling is needed); "fp32" changes nothing."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def task_device(task: Task) -> torch.device:
@@ -317,7 +327,7 @@ def _fit(
 
     def validate(record: dict) -> tuple[dict, bool]:
         """Validation figures; a new best (no worse than any before) is saved as ``best``."""
-        with average.swapped():  # NT-ASGD: the averaged weights are the model
+        with average.swapped(), autocast(t.precision, device):  # NT-ASGD: the averaged weights are the model
             valid = task.evaluate("valid")
             figure = task.selection(valid)
             improved = figure <= history.best
@@ -396,9 +406,10 @@ def _fit(
     if not world.main:  # rank 0 evaluates the best model and writes the summary
         return {}
     load_checkpoint(run_dir / "best", model)
-    summary = {"best_valid": task.evaluate("valid")}
-    if task.has_split("test"):
-        summary["test"] = task.evaluate("test")
+    with autocast(t.precision, device):
+        summary = {"best_valid": task.evaluate("valid")}
+        if task.has_split("test"):
+            summary["test"] = task.evaluate("test")
     if world.main:
         write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
     return summary
