@@ -14,7 +14,6 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from rnnkit.analysis.plots import confusion
 from rnnkit.config import load_config
 from rnnkit.data.conll import read_conll2003, read_conllu, read_raw, write_conll2003, write_conllu
 from rnnkit.data.corpora import load_corpus, locate
@@ -204,6 +203,8 @@ def _evaluate_task(args: argparse.Namespace, device) -> int:
                 + ("\n" + report["conlleval"] if "conlleval" in report else "")
             )
     if args.confusion:
+        from rnnkit.analysis.plots import confusion  # matplotlib: only when a plot is asked for
+
         confusion(report["labels"], report["confusion"], args.confusion, f"{run.name}: {args.split}")
     return 0
 

@@ -236,14 +236,18 @@ def score_lines(model: LanguageModel, vocab, codec: Codec, lines: list[str]) -> 
         for column, i in enumerate(order):
             batch[: len(ids[i]), column] = torch.tensor(ids[i])
         batch = batch.to(device)
-        logp, _ = model.log_prob(batch[:-1], batch[1:])  # padding comes after: it never leaks back
-        logp = logp.double().cpu()
+        h, _ = model(batch[:-1])  # padding comes after each line: it never leaks back
+        counts = torch.tensor([len(ids[i]) - 1 for i in order], device=device).clamp(min=0)
+        real = torch.arange(longest - 1, device=device)[None, :] < counts[:, None]  # (N, L)
+        # the output layer on real positions only, one line after another
+        logp = model.head.log_prob(h.transpose(0, 1)[real], batch[1:].T[real]).double().cpu()
+        ends = counts.cumsum(0).tolist()
     for column, i in enumerate(order):
         n = len(ids[i]) - 1
         if n < 1:
             results[i] = {"tokens": tokens[i], "surprisal_bits": [], "logprob": 0.0, "ppl": 1.0}
             continue
-        line_logp = logp[:n, column]
+        line_logp = logp[ends[column] - n : ends[column]]
         total = line_logp.sum().item()
         results[i] = {
             "tokens": tokens[i][-n:],
