@@ -4,19 +4,29 @@ type (RnnkitError, a one-line message) — never another exception.
 Inputs are drawn by hypothesis from bytes that stress each format (separators, brackets,
 tabs, digits, invalid UTF-8, BOMs, huge numbers), mixed with mutations of a valid file.
 CI runs ``FUZZ_EXAMPLES`` (default 60) inputs per reader; set the environment variable
-higher for a longer hunt.
+higher for a longer hunt. Every read runs bounded (:func:`bounded`): a reader that hangs
+(past 10 s) or grows its memory without bound (past 1 GiB more address space) fails.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
+import signal
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 import torch
+
+try:
+    import resource
+except ImportError:  # not on Windows: the time bound still holds
+    resource = None
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -70,12 +80,47 @@ def fuzzed(kind: str):
     return pieces | mutated()
 
 
+@contextlib.contextmanager
+def bounded(seconds: int = 10, megabytes: int = 1024):
+    """Run the block with at most ``megabytes`` more address space than now (RLIMIT_AS:
+    growing past it raises MemoryError) and ``seconds`` of time (SIGALRM: TimeoutError)."""
+    limits = None
+    if resource is not None and Path("/proc/self/status").exists():
+        status = Path("/proc/self/status").read_text()
+        used = int(re.search(r"VmSize:\s+(\d+) kB", status).group(1)) * 1024
+        limits = resource.getrlimit(resource.RLIMIT_AS)
+        resource.setrlimit(resource.RLIMIT_AS, (used + (megabytes << 20), limits[1]))
+
+    def on_alarm(signum, frame):
+        raise TimeoutError(f"a reader ran past {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+        if limits is not None:
+            resource.setrlimit(resource.RLIMIT_AS, limits)
+
+
+def test_the_bounds_trip():
+    """The harness itself: unbounded memory and a hang both fail, and the limits go back."""
+    with pytest.raises(MemoryError), bounded(megabytes=64):
+        bytearray(512 << 20)
+    with pytest.raises(TimeoutError), bounded(seconds=1):
+        time.sleep(3)
+    assert len(bytearray(512 << 20)) == 512 << 20  # the limit was lifted
+
+
 def parses_or_refuses(read, data: bytes, name: str = "input.txt"):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / name
         path.write_bytes(data)
         try:
-            read(path)
+            with bounded():
+                read(path)
         except RnnkitError as err:
             assert str(err).strip() and "\n" not in str(err).strip(), repr(str(err))
 
@@ -115,7 +160,8 @@ def test_toml_config(data):
 @given(st.lists(st.text(max_size=30), max_size=4))
 def test_dotted_overrides(overrides):
     try:
-        load_config(None, [f"--{o}" for o in overrides])
+        with bounded():
+            load_config(None, [f"--{o}" for o in overrides])
     except RnnkitError as err:
         assert "\n" not in str(err).strip()
 
@@ -177,6 +223,7 @@ def test_checkpoint_record_and_weights(checkpoint, data):
                 json.dumps({**record, "weights_sha256": hashlib.sha256(body).hexdigest()})
             )
         try:
-            load_checkpoint(copy, torch.nn.Linear(3, 2))
+            with bounded():
+                load_checkpoint(copy, torch.nn.Linear(3, 2))
         except RnnkitError as err:
             assert "\n" not in str(err).strip()
