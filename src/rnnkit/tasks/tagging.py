@@ -144,35 +144,31 @@ class Tagging:
 
     # -- batches ---------------------------------------------------------------------------
     def tensors(self, sentences: Sequence[Sentence], with_tags: bool = True):
-        """words (L, N), lengths (N,), characters (ids, lengths, index), tags (L, N) or None."""
-        c = self.corpus
-        lengths = torch.tensor([len(s.words) for s in sentences])
-        L, N = int(lengths.max()), len(sentences)
-        words = torch.zeros(L, N, dtype=torch.long)
-        index = torch.zeros(L, N, dtype=torch.long)
-        unique: dict[str, int] = {}
-        for n, s in enumerate(sentences):
-            words[: len(s.words), n] = torch.tensor([c.words.index(self.key(w)) for w in s.words])
-            for t, w in enumerate(s.words):
-                index[t, n] = unique.setdefault(w, len(unique))
-        spelled = list(unique)
-        char_lengths = torch.tensor([max(1, len(w)) for w in spelled])
-        char_ids = torch.zeros(int(char_lengths.max()), len(spelled), dtype=torch.long)
-        for j, w in enumerate(spelled):
-            if w:
-                char_ids[: len(w), j] = torch.tensor([c.chars.index(ch) for ch in w])
+        """words (L, N), lengths (N,), characters (ids, lengths, index), tags (L, N) or None.
+
+        Built as padded Python lists and turned into tensors once each (one torch call per
+        token had cost more than the model's own step on small batches); the characters
+        only when the model reads them.
+        """
+        c, key = self.corpus, self.key
+        lengths = [len(s.words) for s in sentences]
+        L = max(lengths)
+        words = _padded([[c.words.index(key(w)) for w in s.words] for s in sentences], L)
+        chars = None
+        if self.model.chars is not None:
+            unique: dict[str, int] = {}
+            index = _padded([[unique.setdefault(w, len(unique)) for w in s.words] for s in sentences], L)
+            spelled = list(unique)
+            char_lengths = [max(1, len(w)) for w in spelled]
+            char_ids = _padded([[c.chars.index(ch) for ch in w] for w in spelled], max(char_lengths))
+            dev = self.device
+            chars = (char_ids.to(dev), torch.tensor(char_lengths, device=dev), index.to(dev))
         tags = None
         if with_tags:
-            tags = torch.zeros(L, N, dtype=torch.long)
-            for n, s in enumerate(sentences):
-                tags[: len(s.words), n] = torch.tensor(
-                    [self._tag_id(t, s) for t in internal_tags(s.tags, c.spans)]
-                )
-        dev = self.device
-        chars = (
-            (char_ids.to(dev), char_lengths.to(dev), index.to(dev)) if self.model.chars is not None else None
-        )
-        return words.to(dev), lengths.to(dev), chars, None if tags is None else tags.to(dev)
+            tags = _padded(
+                [[self._tag_id(t, s) for t in internal_tags(s.tags, c.spans)] for s in sentences], L
+            ).to(self.device)
+        return words.to(self.device), torch.tensor(lengths, device=self.device), chars, tags
 
     def _tag_id(self, tag: str, sentence: Sentence) -> int:
         if tag not in self.corpus.tags:
@@ -294,3 +290,8 @@ def corpus_for_run(run_dir: Path, data: str | Path, column: str) -> TaggedCorpus
     valid = None if valid_path is None else read_tagged(valid_path, fmt, column)
     test = None if test_path is None else read_tagged(test_path, fmt, column)
     return TaggedCorpus([], valid, test, words, chars, tags, spans)
+
+
+def _padded(rows: list[list[int]], length: int) -> torch.Tensor:
+    """Time-major (length, len(rows)) ids, each row padded with 0 (the padding id)."""
+    return torch.tensor([row + [0] * (length - len(row)) for row in rows], dtype=torch.long).T.contiguous()
