@@ -1,7 +1,8 @@
 """``rnnkit score`` on texts of growing size: throughput and peak memory (issue 8, load).
 
-Trains a word LSTM (``--hidden``, ``--layers``; or takes ``--run``), writes texts of the given sizes (random
-lines of the run's own words, 5-40 words a line), and scores each in a fresh process
+Trains a word LSTM (``--hidden``, ``--layers``; or takes ``--run``), writes texts of the
+given sizes (random lines of the run's own words, 5-40 words a line), and scores each in a
+fresh process
 (``rnnkit score RUN FILE --json``, output discarded), reading that process's peak RSS from
 inside it. Memory is flat in the text's length when the peak does not grow with the size.
 
@@ -52,13 +53,8 @@ def train_run(root: Path, hidden: int, layers: int) -> Path:
         lines = (" ".join(rng.choice(words) for _ in range(rng.randint(5, 40))) for _ in range(n))
         (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
     run = root / "run"
-    settings = [
-        "--model.cell=lstm",
-        "--model.hidden_size=200",
-        "--model.embed_size=200",
-        "--model.num_layers=2",
-    ]
-    settings += ["--train.epochs=1", "--train.threads=1", "--no-progress"]
+    settings = ["--model.cell=lstm", f"--model.hidden_size={hidden}", f"--model.embed_size={hidden}"]
+    settings += [f"--model.num_layers={layers}", "--train.epochs=1", "--train.threads=1", "--no-progress"]
     proc = rnnkit("train", "--data", str(root), "--out", str(run), *settings)
     if proc.returncode != 0:
         raise SystemExit(proc.stderr)
