@@ -2,9 +2,9 @@
 
 Trains a word LSTM (``--hidden``, ``--layers``; or takes ``--run``), writes texts of the
 given sizes (random lines of the run's own words, 5-40 words a line), and scores each in a
-fresh process
-(``rnnkit score RUN FILE --json``, output discarded), reading that process's peak RSS from
-inside it. Memory is flat in the text's length when the peak does not grow with the size.
+fresh process (``rnnkit score RUN FILE --json``, output discarded), reading that process's
+peak RSS from inside it. Memory is flat in the text's length when the peak does not grow
+with the size.
 
     python bench/score_stream.py --sizes 1,10,100 --hidden 64 --layers 1   # the long variant
 """
