@@ -324,7 +324,7 @@ class RNN(nn.Module):
             if fast.native_op(self.cell) is None:
                 raise RnnkitError(f"impl='native': torch has no fused op for {self.cell!r}")
             return fast.native_layer
-        return fast.choose(self.cell, device, dtype, has_lengths)
+        return fast.choose(self.cell, device, dtype, has_lengths, self.bidirectional)
 
     def _check_input(self, input: Tensor) -> None:
         if not isinstance(input, Tensor):
