@@ -284,7 +284,7 @@ def _fit(
         if rollback is not None:
             rollback.load(record["resume"].get("rollback", False), tensors)
         if world.main:
-            _truncate_metrics(run_dir / "metrics.jsonl", history.step)
+            _truncate_metrics(run_dir / "metrics.jsonl", history.step, record.get("metrics_bytes"))
     elif world.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(run_dir / "config.json", json.dumps(to_dict(config), indent=1) + "\n")
@@ -320,6 +320,9 @@ def _fit(
             **(extra_record or {}),
             "resume": state_record,
             "world_size": world.size,
+            # the log as it stood: a resume cuts it back to exactly this (lines of the
+            # checkpoint's own step may come before or after it, e.g. an epoch's end)
+            "metrics_bytes": None if metrics is None else metrics.tell(),
             "rnnkit": rnnkit.__version__,
         }
         if world.main:
@@ -426,9 +429,15 @@ class _StepModule(torch.nn.Module):
         return self.task.step(batch, state)
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop log lines written after the checkpoint being resumed from (they will be redone)."""
+def _truncate_metrics(path: Path, step: int, size: int | None = None) -> None:
+    """Drop log lines written after the checkpoint being resumed from (they will be redone):
+    back to the ``size`` bytes the log had at the checkpoint when the record says, else
+    (older checkpoints) every line of a later step."""
     if not path.exists():
+        return
+    if size is not None:
+        with path.open("r+b") as f:
+            f.truncate(min(size, f.seek(0, 2)))
         return
     kept = []
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
