@@ -86,6 +86,15 @@ def _whole(run: Path) -> dict:
     return left
 
 
+def _until_saved(proc: subprocess.Popen, run: Path, limit: float = 120.0) -> None:
+    """Wait until ``proc`` has written a checkpoint record of its own (or has ended)."""
+    record, start = run / "last" / RECORD, time.time()
+    while proc.poll() is None and time.time() - start < limit:
+        if record.exists() and record.stat().st_mtime > start:
+            break
+        time.sleep(0.005)
+
+
 def _metrics(run: Path) -> list[dict]:
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
@@ -96,9 +105,11 @@ def test_killed_at_random_moments_and_resumed_equals_uninterrupted(tmp_path):
     fresh = ["train", "--data", str(data), "--out", str(tmp_path / "run"), *SETTINGS]
     whole = tmp_path / "whole"
     first, total = _timed_run(["train", "--data", str(data), "--out", str(whole), *SETTINGS], whole)
-    # a kill lands anywhere from the middle of start-up to a share of the training: however
-    # the moments fall, the run cannot end before all its kills
-    low, high = 0.3 * first, first + (total - first) / (KILLS + 1)
+    # One kill in five lands in start-up (from its middle to the first save); the others a
+    # random time into the training, once this process has saved a checkpoint, within a
+    # 1/(KILLS + 1) share of it: however the moments fall, the run cannot end before all
+    # its kills.
+    share = (total - first) / (KILLS + 1)
     rng = random.Random(SEED)
     run = tmp_path / "run"
     kills, moments = (
@@ -118,7 +129,11 @@ def test_killed_at_random_moments_and_resumed_equals_uninterrupted(tmp_path):
             assert proc.returncode == 0, err[-2000:]
             break
         try:
-            _, err = proc.communicate(timeout=rng.uniform(low, high))
+            if rng.random() < 0.2:
+                _, err = proc.communicate(timeout=rng.uniform(0.3 * first, first))
+            else:
+                _until_saved(proc, run)
+                _, err = proc.communicate(timeout=rng.uniform(0, share))
             raise AssertionError(
                 f"the run ended (exit {proc.returncode}) before kill {kills + 1}: {err[-500:]}"
             )
