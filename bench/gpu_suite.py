@@ -121,10 +121,8 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=1.0, help="seconds per timed block")
     p.add_argument("--json", default="bench/out/gpu-suite.json")
     args = p.parse_args()
-    try:
-        device = harness.usable(args.device)
-    except RuntimeError as err:
-        print(f"skipped: device {args.device!r} is not available ({err})")
+    device = harness.usable_or_skipped(args.device)
+    if device is None:
         return 0
     corpus, source = ptb(args)
     info = harness.machine(device)

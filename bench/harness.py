@@ -33,6 +33,15 @@ def usable(name: str) -> torch.device:
     return device
 
 
+def usable_or_skipped(name: str) -> torch.device | None:
+    """The device ``name``, or None after printing why it is skipped (no figure for it)."""
+    try:
+        return usable(name)
+    except RuntimeError as err:
+        print(f"skipped: device {name!r} is not available ({err})")
+        return None
+
+
 def interleaved(
     variants: dict[str, Callable[[], None]],
     device: torch.device,

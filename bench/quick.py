@@ -206,10 +206,8 @@ def main() -> int:
     )
     args = p.parse_args()
     threshold = 0 if args.default_malloc else malloc.tune()
-    try:
-        device = harness.usable(args.device)
-    except RuntimeError as err:
-        print(f"skipped: device {args.device!r} is not available ({err})")
+    device = harness.usable_or_skipped(args.device)
+    if device is None:
         return 0
     corpus, source = ptb(args)
     columns = batchify(corpus.train, BATCH)[: args.windows * BPTT + 1].to(device)

@@ -25,18 +25,24 @@ State = Tensor | LSTMState
 """A cell's state: one tensor ``h`` (Elman, GRU) or :class:`LSTMState` ``(h, c)``."""
 
 
+def map_state(state, fn):
+    """``fn`` applied to every tensor of ``state`` (a tensor, or any nesting of tuples/lists,
+    named tuples such as :class:`LSTMState` included), the nesting kept."""
+    if isinstance(state, Tensor):
+        return fn(state)
+    if isinstance(state, tuple) and hasattr(state, "_fields"):
+        return type(state)(*(map_state(s, fn) for s in state))
+    if isinstance(state, (tuple, list)):
+        return type(state)(map_state(s, fn) for s in state)
+    raise TypeError(f"a state must be a tensor or a tuple/list of them, got {type(state)!r}")
+
+
 def detach_state(state):
     """Cut the autograd graph behind ``state`` (a tensor, or any nesting of tuples/lists).
 
     Truncated BPTT calls this at every window boundary, whatever the cell.
     """
-    if isinstance(state, Tensor):
-        return state.detach()
-    if isinstance(state, tuple) and hasattr(state, "_fields"):
-        return type(state)(*(detach_state(s) for s in state))
-    if isinstance(state, (tuple, list)):
-        return type(state)(detach_state(s) for s in state)
-    raise TypeError(f"detach_state: expected a tensor or a tuple/list of them, got {type(state)!r}")
+    return map_state(state, Tensor.detach)
 
 
 def hidden_of(state: State) -> Tensor:

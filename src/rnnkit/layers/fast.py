@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from rnnkit.cells.base import LSTMState, RecurrentCell, State, hidden_of
+from rnnkit.cells.base import LSTMState, RecurrentCell, State, hidden_of, map_state
 from rnnkit.cells.elman import ElmanCell
 from rnnkit.cells.gru import GRUCell
 from rnnkit.cells.lstm import LSTMCell
@@ -173,7 +173,7 @@ def own_layer(
     if torch.is_autocast_enabled(x.device.type):
         dtype = params[0]["weight_hh"].dtype
         with torch.autocast(x.device.type, enabled=False):
-            states = [_to(s, dtype) for s in states]
+            states = [map_state(s, lambda t: t.to(dtype)) for s in states]
             return own_layer(cell, x.to(dtype), states, params, lengths)
     mask = None if lengths is None else step_mask(lengths, x.shape[0])
     outputs, finals = [], []
@@ -183,12 +183,6 @@ def own_layer(
         outputs.append(flip_sequences(y, lengths) if reverse else y)
         finals.append(final)
     return (outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)), finals
-
-
-def _to(state: State, dtype: torch.dtype) -> State:
-    return (
-        LSTMState(state.h.to(dtype), state.c.to(dtype)) if isinstance(state, LSTMState) else state.to(dtype)
-    )
 
 
 def _bias_sum(p: LayerParams) -> Tensor | None:

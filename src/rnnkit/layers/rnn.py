@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from rnnkit.cells.base import LSTMState, RecurrentCell, State, initial_state
+from rnnkit.cells.base import LSTMState, RecurrentCell, State, initial_state, map_state
 from rnnkit.errors import RnnkitError
 from rnnkit.layers import fast
 from rnnkit.layers.bidirectional import Bidirectional
@@ -203,9 +203,10 @@ class RNN(nn.Module):
         if lengths is not None:
             lengths = check_lengths(lengths, L, N, input.device)
         if state is not None:
-            if torch.is_autocast_enabled(input.device.type):  # autocast hands states back in bf16/fp16
-                state = _cast_state(state, input.dtype)
-            self._check_state(state, N, input)
+            autocast = torch.is_autocast_enabled(input.device.type)  # it hands states back in bf16
+            self._check_state(state, N, input, any_float=autocast)
+            if autocast:
+                state = map_state(state, lambda t: t.to(input.dtype))
         params = self._forward_parameters()
         if self.impl == "reference":
             output, finals = self._forward_reference(params, input, self._split_state(state), lengths)
@@ -349,7 +350,8 @@ class RNN(nn.Module):
                 f"{ref.device}; move one to the other with .to(...)"
             )
 
-    def _check_state(self, state, N: int, input: Tensor) -> None:
+    def _check_state(self, state, N: int, input: Tensor, any_float: bool = False) -> None:
+        """Shape, device and dtype of ``state`` (``any_float``: any floating dtype will do)."""
         expected = (self.num_layers * self.num_directions, N, self.hidden_size)
         lstm = self.cell.has_cell_state
         if lstm and not (isinstance(state, (tuple, list)) and len(state) == 2):
@@ -361,7 +363,8 @@ class RNN(nn.Module):
             if not isinstance(t, Tensor) or tuple(t.shape) != expected:
                 got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
                 raise RnnkitError(f"{name} must have shape (D*num_layers, N, H) = {expected}, got {got}")
-            if t.dtype != input.dtype or t.device != input.device:
+            dtype_ok = t.dtype == input.dtype or (any_float and t.is_floating_point())
+            if not dtype_ok or t.device != input.device:
                 raise RnnkitError(
                     f"{name} is {t.dtype} on {t.device}, "
                     f"expected {input.dtype} on {input.device} like the input"
@@ -395,16 +398,3 @@ class RNN(nn.Module):
         if self.impl != "auto":
             parts.append(f"impl={self.impl!r}")
         return ", ".join(parts)
-
-
-def _cast_state(state, dtype: torch.dtype):
-    """``state`` (a tensor, or a pair for the LSTM) in ``dtype``."""
-    if isinstance(state, Tensor):
-        return state.to(dtype)
-    if isinstance(state, (tuple, list)) and all(isinstance(t, Tensor) for t in state):
-        return (
-            type(state)(*(t.to(dtype) for t in state))
-            if hasattr(state, "_fields")
-            else type(state)(t.to(dtype) for t in state)
-        )
-    return state
