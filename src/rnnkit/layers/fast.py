@@ -229,8 +229,9 @@ def choose(
       lengths; our kernels for Cho's GRU.
     * CPU: torch's fused op for the fp32 LSTM without lengths (oneDNN), and for the
       bidirectional fp32 LSTM with lengths (packed: 1.23x our kernels in training and
-      1.42x in prediction for the EWT tagger, 2x200, measured 2026-11-28 by
-      ``bench/tagger_speed.py``'s shapes); every other CPU case (GRU, Elman, fp64, one
+      1.42x in prediction for the EWT tagger's 2x200 on ``bench/tagger_speed.py``'s
+      batches, measured 2026-11-28 under load, see bench/RESULTS.md); every other CPU
+      case (GRU, Elman, fp64, one
       direction with lengths) steps through ordinary ops in torch, where our kernels are
       faster.
     """
