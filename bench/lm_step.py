@@ -50,6 +50,10 @@ class RecipeLM(nn.Module):
             nonlinearity = {"RNN_TANH": "tanh", "RNN_RELU": "relu"}[rnn_type]
             self.rnn = nn.RNN(hidden, hidden, layers, nonlinearity=nonlinearity, dropout=dropout)
         self.decoder = nn.Linear(hidden, vocab)
+        # the example's init_weights: word vectors and output layer ~ U(-0.1, 0.1), no output bias
+        nn.init.uniform_(self.encoder.weight, -0.1, 0.1)
+        nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
+        nn.init.zeros_(self.decoder.bias)
 
     def forward(self, x, hidden):
         output, hidden = self.rnn(self.drop(self.encoder(x)), hidden)

@@ -14,10 +14,11 @@ wall time says whether the preset kept to its budget here. The targets are the i
 faster-rnnlm's 165.8 at 3 minutes; 120 at 15; 100 at 60).
 
 ``adaptive``: the 2x200 LSTM of the PyTorch word_language_model example (``lm_step.RecipeLM``:
-full softmax, dropout 0.2, SGD lr 20, clip 0.25, batch 20 x bptt 35) against rnnkit's LM with
-the same settings and an adaptive softmax (cutoffs 2000, 5000), in one process on the same
-windows, epoch by epoch in turn (recipe, rnnkit, recipe, ...), each evaluated on PTB's
-validation text after every epoch: tokens/s and validation perplexity after the same tokens.
+full softmax, dropout 0.2, SGD lr 20, clip 0.25, batch 20 x bptt 35) against rnnkit's LM
+with the same settings, every weight ~ U(-0.1, 0.1) and an adaptive softmax (cutoffs 2000,
+5000), in one process on the same windows, epoch by epoch in turn (recipe, rnnkit, recipe,
+...), each evaluated on PTB's validation text after every epoch: tokens/s and validation
+perplexity after the same tokens.
 
 ``memory`` runs ``bench/eval_memory.py`` (its own docstring says how).
 
@@ -131,6 +132,7 @@ def adaptive_quality(args: argparse.Namespace) -> dict:
             "--model.dropout=0.2",
             "--model.head=adaptive",
             "--model.cutoffs=2000,5000",
+            "--model.init_range=0.1",  # as the 3-minute preset (the recipe: the example's init)
             f"--train.lr={lr}",
             f"--train.clip_norm={clip}",
             f"--train.bptt={bptt}",
