@@ -120,6 +120,8 @@ def adaptive_quality(args: argparse.Namespace) -> dict:
     vocab = len(corpus.vocab)
     batch, bptt, lr, clip, hidden = 20, 35, 20.0, 0.25, 200
     columns = batchify(corpus.train, batch)
+    if args.max_windows:  # a short check of the script itself
+        columns = columns[: args.max_windows * bptt + 1]
     valid = batchify(corpus.valid, 10)
     torch.manual_seed(args.seed)
     recipe = RecipeLM(vocab, hidden, 2, 0.2, "LSTM")
@@ -210,6 +212,7 @@ def main() -> int:
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ptb"))
     p.add_argument("--budget", nargs="+", type=int, default=[3, 15, 60], help="minutes, for ttp")
     p.add_argument("--epochs", type=int, default=2, help="for adaptive")
+    p.add_argument("--max-windows", type=int, help="for adaptive: train on the first N windows only")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="for adaptive")
     p.add_argument("--seed", type=int, default=0, help="for adaptive")
     p.add_argument("--workdir", default=str(ROOT / "bench" / "out"))
