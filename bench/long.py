@@ -16,8 +16,9 @@ faster-rnnlm's 165.8 at 3 minutes; 120 at 15; 100 at 60).
 ``adaptive``: the 2x200 LSTM of the PyTorch word_language_model example (``lm_step.RecipeLM``:
 full softmax, dropout 0.2, SGD lr 20, clip 0.25, batch 20 x bptt 35) against rnnkit's LM
 with the same settings, every weight ~ U(-0.1, 0.1) and an adaptive softmax (cutoffs 2000,
-5000), in one process on the same windows, epoch by epoch in turn (recipe, rnnkit, recipe,
-...), each evaluated on PTB's validation text after every epoch: tokens/s and validation
+5000; tail projections of 200/d and 200/d² dimensions, d = ``--div-value``, 4 by default),
+in one process on the same windows, epoch by epoch in turn (recipe, rnnkit, recipe, ...),
+each evaluated on PTB's validation text after every epoch: tokens/s and validation
 perplexity after the same tokens.
 
 ``memory`` runs ``bench/eval_memory.py`` (its own docstring says how).
@@ -134,6 +135,7 @@ def adaptive_quality(args: argparse.Namespace) -> dict:
             "--model.dropout=0.2",
             "--model.head=adaptive",
             "--model.cutoffs=2000,5000",
+            f"--model.div_value={args.div_value}",
             "--model.init_range=0.1",  # as the 3-minute preset (the recipe: the example's init)
             f"--train.lr={lr}",
             f"--train.clip_norm={clip}",
@@ -177,6 +179,7 @@ def adaptive_quality(args: argparse.Namespace) -> dict:
         "part": "adaptive",
         "machine": harness.machine(device),
         "seed": args.seed,
+        "div_value": args.div_value,
         "rows": rows,
         "speed_ratio_median": statistics.median(r["speed_ratio"] for r in rows),
     }
@@ -212,6 +215,7 @@ def main() -> int:
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ptb"))
     p.add_argument("--budget", nargs="+", type=int, default=[3, 15, 60], help="minutes, for ttp")
     p.add_argument("--epochs", type=int, default=2, help="for adaptive")
+    p.add_argument("--div-value", type=float, default=4.0, help="for adaptive: the tail clusters' divisor")
     p.add_argument("--max-windows", type=int, help="for adaptive: train on the first N windows only")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="for adaptive")
     p.add_argument("--seed", type=int, default=0, help="for adaptive")

@@ -53,6 +53,7 @@ class ModelConfig:
     head: str = "full"
     head_bias: bool = True
     cutoffs: list[int] = field(default_factory=list)
+    div_value: float = 4.0
     char_embed: int = 0
     char_hidden: int = 50
     crf: bool = False

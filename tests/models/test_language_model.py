@@ -50,6 +50,19 @@ def test_adaptive_softmax_normalises_and_agrees():
     torch.testing.assert_close(full.gather(1, t[:, None]).squeeze(1), head.log_prob(h, t))
 
 
+def test_div_value_sizes_the_tail_projections():
+    model = build_model(ModelConfig(hidden_size=32, head="adaptive", cutoffs=[10, 30], div_value=2), 50)
+    tails = [cluster[0].out_features for cluster in model.head.asm.tail]
+    assert tails == [16, 8]  # 32 // 2, 32 // 4
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_head_bias_applies_to_the_adaptive_head(bias):
+    config = ModelConfig(hidden_size=32, head="adaptive", cutoffs=[10, 30], head_bias=bias)
+    head = build_model(config, 50).head.asm.head
+    assert (head.bias is not None) == bias and head.out_features == 10 + 2
+
+
 def test_tied_weights_share_one_matrix():
     model = build_model(ModelConfig(embed_size=8, hidden_size=8, tie_weights=True), vocab_size=20)
     assert model.head.proj.weight is model.embedding.weight
@@ -111,6 +124,7 @@ def test_init_range():
         (ModelConfig(head="adaptive", cutoffs=[10], tie_weights=True), "tie_weights needs"),
         (ModelConfig(head="adaptive", cutoffs=[100]), "cutoffs"),
         (ModelConfig(hidden_size=8, embed_size=8, head="adaptive", cutoffs=[10, 20]), "div_value"),
+        (ModelConfig(head="adaptive", cutoffs=[10], div_value=0.5), "model.div_value must be at least 1"),
         (ModelConfig(cell="lstm", nonlinearity="sigmoid"), "does not apply to cell 'lstm'"),
         (ModelConfig(embedding_dropout=1.0), "model.embedding_dropout must be a probability"),
         (ModelConfig(input_dropout=-0.5), "model.input_dropout must be a probability"),

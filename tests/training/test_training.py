@@ -65,6 +65,26 @@ def test_fit_learns_the_language_and_reloads(corpus_dir, tmp_path):
     assert len(epochs) == 4 and epochs[-1]["valid_ppl"] < epochs[0]["valid_ppl"]
 
 
+def test_adaptive_runs_saved_before_the_head_bias_still_load(corpus_dir, tmp_path):
+    """Before model.div_value existed the adaptive head had no bias, whatever model.head_bias
+    said: such a run's saved settings (no div_value, head_bias true) load the network its
+    checkpoints hold, and give the same log-probabilities."""
+    settings = ["--model.hidden_size=16", "--model.embed_size=16", "--model.head=adaptive"]
+    settings += ["--model.cutoffs=3", "--model.head_bias=false", "--train.epochs=1", "--train.bptt=10"]
+    run = tmp_path / "run"
+    fit(load_config(None, settings), load_corpus(locate(corpus_dir)), run, progress=False)
+    model = load(run).model
+    x = torch.tensor([[1, 2, 3, 4]]).t()
+    expected = model.log_prob(x, torch.tensor([[2, 3, 4, 5]]).t())[0]
+    saved = json.loads((run / "config.json").read_text())
+    del saved["model"]["div_value"]
+    saved["model"]["head_bias"] = True
+    (run / "config.json").write_text(json.dumps(saved))
+    old = load(run)
+    assert old.config.model.head_bias is False and old.model.head.asm.head.bias is None
+    torch.testing.assert_close(old.model.log_prob(x, torch.tensor([[2, 3, 4, 5]]).t())[0], expected)
+
+
 def test_validation_within_epochs_selects_the_best_of_all_checks(corpus_dir, tmp_path):
     """train.eval_every: the model kept as best is the one with the lowest validation loss
     among every check and epoch end, and evaluating it again gives that loss."""

@@ -23,6 +23,7 @@ TASK_ONLY = {
         "head",
         "head_bias",
         "cutoffs",
+        "div_value",
     ),
     "tag": ("char_embed", "char_hidden", "crf"),
     "classify": ("pooling",),
@@ -125,7 +126,7 @@ def _head(config: ModelConfig, out_size: int, vocab_size: int) -> OutputHead:
             raise RnnkitError(
                 "model.tie_weights needs model.head = 'full' (the adaptive softmax has no single W_S)"
             )
-        return AdaptiveSoftmax(out_size, vocab_size, config.cutoffs)
+        return AdaptiveSoftmax(out_size, vocab_size, config.cutoffs, config.div_value, config.head_bias)
     if config.tie_weights and out_size != config.embed_size:
         raise RnnkitError(
             f"model.tie_weights needs the RNN's output size ({out_size}) to equal model.embed_size "

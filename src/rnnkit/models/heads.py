@@ -60,11 +60,19 @@ class AdaptiveSoftmax(OutputHead):
         hidden_size: size of h.
         vocab_size: |V|; ids must be sorted by frequency (``Vocab.build`` does that).
         cutoffs: increasing cluster boundaries, each in (0, |V|).
-        div_value: how much smaller each tail cluster's projection is.
+        div_value: how much smaller each tail cluster's projection is (cluster i, counted
+            from 1, projects h to ``hidden_size // div_value**i`` dimensions); at least 1.
+        bias: a bias on the head's logits (frequent words and cluster scores), as the full
+            softmax has; torch's module leaves it off by default.
     """
 
     def __init__(
-        self, hidden_size: int, vocab_size: int, cutoffs: Sequence[int], div_value: float = 4.0
+        self,
+        hidden_size: int,
+        vocab_size: int,
+        cutoffs: Sequence[int],
+        div_value: float = 4.0,
+        bias: bool = True,
     ) -> None:
         super().__init__()
         cutoffs = list(cutoffs)
@@ -73,13 +81,17 @@ class AdaptiveSoftmax(OutputHead):
                 "adaptive softmax cutoffs must increase strictly within "
                 f"(0, vocab size {vocab_size}), got {cutoffs}"
             )
+        if not div_value >= 1:
+            raise RnnkitError(f"model.div_value must be at least 1, got {div_value}")
         if hidden_size // div_value ** len(cutoffs) < 1:
             raise RnnkitError(
                 f"adaptive softmax: hidden size {hidden_size} / div_value {div_value} ** {len(cutoffs)} "
                 "clusters leaves the last cluster an empty projection; "
                 "use fewer cutoffs or a smaller div_value"
             )
-        self.asm = nn.AdaptiveLogSoftmaxWithLoss(hidden_size, vocab_size, cutoffs, div_value=div_value)
+        self.asm = nn.AdaptiveLogSoftmaxWithLoss(
+            hidden_size, vocab_size, cutoffs, div_value=div_value, head_bias=bias
+        )
 
     def log_prob(self, h: Tensor, targets: Tensor) -> Tensor:
         with _fp32(h):  # torch's module would return bf16 log-probabilities under autocast

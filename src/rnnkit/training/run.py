@@ -23,6 +23,11 @@ def read_config(run_dir: str | Path) -> RunConfig:
     data = read_json(
         path, missing=f"{run_dir}: not a run directory (missing config.json)", what="run configuration"
     )
+    model = data.get("model") if isinstance(data, dict) else None
+    if isinstance(model, dict) and model.get("head") == "adaptive" and "div_value" not in model:
+        # Saved before model.div_value existed, when the adaptive head had no bias whatever
+        # model.head_bias said: build the network its checkpoints hold.
+        data = {**data, "model": {**model, "head_bias": False}}
     return from_dict(data, str(path))
 
 
