@@ -74,15 +74,15 @@ def test_adaptive_runs_saved_before_the_head_bias_still_load(corpus_dir, tmp_pat
     run = tmp_path / "run"
     fit(load_config(None, settings), load_corpus(locate(corpus_dir)), run, progress=False)
     model = load(run).model
-    x = torch.tensor([[1, 2, 3, 4]]).t()
-    expected = model.log_prob(x, torch.tensor([[2, 3, 4, 5]]).t())[0]
+    x, y = torch.tensor([[1, 2, 3, 4]]).t(), torch.tensor([[2, 3, 4, 5]]).t()
+    expected = model.log_prob(x, y)[0]
     saved = json.loads((run / "config.json").read_text())
     del saved["model"]["div_value"]
     saved["model"]["head_bias"] = True
     (run / "config.json").write_text(json.dumps(saved))
     old = load(run)
     assert old.config.model.head_bias is False and old.model.head.asm.head.bias is None
-    torch.testing.assert_close(old.model.log_prob(x, torch.tensor([[2, 3, 4, 5]]).t())[0], expected)
+    torch.testing.assert_close(old.model.log_prob(x, y)[0], expected)
 
 
 def test_validation_within_epochs_selects_the_best_of_all_checks(corpus_dir, tmp_path):
