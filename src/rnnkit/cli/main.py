@@ -229,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return launch(args.nproc, list(sys.argv[1:] if argv is None else argv))
         if args.command == "train":
-            from rnnkit.cli.commands import train
+            from rnnkit.cli.train import train
 
             return train(args, overrides)
         if args.command == "experiment":
