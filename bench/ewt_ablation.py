@@ -1,6 +1,6 @@
 """The lecture's claims about bidirectional, deep and gated RNNs as numbers: an EWT UPOS ablation.
 
-One base tagger (``configs/ewt-upos.toml`` without its character feature: the ablation is
+One base tagger (the ``ewt-upos`` preset without its character feature: the ablation is
 about the recurrent part) and one change at a time, every run with the same epoch budget,
 seed and data; each is selected on dev and tested once. Runs one after another, each
 through the ``rnnkit train`` command, and writes ``bench/results/ewt-ablation.json`` and a
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-BASE = ["--config", "configs/ewt-upos.toml", "--model.char_embed=0"]
+BASE = ["--config", "ewt-upos", "--model.char_embed=0"]
 VARIANTS = {  # name -> the one setting that differs from the base (a 2-layer BiLSTM)
     "base: BiLSTM 2 layers": [],
     "unidirectional": ["--model.bidirectional=false"],

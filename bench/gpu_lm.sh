@@ -18,7 +18,7 @@ fi
 for preset in ${PRESETS:-lecture zaremba-medium}; do
     start=$(date +%s)
     log="$OUT/$preset.log"
-    python3 -m rnnkit train --data ptb --out "$RUNS/$preset" --config "configs/$preset.toml" \
+    python3 -m rnnkit train --data ptb --out "$RUNS/$preset" --config "$preset" \
         --train.device=cuda > "$log" 2>&1
     python3 -m rnnkit evaluate "$RUNS/$preset" --split test --json >> "$log" 2>&1
     echo "$preset: $(( $(date +%s) - start )) s" >> "$log"

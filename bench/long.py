@@ -6,7 +6,7 @@ the adaptive softmax's quality, evaluation memory.
     python bench/long.py memory                   # evaluation RSS over 1M/3M/10M tokens
     nohup python bench/long.py all > bench/out/long.log 2>&1 &
 
-``ttp``: for each budget B (minutes), ``rnnkit train --config configs/ptb-Bmin.toml`` in a fresh
+``ttp``: for each budget B (minutes), ``rnnkit train --config ptb-Bmin`` (the preset) in a fresh
 process and a fresh run directory, raw PTB text in, wall time from the process's start to the
 test perplexity it prints. A preset's budget is a number of epochs calibrated on this machine,
 never a clock: the figure is the test perplexity of the epoch chosen on validation, and the
@@ -46,6 +46,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness
 from lm_step import RecipeLM, recipe_epoch
+from rnnkit import presets
 from rnnkit.data.batching import bptt_windows
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,13 +57,13 @@ def time_to_perplexity(args: argparse.Namespace) -> dict:
     """Run each budget's preset from scratch and report wall time and test perplexity."""
     rows = []
     for budget in args.budget:
-        config = ROOT / "configs" / f"ptb-{budget}min.toml"
-        if not config.exists():
-            print(f"ttp {budget} min: skipped, no preset {config.relative_to(ROOT)}", flush=True)
+        config = f"ptb-{budget}min"
+        if config not in presets.names():
+            print(f"ttp {budget} min: skipped, no preset {config}", flush=True)
             continue
         out = Path(tempfile.mkdtemp(prefix=f"ttp-{budget}min-", dir=args.workdir)) / "run"
         command = [sys.executable, "-m", "rnnkit", "train", "--data", args.data, "--out", str(out)]
-        command += ["--config", str(config), "--json", "--no-progress"]
+        command += ["--config", config, "--json", "--no-progress"]
         print(f"ttp {budget} min: {' '.join(command[1:])}", flush=True)
         start = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True)
@@ -81,8 +82,8 @@ def time_to_perplexity(args: argparse.Namespace) -> dict:
         test = summary["test"]["ppl"]
         row = {
             "budget_min": budget,
-            "preset": str(config.relative_to(ROOT)),
-            "command": f"rnnkit train --data PTB --out FRESH_DIR --config {config.relative_to(ROOT)}",
+            "preset": config,
+            "command": f"rnnkit train --data PTB --out FRESH_DIR --config {config}",
             "seed": settings["train"]["seed"],
             "epochs": settings["train"]["epochs"],
             "wall_s": wall,

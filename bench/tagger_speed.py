@@ -10,7 +10,7 @@ building its batch tensors from the sentences every time (the data path counts):
   ``train_epoch`` against a plain PyTorch recipe (nn.Embedding, a packed bidirectional
   nn.LSTM, nn.Linear, cross-entropy over the real tokens, Adam), the same shapes;
 - the same two predicting the dev set (no grad, batches of 32 sorted by length);
-- rnnkit's ``configs/ewt-upos.toml`` model (with its character BiLSTM) on its own: the
+- rnnkit's ``ewt-upos`` preset's model (with its character BiLSTM) on its own: the
   sentences/s a user of the preset sees.
 """
 
@@ -135,7 +135,7 @@ def main() -> int:
             f"{r['median']:.2f}x [{r['min']:.2f}, {r['max']:.2f}]",
             flush=True,
         )
-    preset = load_config("configs/ewt-upos.toml", ["--train.log_every=100000"])
+    preset = load_config("ewt-upos", ["--train.log_every=100000"])
     torch.manual_seed(0)
     full = Tagging(preset, corpus, device)
     full.train_batches = full.train_batches[::step][: args.batches]
@@ -153,7 +153,7 @@ def main() -> int:
         min_seconds=args.seconds,
     )
     preset_row = {
-        "case": "configs/ewt-upos.toml (with characters)",
+        "case": "the ewt-upos preset (with characters)",
         "train_sentences_per_s": sentences / statistics.median(times["train"]),
         "predict_sentences_per_s": len(dev) / statistics.median(times["predict"]),
     }

@@ -1,21 +1,35 @@
-"""Typed run configuration: defaults -> TOML file -> ``--section.field=value`` overrides."""
+"""Typed run configuration: defaults -> TOML file or preset -> ``--section.field=value`` overrides."""
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import sys
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from rnnkit import presets
 from rnnkit.errors import RnnkitError
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
+
+
+def setting(default: Any = dataclasses.MISSING, doc: str = "", *, choices: tuple = (), factory=None) -> Any:
+    """A config field with its one-line ``doc`` and, for a choice, its allowed values.
+
+    The one source of what ``rnnkit config`` prints and of the choice checks of :func:`load_config`.
+    """
+    metadata = {"doc": doc, "choices": choices}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True)
@@ -28,36 +42,58 @@ class ModelConfig:
     masks over time (the AWD-LSTM regularisers).
     """
 
-    cell: str = "lstm"
-    embed_size: int = 200
-    hidden_size: int = 200
-    num_layers: int = 2
-    bidirectional: bool = False
-    dropout: float = 0.0
-    input_dropout: float | None = None
-    layer_dropout: float | None = None
-    embedding_dropout: float = 0.0
-    weight_drop: float = 0.0
-    locked_dropout: bool = False
-    projection_size: int | None = None
-    bias: bool = True
-    nonlinearity: str = "tanh"
-    reset_after: bool = True
-    forget_bias: float | None = None
-    scale: float = 1.0
-    input_std: float = 0.001
-    learn_initial_state: bool = False
-    init_range: float | None = None
-    embed_init_range: float | None = None
-    tie_weights: bool = False
-    head: str = "full"
-    head_bias: bool = True
-    cutoffs: list[int] = field(default_factory=list)
-    div_value: float = 4.0
-    char_embed: int = 0
-    char_hidden: int = 50
-    crf: bool = False
-    pooling: str = "final"
+    cell: str = setting("lstm", "the recurrent cell of every layer", choices=("elman", "irnn", "gru", "lstm"))
+    embed_size: int = setting(200, "size of the word (or character) vectors the first layer reads")
+    hidden_size: int = setting(200, "size of h_t, in each direction of each layer")
+    num_layers: int = setting(2, "recurrent layers stacked")
+    bidirectional: bool = setting(False, "every layer reads both ways; its output is [h_forward; h_backward]")
+    dropout: float = setting(
+        0.0, "dropout on the RNN's output, and on the inputs and between layers unless set below"
+    )
+    input_dropout: float | None = setting(None, "dropout on the word vectors (none: model.dropout)")
+    layer_dropout: float | None = setting(None, "dropout between stacked layers (none: model.dropout)")
+    embedding_dropout: float = setting(0.0, "probability of dropping a whole word type at each step")
+    weight_drop: float = setting(0.0, "DropConnect probability on the entries of every W_hh (AWD-LSTM)")
+    locked_dropout: bool = setting(False, "one dropout mask per sequence, the same at every step")
+    projection_size: int | None = setting(
+        None, "language models: map the last layer's output to this size before the softmax"
+    )
+    bias: bool = setting(True, "the cells have biases (false: none, as on the slide)")
+    nonlinearity: str = setting(
+        "tanh", "elman: f in h_t = f(W_hh h_(t-1) + W_hx x_t)", choices=("sigmoid", "tanh", "relu")
+    )
+    reset_after: bool = setting(
+        True, "gru: r_t applied after the matrix product (torch, cuDNN); false: Cho et al. 2014"
+    )
+    forget_bias: float | None = setting(None, "lstm: the forget gate's initial bias (none: torch's init)")
+    scale: float = setting(1.0, "irnn: W_hh starts as scale x the identity (Le et al. 2015)")
+    input_std: float = setting(0.001, "irnn: standard deviation of W_hx's initial values")
+    learn_initial_state: bool = setting(False, "learn h_0 instead of starting from zeros")
+    init_range: float | None = setting(
+        None, "language models: every parameter ~ U(-r, r) (Zaremba et al.); none: torch's init"
+    )
+    embed_init_range: float | None = setting(
+        None, "language models: the word vectors ~ U(-r, r) (AWD-LSTM); none: torch's init"
+    )
+    tie_weights: bool = setting(
+        False, "language models: the softmax's W_S is the embedding matrix (Press & Wolf 2017)"
+    )
+    head: str = setting(
+        "full",
+        "language models: the output softmax, full or adaptive (Grave et al. 2017)",
+        choices=("full", "adaptive"),
+    )
+    head_bias: bool = setting(True, "language models: the output softmax has a bias")
+    cutoffs: list[int] = setting(  # noqa: RUF009 (a default_factory: each config its own list)
+        doc="adaptive head: word-rank bounds of its clusters, increasing (e.g. 2000,5000)", factory=list
+    )
+    div_value: float = setting(4.0, "adaptive head: tail cluster i projects h to hidden / div_value^i")
+    char_embed: int = setting(0, "taggers: size of the character vectors of a char BiLSTM feature (0: none)")
+    char_hidden: int = setting(50, "taggers: hidden size of the char BiLSTM, each direction")
+    crf: bool = setting(False, "taggers: a linear-chain CRF over the tags instead of a softmax per token")
+    pooling: str = setting(
+        "final", "classifiers: how a sentence's states become one vector", choices=("final", "max", "mean")
+    )
 
 
 @dataclass(frozen=True)
@@ -69,93 +105,163 @@ class DataConfig:
     word as written.
     """
 
-    level: str = "word"
-    min_freq: int = 1
-    max_size: int | None = None
-    valid_fraction: float = 0.1
-    column: str = "upos"
-    classes: int = 5
-    phrases: bool = False
-    lowercase: bool = False
-    zero_digits: bool = False
+    level: str = setting(
+        "word",
+        "language models: a token is a word, a symbol (PTB-char), a character or a BPE subword",
+        choices=("word", "symbol", "char", "bpe"),
+    )
+    min_freq: int = setting(
+        1, "words seen fewer times in training are <unk> (bpe: merges seen fewer times not learned)"
+    )
+    max_size: int | None = setting(None, "vocabulary size at most, specials included (bpe: none = 8192)")
+    valid_fraction: float = setting(0.1, "a single-file corpus: this last fraction of it is validation")
+    column: str = setting("upos", "taggers, CoNLL-U: the tag column learned", choices=("upos", "xpos"))
+    classes: int = setting(5, "classifiers, SST: 5 sentiment labels, or 2 (neutral dropped)", choices=(5, 2))
+    phrases: bool = setting(False, "classifiers, SST: train on every phrase of the trees, not only sentences")
+    lowercase: bool = setting(False, "taggers and classifiers: word vectors looked up lowercased")
+    zero_digits: bool = setting(False, "taggers and classifiers: every digit read as 0 for the word lookup")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation, schedule, truncated BPTT, guards and logging."""
 
-    optimizer: str = "sgd"
-    lr: float = 1.0
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    schedule: str = "constant"
-    decay_start: int = 4
-    decay: float = 0.5
-    plateau_factor: float = 0.25
-    epochs: int = 13
-    batch_size: int = 20
-    eval_batch_size: int = 10
-    bptt: int = 35
-    variable_bptt: bool = False
-    nonmono: int = 5
-    clip_norm: float = 5.0
-    clip_value: float | None = None
-    max_bad_steps: int = 5
-    on_nonfinite: str = "skip"
-    nonfinite_factor: float = 0.5
-    loss_spike: float = 0.0
-    precision: str = "fp32"
-    patience: int | None = None
-    seed: int = 0
-    device: str = "auto"
-    threads: int = 0
-    log_every: int = 100
-    checkpoint_every: int = 0
-    eval_every: int = 0
-    backend: str = "auto"
-    dist_timeout: float = 300.0
+    optimizer: str = setting(
+        "sgd",
+        "sgd, adam, or ntasgd (SGD, then averaged weights once validation stalls)",
+        choices=("sgd", "adam", "ntasgd"),
+    )
+    lr: float = setting(1.0, "learning rate at the start")
+    momentum: float = setting(0.0, "sgd: momentum")
+    weight_decay: float = setting(0.0, "L2 penalty on the weights")
+    schedule: str = setting(
+        "constant",
+        "the rate by epoch: constant, zaremba (x decay after decay_start), plateau (x plateau_factor)",
+        choices=("constant", "zaremba", "plateau"),
+    )
+    decay_start: int = setting(4, "zaremba schedule: the last epoch at the full rate")
+    decay: float = setting(0.5, "zaremba schedule: the rate's factor each epoch after decay_start")
+    plateau_factor: float = setting(
+        0.25, "plateau schedule: the rate's factor after an epoch that did not improve validation"
+    )
+    epochs: int = setting(13, "passes over the training data")
+    batch_size: int = setting(20, "language models: columns of the stream; others: sentences per batch")
+    eval_batch_size: int = setting(10, "language models: columns of the stream in validation and test")
+    bptt: int = setting(35, "language models: steps per truncated-BPTT window")
+    variable_bptt: bool = setting(False, "language models: random window lengths around bptt (AWD-LSTM)")
+    nonmono: int = setting(5, "ntasgd: average once validation is worse than before the last nonmono epochs")
+    clip_norm: float = setting(5.0, "clip the gradients' global norm to this (inf: measure and log only)")
+    clip_value: float | None = setting(None, "also clip each gradient entry to [-v, v] (none: no)")
+    max_bad_steps: int = setting(5, "stop after this many bad (non-finite or spiking) steps in a row")
+    on_nonfinite: str = setting(
+        "skip",
+        "a bad step: skip it, reduce (undo the update before, rate x nonfinite_factor) or stop",
+        choices=("skip", "reduce", "stop"),
+    )
+    nonfinite_factor: float = setting(0.5, "on_nonfinite = reduce: the rate's factor per bad step, in (0, 1)")
+    loss_spike: float = setting(0.0, "a loss above this x the recent mean is a bad step (0: off; else > 1)")
+    precision: str = setting(
+        "fp32", "fp32, or bf16 autocast of the forward passes (GPUs)", choices=("fp32", "bf16")
+    )
+    patience: int | None = setting(
+        None, "stop after this many epochs without a better validation (none: never)"
+    )
+    seed: int = setting(0, "random seed: weights, dropout, batch order")
+    device: str = setting("auto", "auto (a GPU if there is one), cpu, cuda, cuda:1, ...")
+    threads: int = setting(0, "CPU threads for torch (0: torch's default)")
+    log_every: int = setting(100, "log the training loss every this many steps")
+    checkpoint_every: int = setting(
+        0, "also save last/ (resumable) every this many steps (0: epoch ends only)"
+    )
+    eval_every: int = setting(0, "also validate every this many steps, keeping the best (0: epoch ends only)")
+    backend: str = setting(
+        "auto",
+        "distributed: auto (nccl on GPUs, gloo on CPUs), gloo or nccl",
+        choices=("auto", "gloo", "nccl"),
+    )
+    dist_timeout: float = setting(300.0, "distributed: seconds a collective waits before the run fails")
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    task: str = "lm"
+    """A run's whole configuration: its task and three sections."""
+
+    task: str = setting(
+        "lm",
+        "what is learned: lm (next word), tag (a tag per token), classify (a label per sentence)",
+        choices=("lm", "tag", "classify"),
+    )
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
-CHOICES = {
-    "task": ("lm", "tag", "classify"),
-    "model.cell": ("elman", "irnn", "gru", "lstm"),
-    "model.nonlinearity": ("sigmoid", "tanh", "relu"),
-    "model.head": ("full", "adaptive"),
-    "data.level": ("word", "symbol", "char", "bpe"),
-    "data.column": ("upos", "xpos"),
-    "data.classes": (5, 2),
-    "model.pooling": ("final", "max", "mean"),
-    "train.optimizer": ("sgd", "adam", "ntasgd"),
-    "train.schedule": ("constant", "zaremba", "plateau"),
-    "train.on_nonfinite": ("skip", "reduce", "stop"),
-    "train.precision": ("fp32", "bf16"),
-    "train.backend": ("auto", "gloo", "nccl"),
-}
+
+
+def settings() -> list[tuple[str, dataclasses.Field]]:
+    """Every setting as ``(dotted name, field)``: ``task``, then each section's fields in order."""
+    fields = [("task", next(f for f in dataclasses.fields(RunConfig) if f.name == "task"))]
+    return fields + [(f"{s}.{f.name}", f) for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
+
+
+CHOICES = {name: f.metadata.get("choices") for name, f in settings() if f.metadata.get("choices")}
+"""The allowed values of each choice setting, from the fields' :func:`setting` metadata."""
+
+
+def describe(config: RunConfig | None = None) -> list[dict]:
+    """Every setting of ``config`` (default: the defaults) as ``name, value, default, type,
+    choices, doc``: what ``rnnkit config`` prints, from the fields alone."""
+    config = config or RunConfig()
+    hints = {"task": str} | {
+        f"{s}.{name}": hint
+        for s, cls in SECTIONS.items()
+        for name, hint in typing.get_type_hints(cls).items()
+    }
+    defaults = to_dict(RunConfig())
+    values = to_dict(config)
+    rows = []
+    for name, f in settings():
+        section, _, key = name.rpartition(".")
+        value, default = (
+            (values[section][key], defaults[section][key]) if section else (values[key], defaults[key])
+        )
+        rows.append(
+            {
+                "name": name,
+                "value": value,
+                "default": default,
+                "type": _type_name(hints[name]),
+                "choices": list(f.metadata.get("choices", ())) or None,
+                "doc": f.metadata.get("doc", ""),
+            }
+        )
+    return rows
+
+
+def _type_name(hint) -> str:
+    """``int``, ``float or none``, ``list of int``: a field's type as the docs write it."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(arg) for arg in typing.get_args(hint))
+    if typing.get_origin(hint) is list:
+        return "list of " + " or ".join(_type_name(arg) for arg in typing.get_args(hint))
+    return "none" if hint is type(None) else hint.__name__
 
 
 def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> RunConfig:
-    """Defaults, updated by the TOML file at ``path``, then by ``section.field=value`` strings."""
+    """Defaults, updated by the TOML file or preset ``path``, then by ``section.field=value`` strings.
+
+    ``path`` is a file, or a preset's bare name (``zaremba-small``: no ``.toml``, no folder;
+    see :mod:`rnnkit.presets`); a file of that name in the working directory wins over the preset.
+    """
     raw: dict = {}
     source = "defaults"
     if path is not None:
-        source = str(path)
+        source, text = read_config(path)
         try:
-            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except (FileNotFoundError, NotADirectoryError):
-            raise RnnkitError(f"{path}: no such config file") from None
-        except OSError as err:
-            raise RnnkitError(f"{path}: cannot read the config file ({err.strerror})") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-            raise RnnkitError(f"{path}: not valid TOML ({err})") from None
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as err:
+            raise RnnkitError(f"{source}: not valid TOML ({err})") from None
     values: dict[str, object] = {}
     for key, value in raw.items():
         if isinstance(value, dict):
@@ -171,6 +277,29 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
     return _build(values)
 
 
+def read_config(path: str | Path) -> tuple[str, str]:
+    """``(source, text)`` of the TOML file or preset ``path`` (see :func:`load_config`)."""
+    spec = str(path)
+    if presets.is_name(spec) and not Path(spec).is_file():  # a file of that name wins; a folder does not
+        if spec not in presets.names():
+            raise RnnkitError(
+                f"{spec}: no such preset or config file; the presets are {', '.join(presets.names())}"
+            )
+        return f"preset {spec}", presets.read(spec)
+    try:
+        return spec, Path(path).read_text(encoding="utf-8")
+    except (FileNotFoundError, NotADirectoryError):
+        stem = Path(spec).name.removesuffix(".toml")
+        hint = (
+            f"the preset of that name is --config {stem}" if stem in presets.names() else "see rnnkit presets"
+        )
+        raise RnnkitError(f"{spec}: no such config file ({hint})") from None
+    except OSError as err:
+        raise RnnkitError(f"{spec}: cannot read the config file ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise RnnkitError(f"{spec}: not valid TOML ({err})") from None
+
+
 def _build(values: dict[str, tuple[object, str]]) -> RunConfig:
     hints = {name: typing.get_type_hints(cls) for name, cls in SECTIONS.items()}
     sections: dict[str, dict] = {name: {} for name in SECTIONS}
@@ -181,8 +310,11 @@ def _build(values: dict[str, tuple[object, str]]) -> RunConfig:
             top["task"] = _check(key, value, str, source)
             continue
         if section not in SECTIONS or name not in hints[section]:
-            known = ["task"] + [f"{s}.{f.name}" for s, c in SECTIONS.items() for f in dataclasses.fields(c)]
-            raise RnnkitError(f"{source}: unknown setting {key!r}; known settings: {', '.join(known)}")
+            close = difflib.get_close_matches(key, [name for name, _ in settings()], n=1)
+            guess = f" (did you mean {close[0]}?)" if close else ""
+            raise RnnkitError(
+                f"{source}: unknown setting {key!r}{guess}; 'rnnkit config' lists every setting"
+            )
         sections[section][name] = _check(key, value, hints[section][name], source)
     return RunConfig(**top, **{name: SECTIONS[name](**kw) for name, kw in sections.items()})
 
