@@ -8,24 +8,30 @@ state, and autograd differentiates the per-step losses
 .. math::
     E_t = -\log \hat y_{t, w_{t+1}}
 
-with respect to those recorded states. Float64, because a sigmoid Elman network's
-gradient 50 steps back is about :math:`0.25^{50} \approx 10^{-30}`, near the bottom of
-float32's range.
+(a language model's; a tagger's and a classifier's are in :func:`tagger_loss` and
+:func:`classifier_loss`) with respect to those recorded states. Float64, because a
+sigmoid Elman network's gradient 50 steps back is about :math:`0.25^{50} \approx
+10^{-30}`, near the bottom of float32's range.
+
+A forward direction carries gradient from E_t back to earlier steps k <= t; a backward
+direction (``reverse``) ran from the end, so it carries it to *later* steps k >= t: the
+distance is d = t - k forward and d = k - t backward.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from rnnkit.cells.base import LSTMState, RecurrentCell
 from rnnkit.cells.elman import ElmanCell
 from rnnkit.errors import RnnkitError
-from rnnkit.models.language_model import LanguageModel
 
 
 @dataclass
@@ -33,20 +39,33 @@ class Trace:
     """One forward pass of a probe model, recorded at every step of one layer-direction.
 
     ``inputs[j]`` is the cell's input x at step j (N, H_in), ``previous[j]`` the state it
-    received, ``states[j]`` the state it returned (part of the autograd graph), and
-    ``losses[t]`` the per-sequence loss E_t (N,) of predicting token t + 1.
+    received, ``states[j]`` the state it returned (part of the autograd graph), all in
+    position order (for a backward direction the reverse of the order it ran in), and
+    ``losses[r]`` the per-sequence loss (N,) at step ``loss_steps[r]`` (a language model's
+    E_t of predicting token t + 1 at every step t; a classifier's one loss at the step
+    its direction ends on).
     """
 
-    model: LanguageModel
+    model: nn.Module
     index: int
     inputs: list[Tensor]
     previous: list
     states: list
     losses: Tensor
+    loss_steps: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.loss_steps:
+            self.loss_steps = list(range(len(self.losses)))
 
     @property
     def steps(self) -> int:
         return len(self.states)
+
+    @property
+    def reverse(self) -> bool:
+        """Whether this is a backward direction (it ran from the last step to the first)."""
+        return self.index % self.model.rnn.num_directions == 1
 
     @property
     def hidden(self) -> list[Tensor]:
@@ -58,18 +77,63 @@ class Trace:
         return self.model.rnn.cells[self.index]
 
 
-def probe(model: LanguageModel) -> LanguageModel:
+Loss = Callable[[nn.Module, Tensor], "Tensor | tuple[Tensor, list[int]]"]
+"""Per-step losses of a probe model on ``tokens``: (R, N), or with the steps they sit at."""
+
+
+def probe(model: nn.Module) -> nn.Module:
     """A float64 copy of ``model`` in eval mode on the reference path: the one diagnostics run."""
     twin = copy.deepcopy(model).to(torch.float64).eval()
     twin.rnn.impl = "reference"
     return twin
 
 
-def trace(model: LanguageModel, tokens: Tensor, index: int | None = None) -> Trace:
+def lm_loss(twin: nn.Module, tokens: Tensor) -> Tensor:
+    """A language model's E_t = -log p(w_{t+1} | w_1..w_t), (L - 1, N) of tokens (L, N)."""
+    logp, _ = twin.log_prob(tokens[:-1], tokens[1:])
+    return -logp
+
+
+def tagger_loss(chars: tuple[Tensor, Tensor, Tensor] | None = None, targets: Tensor | None = None) -> Loss:
+    """A tagger's E_t = -log softmax(e_t)[y_t] at every word t of words (L, N).
+
+    ``y`` are ``targets`` (L, N) (gold tags) or else the tagger's own best tags; for a CRF
+    tagger the per-word softmax of its scores e_t (the CRF's loss is one number per
+    sentence). ``chars``: the character features' input, for taggers that read them.
+    """
+
+    def loss(twin: nn.Module, words: Tensor) -> Tensor:
+        L, N = words.shape
+        lengths = torch.full((N,), L, dtype=torch.long, device=words.device)
+        logp = torch.log_softmax(twin(words, lengths, chars), -1)
+        y = logp.detach().argmax(-1) if targets is None else targets
+        return -logp.gather(-1, y[..., None])[..., 0]
+
+    return loss
+
+
+def classifier_loss(targets: Tensor | None = None) -> Loss:
+    """A classifier's one loss E = -log p(y | sentence) of words (L, N), at the step where
+    the observed direction ends (its final state is read there): L - 1 forward, 0 backward.
+
+    ``y`` are ``targets`` (N,) or else the classifier's own best classes.
+    """
+
+    def loss(twin: nn.Module, words: Tensor) -> tuple[Tensor, list[int]]:
+        L, N = words.shape
+        logp = twin(words, torch.full((N,), L, dtype=torch.long, device=words.device))
+        y = logp.detach().argmax(-1) if targets is None else targets
+        return -logp.gather(-1, y[:, None]).T, [L - 1]
+
+    return loss
+
+
+def trace(model: nn.Module, tokens: Tensor, index: int | None = None, loss: Loss = lm_loss) -> Trace:
     """Run ``tokens`` (L, N) through a probe of ``model`` and record layer-direction ``index``.
 
     ``index`` = layer * D + direction; the default is the last layer's forward direction
-    (the one the output head reads). Step t's loss predicts ``tokens[t + 1]``.
+    (the one a language model's output head reads). ``loss`` gives the per-step losses:
+    by default a language model's, step t's predicting ``tokens[t + 1]``.
     """
     if tokens.dim() != 2 or tokens.shape[0] < 2:
         raise RnnkitError(f"tokens must be (L, N) with L >= 2, got shape {tuple(tokens.shape)}")
@@ -90,15 +154,17 @@ def trace(model: LanguageModel, tokens: Tensor, index: int | None = None) -> Tra
     tokens = tokens.to(device)
     handle = rnn.cells[index].register_forward_hook(record)
     try:
-        logp, _ = twin.log_prob(tokens[:-1], tokens[1:])
+        losses = loss(twin, tokens)
     finally:
         handle.remove()
+    losses, at = losses if isinstance(losses, tuple) else (losses, [])
     if index % rnn.num_directions == 1:  # the backward direction ran from the end
         inputs, previous, states = inputs[::-1], previous[::-1], states[::-1]
-    return Trace(twin, index, inputs, previous, states, -logp)
+        at = [len(states) - 1 - t for t in at]  # a classifier's loss: where this direction ends
+    return Trace(twin, index, inputs, previous, states, losses, at)
 
 
-def layer_gradients(model: LanguageModel, tokens: Tensor) -> list[dict]:
+def layer_gradients(model: nn.Module, tokens: Tensor, loss: Loss = lm_loss) -> list[dict]:
     """For every layer-direction: ||∂E/∂h_k|| of the whole input's loss E = Σ_t E_t at each
     step k (mean over sequences), and the states' norms; where a gradient explodes (or a
     state stops being finite) is the layer and time step to look at.
@@ -111,7 +177,7 @@ def layer_gradients(model: LanguageModel, tokens: Tensor) -> list[dict]:
     out = []
     rnn = model.rnn
     for index in range(rnn.num_layers * rnn.num_directions):
-        tr = trace(model, tokens, index)
+        tr = trace(model, tokens, index, loss)
         grads = torch.autograd.grad(tr.losses.sum(), tr.hidden, allow_unused=True)
         gradient = np.array([0.0 if g is None else g.norm(dim=-1).mean().item() for g in grads])
         states = np.array([h.detach().norm(dim=-1).mean().item() for h in tr.hidden])
@@ -132,32 +198,46 @@ def layer_gradients(model: LanguageModel, tokens: Tensor) -> list[dict]:
 
 
 def gradient_matrix(tr: Trace) -> np.ndarray:
-    """G[t, k] = ||∂E_t/∂h_k||, averaged over the batch's sequences, for k <= t (NaN above).
+    """G[t, k] = ||∂E_t/∂h_k||, averaged over the batch's sequences, at every step k: 0 where
+    E_t does not depend on h_k (k > t in a language model's forward direction, k < t in a
+    backward one; in a deep bidirectional model a lower layer reaches both ways through
+    the layers above). Rows of steps without a loss (a classifier's) are NaN.
 
-    One backward pass per t, each giving the gradient at every earlier step.
+    One backward pass per loss, each giving the gradient at every step.
     """
     T, hidden = tr.steps, tr.hidden
     G = np.full((T, T), np.nan)
-    for t in range(T):
-        grads = torch.autograd.grad(tr.losses[t].sum(), hidden[: t + 1], retain_graph=True, allow_unused=True)
-        for k, g in enumerate(grads):
-            G[t, k] = 0.0 if g is None else g.norm(dim=-1).mean().item()
+    for row, t in enumerate(tr.loss_steps):
+        grads = torch.autograd.grad(tr.losses[row].sum(), hidden, retain_graph=True, allow_unused=True)
+        G[t] = [0.0 if g is None else g.norm(dim=-1).mean().item() for g in grads]
     return G
 
 
 def gradient_at(tr: Trace, t: int, distances: list[int]) -> dict[int, float]:
-    """||∂E_t/∂h_{t-d}|| for each distance d (mean over sequences), from one backward pass."""
-    if any(d < 0 or d > t for d in distances):
-        raise RnnkitError(f"distances must be in [0, {t}] for step {t}, got {distances}")
-    wanted = [tr.hidden[t - d] for d in distances]
-    grads = torch.autograd.grad(tr.losses[t].sum(), wanted, retain_graph=True, allow_unused=True)
+    """||∂E_t/∂h_{t-d}|| (||∂E_t/∂h_{t+d}|| for a backward direction) for each distance d
+    (mean over sequences), from one backward pass; 0 where E_t does not reach."""
+    reach = tr.steps - 1 - t if tr.reverse else t
+    if any(d < 0 or d > reach for d in distances):
+        raise RnnkitError(f"distances must be in [0, {reach}] for step {t}, got {distances}")
+    row = tr.loss_steps.index(t)
+    wanted = [tr.hidden[t + d if tr.reverse else t - d] for d in distances]
+    grads = torch.autograd.grad(tr.losses[row].sum(), wanted, retain_graph=True, allow_unused=True)
     return {d: (0.0 if g is None else g.norm(dim=-1).mean().item()) for d, g in zip(distances, grads)}
 
 
-def by_distance(G: np.ndarray) -> np.ndarray:
-    """Mean over t of G[t, t - d], for d = 0 .. T-1: how the gradient falls with distance."""
+def by_distance(G: np.ndarray, reverse: bool = False) -> np.ndarray:
+    """Mean over t of G[t, t - d] (G[t, t + d] for a backward direction, ``reverse``), for
+    d = 0 .. T-1: how the gradient falls with distance along the direction's recurrence.
+    Rows without a loss (NaN) do not count; NaN at a distance no loss is that far from."""
     T = G.shape[0]
-    return np.array([np.nanmean([G[t, t - d] for t in range(d, T)]) for d in range(T)])
+    curve = np.full(T, np.nan)
+    for d in range(T):
+        values = np.array([G[t, t + d] if reverse else G[t + d, t] for t in range(T - d)])
+        if not np.isnan(values).all():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                curve[d] = np.nanmean(values)
+    return curve
 
 
 def _flat(state) -> Tensor:
@@ -165,7 +245,8 @@ def _flat(state) -> Tensor:
 
 
 def step_jacobians(tr: Trace, sequence: int = 0) -> list[Tensor]:
-    """∂s_j/∂s_{j-1} at every step j of one sequence: s = h, or s = (h, c) for the LSTM.
+    """∂s_j/∂s_{j-1} at every step j of one sequence: s = h, or s = (h, c) for the LSTM
+    (∂s_j/∂s_{j+1} for a backward direction), in position order.
 
     For the LSTM the state is the pair, so its Jacobian is 2H x 2H (h and c together).
     """
@@ -187,13 +268,19 @@ def spectral_norms(matrices: list[Tensor]) -> np.ndarray:
     return np.array([torch.linalg.matrix_norm(m, ord=2).item() for m in matrices])
 
 
-def product_norms(jacobians: list[Tensor], max_distance: int) -> np.ndarray:
-    """Mean over k of ||∂s_{k+d}/∂s_k|| = ||J_{k+d} ... J_{k+1}||, for d = 0 .. max_distance."""
+def product_norms(jacobians: list[Tensor], max_distance: int, reverse: bool = False) -> np.ndarray:
+    """Mean over k of ||∂s_{k+d}/∂s_k|| = ||J_{k+d} ... J_{k+1}||, for d = 0 .. max_distance.
+
+    ``jacobians`` in position order, as :func:`step_jacobians` gives them; ``reverse``: of a
+    backward direction, whose chain runs the other way (||∂s_k/∂s_{k+d}|| = ||J_k ... J_{k+d-1}||).
+    """
+    if reverse:
+        jacobians = jacobians[::-1]
     T = len(jacobians)
     max_distance = min(max_distance, T)
     sums, counts = np.zeros(max_distance + 1), np.zeros(max_distance + 1)
     for k in range(T):
-        P = torch.eye(jacobians[0].shape[0], dtype=jacobians[0].dtype)
+        P = torch.eye(jacobians[0].shape[0], dtype=jacobians[0].dtype, device=jacobians[0].device)
         sums[0], counts[0] = sums[0] + 1.0, counts[0] + 1
         for d in range(1, max_distance + 1):
             if k + d > T:
@@ -222,7 +309,7 @@ def elman_bound(tr: Trace) -> dict[str, float] | None:
     return {"beta_W": beta_W, "beta_h": beta_h, "product": beta_W * beta_h}
 
 
-def recurrent_spectrum(model: LanguageModel, index: int) -> dict[str, dict[str, float]]:
+def recurrent_spectrum(model: nn.Module, index: int) -> dict[str, dict[str, float]]:
     """Spectral radius and 2-norm of W_hh (per gate block for gated cells, in torch's order)."""
     rnn = model.rnn
     W = rnn.layer_parameters(index)["weight_hh"].detach().to(torch.float64)
@@ -239,7 +326,7 @@ def recurrent_spectrum(model: LanguageModel, index: int) -> dict[str, dict[str, 
 
 
 def gate_values(tr: Trace) -> dict[str, Tensor]:
-    """Each gate's value at every step, (T, N, H); raises for cells without gates."""
+    """Each gate's value at every step, (T, N, H) on the CPU; raises for cells without gates."""
     cell = tr.model.rnn.standalone_cell(tr.index)
     if not hasattr(cell, "gate_values"):
         raise RnnkitError(
@@ -247,12 +334,12 @@ def gate_values(tr: Trace) -> dict[str, Tensor]:
         )
     with torch.no_grad():
         steps = [cell.gate_values(x, prev) for x, prev in zip(tr.inputs, tr.previous)]
-    return {name: torch.stack([s[name] for s in steps]) for name in steps[0] if name != "candidate"}
+    return {name: torch.stack([s[name] for s in steps]).cpu() for name in steps[0] if name != "candidate"}
 
 
 def saturation(values: Tensor, low: float = 0.1, high: float = 0.9) -> dict[str, np.ndarray]:
     """Per unit, the share of (step, sequence) where a gate is near 0 (< low) or near 1 (> high)."""
-    flat = values.flatten(0, -2)
+    flat = values.flatten(0, -2).cpu()
     return {
         "near_0": (flat < low).double().mean(0).numpy(),
         "near_1": (flat > high).double().mean(0).numpy(),

@@ -6,10 +6,12 @@ import io
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from rnnkit.analysis import axes
 from rnnkit.fileio import write_bytes_atomic
 
 
@@ -24,64 +26,159 @@ def _pyplot():
     return plt
 
 
-def learning_curve(metrics: str | os.PathLike, out: str | os.PathLike, title: str = "") -> None:
-    """Plot the training figure (every logged step) and the validation one (every epoch, and
-    every ``train.eval_every`` steps as crosses).
+def learning_curve(
+    metrics: str | os.PathLike,
+    out: str | os.PathLike,
+    title: str = "",
+    task: str | None = None,
+    level: str | None = None,
+) -> None:
+    """Plot a run's training figure (every logged step and every epoch's end), its
+    validation figure (every epoch, and every ``train.eval_every`` steps as crosses) and
+    the learning rate; the checkpoint kept as ``best`` is ringed.
 
-    Reads ``metrics.jsonl`` as written by :func:`rnnkit.training.loop.fit`; the x axis is
-    the training step, the y axis perplexity for language models (the loss in nats for
-    other tasks) on a log scale, the learning rate on the right.
+    Reads ``metrics.jsonl`` as written by :func:`rnnkit.training.loop.fit` and, unless
+    ``task`` and ``level`` are given, the run's ``config.json`` beside it, so that the y
+    axis is in the unit the run prints (:func:`rnnkit.tasks.lm.describe`): perplexity per
+    word or subword (log axis), bits per character or symbol, or for taggers and
+    classifiers the loss in nats, under which a second panel shows the figure that
+    selects their best checkpoint (entity F1 or accuracy, in percent). The legend sits
+    below the axes, where nothing is drawn; values that cannot be drawn (a diverged run's
+    infinite loss) are left out and counted in the title.
     """
+    from rnnkit.tasks.lm import UNITS
+
     plt = _pyplot()
-    rows = [
-        json.loads(line) for line in Path(metrics).read_text(encoding="utf-8").splitlines() if line.strip()
-    ]
-    steps = [r for r in rows if "epoch" not in r and "train_loss" in r]
+    path = Path(metrics)
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    config_file = path.parent / "config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
     epochs, last_step = [], 0
     for r in rows:  # an epoch sits at its own step, or after the last logged one
         last_step = r.get("step", last_step)
         if "epoch" in r:
             epochs.append({**r, "step": last_step})
-    perplexity = all("valid_ppl" in r for r in epochs)
-    shown = _ppl if perplexity else float
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
-    if steps:
-        ax.plot(
-            [r["step"] for r in steps],
-            [shown(r["train_loss"]) for r in steps],
+    checks = [r for r in rows if "check" in r]  # train.eval_every: validation within epochs
+    if task is None:
+        task = config.get("task") or ("lm" if any("valid_ppl" in r for r in epochs) else "tag")
+    level = level or config.get("data", {}).get("level", "word")
+    log_axis = task == "lm" and level not in ("char", "symbol")
+    if task != "lm":
+        shown, ylabel = float, f"loss (nats per {'sentence' if task == 'classify' else 'word'})"
+    elif log_axis:
+        shown, ylabel = _ppl, f"perplexity per {UNITS.get(level, 'token')}"
+    else:  # PTB-char's convention, as describe() prints it
+        shown, ylabel = (lambda loss: loss / math.log(2)), f"bits per {UNITS[level]}"
+    skipped = 0
+
+    def drawable(values: list[float], scale=shown) -> list[float]:
+        nonlocal skipped
+        ys = [scale(v) for v in values]
+        bad = [not math.isfinite(y) or (log_axis and scale is shown and y <= 0) for y in ys]
+        skipped += sum(bad)
+        return [math.nan if b else y for y, b in zip(ys, bad)]
+
+    # The training figure is the mean over the epoch so far: every log_every steps and at
+    # the epoch's end (the only points of a run shorter than log_every steps).
+    train = [r for r in rows if "epoch" not in r and "check" not in r and "train_loss" in r]
+    train = sorted([*train, *(r for r in epochs if "train_loss" in r)], key=lambda r: r["step"])
+    metric = None if task == "lm" else ("f1" if any("valid_f1" in r for r in epochs) else "accuracy")
+    fig, axes = plt.subplots(
+        2 if metric else 1, 1, figsize=(7, 6.4 if metric else 4.2), dpi=120, sharex=True, squeeze=False
+    )
+    ax, handles = axes[0][0], []
+    if train:
+        handles += ax.plot(
+            [r["step"] for r in train],
+            drawable([r["train_loss"] for r in train]),
+            ".-",
             lw=1,
-            label="train (epoch so far)",
+            ms=7,
+            color="C0",
+            label="train (mean of the epoch so far)",
         )
-    if epochs:
-        key = "valid_ppl" if perplexity else "valid_loss"
-        ax.plot([r["step"] for r in epochs], [r[key] for r in epochs], "o-", label="validation")
-        checks = [r for r in rows if "check" in r]  # train.eval_every: validation within epochs
-        if checks:
-            ax.plot(
-                [r["step"] for r in checks],
-                [r[key] for r in checks],
-                "x",
+    for label, points, style in (("validation", epochs, "o-"), ("validation within an epoch", checks, "x")):
+        if points:
+            handles += ax.plot(
+                [r["step"] for r in points],
+                drawable([r["valid_loss"] for r in points]),
+                style,
                 color="C1",
-                label="validation (within)",
+                label=label,
             )
-    ax.set_yscale("log")
-    ax.set_xlabel("training step (batch)")
-    ax.set_ylabel("perplexity" if perplexity else "loss (nats per token)")
+    # The best checkpoint: lowest validation loss for a language model, else highest
+    # F1/accuracy; a later tie wins, as in fit().
+    best_ax, best_key = (ax, "valid_loss") if metric is None else (axes[1][0], f"valid_{metric}")
+    candidates = sorted((r for r in [*epochs, *checks] if best_key in r), key=lambda r: r["step"])
+    scale = shown if metric is None else (lambda v: 100 * v)
+    if metric is not None:
+        metric_ax = axes[1][0]
+        label = "entity F1" if metric == "f1" else "accuracy"
+        for points, style, name in ((epochs, "o-", "validation"), (checks, "x", "validation within")):
+            if points:
+                metric_ax.plot(
+                    [r["step"] for r in points],
+                    drawable([r[f"valid_{metric}"] for r in points], scale),
+                    style,
+                    color="C2",
+                    label=f"{name} {label}",
+                )
+        metric_ax.set_ylabel(f"validation {label} (%)")
+        bottom, top = metric_ax.get_ylim()  # a percentage: within 0-100, at least a point tall
+        bottom, top = max(bottom, 0.0), min(top, 100.0)
+        metric_ax.set_ylim(bottom, max(top, min(bottom + 1.0, 100.0)))
+        metric_ax.grid(True, alpha=0.3)
+        handles += metric_ax.get_lines()[:1]
+    if candidates:
+        sign = 1 if metric is None else -1
+        best = min(reversed(candidates), key=lambda r: sign * r[best_key])
+        handles += best_ax.plot(
+            [best["step"]],
+            drawable([best[best_key]], scale),
+            "o",
+            ms=14,
+            mfc="none",
+            mec="black",
+            mew=1.5,
+            label=f"best checkpoint (step {best['step']})",
+        )
+    ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="upper right")
-    if epochs:
+    if log_axis:
+        ax.set_yscale("log")
+        _log_ticks(ax.yaxis, *ax.get_ylim(), plain=True)
+    lr_points = sorted((r["step"], r["lr"]) for r in [*rows, *epochs] if "lr" in r and "check" not in r)
+    if lr_points:
         lr = ax.twinx()
-        lr.step([r["step"] for r in epochs], [r["lr"] for r in epochs], where="pre", color="gray", alpha=0.5)
-        lr.set_ylim(bottom=0)
+        xs, ys = [0, *(s for s, _ in lr_points)], [lr_points[0][1], *(v for _, v in lr_points)]
+        handles += lr.step(xs, ys, where="pre", color="gray", alpha=0.6, lw=1.2, label="learning rate")
+        lr.set_ylim(0, max(ys) * 1.1 or 1)
         lr.set_ylabel("learning rate", color="gray")
-    ax.set_title(title or Path(metrics).parent.name)
+    bottom = axes[-1][0]
+    bottom.set_xlabel("training step (batch)")
+    bottom.set_xlim(left=0)
+    bottom.legend(
+        handles=handles,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.2 if metric else -0.16),
+        ncol=2,
+        fontsize=9,
+        frameon=False,
+    )
+    name = title or path.parent.name
+    note = f" ({skipped} non-finite values not drawn)" if skipped else ""
+    ax.set_title(f"{name}{note}")
     save(fig, out)
 
 
 def save(fig, out: str | os.PathLike) -> None:
-    """Write ``fig`` as PNG atomically (a crash never leaves half a picture) and close it."""
+    """Write ``fig`` as PNG atomically (a crash never leaves half a picture) and close it.
+
+    A figure made with a layout engine (``layout="constrained"``) keeps it; others are
+    laid out tight, so no title or label is cut off."""
     plt = _pyplot()
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     plt.close(fig)
@@ -97,53 +194,129 @@ def curves(
     log_y: bool = False,
     hline: tuple[float, str] | None = None,
     extra: dict[str, tuple[list[float], list[float]]] | None = None,
-) -> None:
-    """One line per series ``label: (x, y)``; ``extra`` dashed (bounds); an optional reference line."""
+    xtokens: Sequence[str] | None = None,
+):
+    """One line per series ``label: (x, y)``; ``extra`` dashed (bounds); an optional reference line.
+
+    Values that cannot be drawn (zeros on a log axis, non-finite ones) are gaps, not data;
+    a log axis spans at most :data:`rnnkit.analysis.axes.LOG_RANGE` and is labelled in
+    powers of ten (plain numbers when it spans less than two decades). ``xtokens``: the x
+    positions are steps of this text, labelled with its tokens. Returns the (closed) figure.
+    """
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120, layout="constrained")
     colors = {}
+    drawn = []
     for label, (x, y) in series.items():
+        y = axes.drawable(y, log_y)
         (line,) = ax.plot(x, y, "o-" if len(x) < 12 else "-", lw=1.5, ms=4, label=label)
         colors[label] = line.get_color()
+        drawn.append(y)
     for label, (x, y) in (extra or {}).items():
+        y = axes.drawable(y, log_y)
         ax.plot(x, y, "--", lw=1, color=colors.get(label.split(" ")[0]), label=label)
+        drawn.append(y)
     if hline is not None:
         ax.axhline(hline[0], color="gray", ls=":", lw=1, label=hline[1])
     if log_y:
         ax.set_yscale("log")
+        limits = axes.log_limits(*drawn)
+        if limits is not None:
+            ax.set_ylim(*limits)
+            _log_ticks(ax.yaxis, *limits)
+    if xtokens is not None:
+        positions, labels = axes.token_ticks(xtokens)
+        ax.set_xticks(positions, labels, rotation=60, ha="right", fontsize=7)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_title(axes.wrap_title(title, 7))
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     save(fig, out)
+    return fig
 
 
-def heatmap(matrix, out: str | os.PathLike, xlabel: str, ylabel: str, title: str, log: bool = True) -> None:
-    """A matrix as an image (log10 of it by default), NaN left blank, with a colour bar."""
+def _log_ticks(axis, bottom: float, top: float, plain: bool = False) -> None:
+    """Ticks of a log axis: decades labelled 10^k when it spans two decades or more (``plain``:
+    as numbers, 100 and 1000, for perplexities), 1-2-5 or 1-9 times each power of ten labelled
+    as plain numbers when it is narrower (0.5, 0.6; never 5×10^-1)."""
+    from matplotlib import ticker
+
+    number = ticker.FuncFormatter(lambda v, _: axes.plain_number(v))
+    style = axes.log_tick_style(bottom, top)
+    if style == "decades":
+        axis.set_major_locator(ticker.LogLocator(base=10, numticks=9))
+        axis.set_major_formatter(number if plain else ticker.LogFormatterMathtext(base=10))
+    else:
+        subs = (1.0, 2.0, 5.0) if style == "1-2-5" else tuple(float(k) for k in range(1, 10))
+        axis.set_major_locator(ticker.LogLocator(base=10, subs=subs, numticks=12))
+        axis.set_major_formatter(number)
+    axis.set_minor_formatter(ticker.NullFormatter())
+
+
+def heatmap(
+    matrix,
+    out: str | os.PathLike,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    log: bool = True,
+    clabel: str | None = None,
+    limits: tuple[float, float] | None = None,
+    xtokens: Sequence[str] | None = None,
+    ytokens: Sequence[str] | None = None,
+):
+    """A matrix as an image (log10 of it by default), NaN (and on a log scale zeros) left
+    blank, with a labelled colour bar.
+
+    ``limits``: a fixed colour scale (gates: (0, 1)); by default the data's, on a log scale
+    at most :data:`rnnkit.analysis.axes.LOG_RANGE` deep. ``xtokens``/``ytokens``: the
+    columns/rows are steps of this text, labelled with its tokens. Returns the (closed) figure.
+    """
     plt = _pyplot()
-    values = np.log10(np.where(matrix > 0, matrix, np.nan)) if log else matrix
-    fig, ax = plt.subplots(figsize=(6, 5), dpi=120)
-    image = ax.imshow(values, origin="lower", aspect="auto", cmap="viridis", interpolation="nearest")
-    fig.colorbar(image, ax=ax, label="log10" if log else "")
+    matrix = np.asarray(matrix, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        values = np.log10(axes.drawable(matrix.ravel(), log=True)).reshape(matrix.shape) if log else matrix
+    if limits is None:
+        limits = axes.color_limits(values) if log else None
+    fig, ax = plt.subplots(figsize=(6.4, 5.2), dpi=120, layout="constrained")
+    vmin, vmax = limits if limits is not None else (None, None)
+    image = ax.imshow(
+        values, origin="lower", aspect="auto", cmap="viridis", interpolation="nearest", vmin=vmin, vmax=vmax
+    )
+    fig.colorbar(image, ax=ax, label=clabel or ("log10 of the value" if log else "value"))
+    if xtokens is not None:
+        positions, labels = axes.token_ticks(xtokens)
+        ax.set_xticks(positions, labels, rotation=60, ha="right", fontsize=7)
+    if ytokens is not None:
+        positions, labels = axes.token_ticks(ytokens)
+        ax.set_yticks(positions, labels, fontsize=7)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_title(axes.wrap_title(title, 5.4))
     save(fig, out)
+    return fig
 
 
 def confusion(labels: list[str], matrix, out: str | os.PathLike, title: str) -> None:
     """A confusion matrix with each gold row as fractions of its count (what a label is
-    mistaken for), the counts written in the cells that hold any."""
+    mistaken for), the counts written in the cells that hold any.
+
+    The counts are 8 pt and the labels 9 pt whatever the number of labels: the figure
+    grows with it, each cell wide enough for the longest count.
+    """
     plt = _pyplot()
     counts = np.asarray(matrix, dtype=float)
     rows = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    size = max(4.0, 0.38 * len(labels) + 1.5)
-    fig, ax = plt.subplots(figsize=(size + 1, size), dpi=120)
+    k, count_pt, label_pt = len(labels), 8, 9
+    digits = len(str(int(counts.max()))) if counts.size else 1
+    cell = max(0.4, digits * 0.64 * count_pt / 72 + 0.14)  # inches; a digit is ~0.64 em wide
+    label_in = max((len(label) for label in labels), default=1) * 0.62 * label_pt / 72 + 0.6
+    fig, ax = plt.subplots(figsize=(cell * k + label_in + 1.6, cell * k + label_in + 0.6), dpi=120)
     image = ax.imshow(rows, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
-    fig.colorbar(image, ax=ax, label="fraction of the gold label's tokens")
-    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
-    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    fig.colorbar(image, ax=ax, label="fraction of the gold label's count (row)", fraction=0.04, pad=0.03)
+    ax.set_xticks(range(k), labels, rotation=90, fontsize=label_pt)
+    ax.set_yticks(range(k), labels, fontsize=label_pt)
     ax.set_xlabel("predicted")
     ax.set_ylabel("gold")
     for i, j in zip(*np.nonzero(counts)):
@@ -153,7 +326,7 @@ def confusion(labels: list[str], matrix, out: str | os.PathLike, title: str) -> 
             int(counts[i, j]),
             ha="center",
             va="center",
-            fontsize=5,
+            fontsize=count_pt,
             color="white" if rows[i, j] > 0.5 else "black",
         )
     ax.set_title(title)
@@ -162,3 +335,86 @@ def confusion(labels: list[str], matrix, out: str | os.PathLike, title: str) -> 
 
 def _ppl(loss: float) -> float:
     return math.exp(loss) if loss < 700 else math.inf
+
+
+def integer_ticks(axis) -> None:
+    """Major ticks at whole numbers only on ``axis`` (``ax.xaxis``): steps, epochs, T, distances."""
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
+def measured_curves_figure(
+    series: dict[str, tuple[list[float], list[float | None]]],
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    log_y: bool = False,
+    hline: tuple[float, str] | None = None,
+    integer_x: bool = True,
+    lost: str = "not finite (diverged)",
+):
+    """The figure of :func:`measured_curves`, built but not saved: returns ``(fig, ax)``.
+
+    A value that is not finite (NaN, inf or None) is never drawn as a number: its line has
+    a gap there and an ``x`` in the series' colour marks its step at the top of the axes,
+    labelled ``lost`` in the legend. On a log axis a value ≤ 0 is marked ``v`` at the bottom.
+    """
+    from matplotlib.transforms import blended_transform_factory
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    if log_y:
+        ax.set_yscale("log")
+    edge = blended_transform_factory(ax.transData, ax.transAxes)  # x in data, y in axes fractions
+    marked = {"lost": False, "zero": False}
+    for label, (x, y) in series.items():
+        ys = [math.nan if v is None else float(v) for v in y]
+        shown = [v if math.isfinite(v) and (v > 0 or not log_y) else math.nan for v in ys]
+        (line,) = ax.plot(x, shown, "o-" if len(x) < 12 else "-", lw=1.5, ms=4, label=label)
+        for kind, at, marker, points in (
+            ("lost", 0.97, "x", [xi for xi, v in zip(x, ys) if not math.isfinite(v)]),
+            ("zero", 0.03, "v", [xi for xi, v in zip(x, ys) if log_y and math.isfinite(v) and v <= 0]),
+        ):
+            if points:
+                ax.plot(
+                    points,
+                    [at] * len(points),
+                    marker,
+                    ms=9,
+                    mew=2,
+                    color=line.get_color(),
+                    transform=edge,
+                    clip_on=False,
+                )
+                marked[kind] = True
+    if hline is not None:
+        ax.axhline(hline[0], color="gray", ls=":", lw=1, label=hline[1])
+    if marked["lost"]:  # headroom, so that the marks sit above every drawn value
+        low, high = ax.get_ylim()
+        ax.set_ylim(low, high * (high / low) ** 0.1 if log_y else high + 0.1 * (high - low))
+        ax.plot([], [], "x", ms=9, mew=2, color="gray", label=lost)
+    if marked["zero"]:
+        ax.plot([], [], "v", ms=9, color="gray", label="0 (below the log axis)")
+    if integer_x:
+        integer_ticks(ax.xaxis)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig, ax
+
+
+def measured_curves(
+    series: dict[str, tuple[list[float], list[float | None]]],
+    out: str | os.PathLike,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    **options,
+) -> None:
+    """One line per series ``label: (x, y)``, non-finite values marked, not drawn as numbers
+    (see :func:`measured_curves_figure` for ``options``); saved as PNG to ``out``."""
+    fig, _ = measured_curves_figure(series, xlabel, ylabel, title, **options)
+    save(fig, out)

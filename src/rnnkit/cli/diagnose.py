@@ -1,36 +1,66 @@
 """``rnnkit diagnose``: watch gradients vanish (or not) in a trained or a fresh model.
 
-On a run directory (its trained model and codec) or a freshly initialised language model
-of any cell, over a piece of text, a file, or generated long-range sequences: the t x k
-map of ||∂E_t/∂h_k||, its mean by distance, every step Jacobian's norm, for Elman cells
-the lecture's bound (β_W β_h)^d against the measured ||∂h_t/∂h_k||, the spectrum of
-W_hh, and for gated cells the gates of every unit over time. JSON and PNGs in ``--out``.
+On a run directory (a language model, a tagger or a classifier) or a freshly initialised
+language model of any cell, over a piece of text, a file, the run's validation text, or
+generated long-range sequences: the t x k map of ||∂E_t/∂h_k||, its mean by distance
+(d = t - k for a forward direction, d = k - t for a backward one, whose gradient flows
+toward later steps), every step Jacobian's norm, for Elman cells the lecture's bound
+(β_W β_h)^d against the measured ||∂h_t/∂h_k||, the spectrum of W_hh, and for gated cells
+the gates of every unit over time. JSON and PNGs in ``--out``, whose earlier diagnose
+files are removed first (and no others).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-
-from rnnkit.analysis import gradient_flow as gf
-from rnnkit.analysis import plots
-from rnnkit.cells.elman import ElmanCell
 from rnnkit.config import ModelConfig
-from rnnkit.data.synthetic import LongRange
 from rnnkit.errors import RnnkitError
-from rnnkit.fileio import read_text, write_text_atomic
-from rnnkit.models.config import build_model
-from rnnkit.training.run import load
+from rnnkit.fileio import iter_lines, read_json, read_text, write_text_atomic
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor, nn
+
+    from rnnkit.analysis.gradient_flow import Loss
+
+# torch, numpy and matplotlib are imported by the functions that use them: building the
+# command line (rnnkit --help, argument errors) imports this module and must stay fast.
 
 DIAGNOSTICS = ("gradients", "jacobians", "spectrum", "gates", "layers")
+GATES = ("input", "forget", "output", "update", "reset")
+FILES = (
+    "diagnose.json",
+    "gradient_map.png",
+    "gradient_by_distance.png",
+    "jacobian_products.png",
+    "jacobian_norms.png",
+    "layer_gradients.png",
+    *(f"gate_{gate}.png" for gate in GATES),
+)
+"""Every file diagnose writes: a call removes these (and only these) from --out first."""
+CELL_NAMES = {"elman": "Elman", "irnn": "IRNN", "gru": "GRU", "lstm": "LSTM"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", nargs="?", help="run directory (default: a fresh model, see --cell)")
+    p.description = (
+        "Run text (or generated sequences) through a trained run (a language model, a tagger or a "
+        "classifier) or a fresh language model in float64 and measure ||∂E_t/∂h_k|| at every step k "
+        "that E_t reaches (k <= t in a forward direction; k >= t in a backward one, whose gradient "
+        "flows toward later steps), every step Jacobian's norm, for Elman cells the lecture's bound "
+        "(β_W β_h)^d, the spectrum of W_hh, and for GRU/LSTM each gate over time. Writes "
+        "diagnose.json and PNG plots into --out, replacing those of an earlier call."
+    )
+    p.add_argument(
+        "run",
+        nargs="?",
+        help="run directory: a language model, a tagger or a classifier (default: a fresh language "
+        "model, see --cell)",
+    )
     fresh = p.add_argument_group("a fresh model (without RUN)")
     fresh.add_argument("--cell", default="elman", choices=("elman", "irnn", "gru", "lstm"))
     fresh.add_argument("--nonlinearity", default="sigmoid", choices=("sigmoid", "tanh", "relu"))
@@ -38,7 +68,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     fresh.add_argument("--layers", type=int, default=1, help="layers (default: 1)")
     fresh.add_argument("--bidirectional", action="store_true")
     source = p.add_argument_group(
-        "input (default: generated long-range sequences, or the run's validation text)"
+        "input (default: generated long-range sequences; with RUN the first --length tokens of its "
+        "validation split, for a tagger or classifier its first validation sentence of --length "
+        "words or more)"
     )
     source.add_argument("--text", help="the text to run through the model")
     source.add_argument("--file", help="a text file: its first --length tokens")
@@ -54,19 +86,62 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--distances",
         default="1,5,10,20,50",
-        help="distances d to report ||∂E_t/∂h_(t-d)|| at (default: 1,5,10,20,50, those the input allows)",
+        help="distances d to report ||∂E_t/∂h_(t-d)|| at, ||∂E_t/∂h_(t+d)|| in a backward direction "
+        "(default: 1,5,10,20,50, those the input allows)",
     )
     p.add_argument("--layer", type=int, default=None, help="layer to observe (default: the last)")
-    p.add_argument("--direction", type=int, default=0, choices=(0, 1), help="1: the backward direction")
     p.add_argument(
-        "--out", default=None, help="output directory (default: RUN/diagnose or ./rnnkit-diagnose)"
+        "--direction",
+        type=int,
+        default=0,
+        choices=(0, 1),
+        help="1: the backward direction (its gradient flows toward later steps: d = k - t)",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output directory (default: RUN/diagnose or ./rnnkit-diagnose); an earlier call's "
+        "diagnose.json and plots there are removed first, nothing else",
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true", help="print the JSON summary")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="auto, cpu, cuda, ... (default: cpu; the measurement runs in float64)",
+    )
+    p.add_argument("--json", action="store_true", help="print the JSON summary (and nothing else)")
+
+
+@dataclass
+class Subject:
+    """What diagnose observes: a model, its input (L, N) and the per-step losses to differentiate.
+
+    ``words`` is the token read at each step when the input is one text (the plots'
+    tick labels), None for generated sequences.
+    """
+
+    model: nn.Module
+    tokens: Tensor
+    loss: Loss
+    describe: str
+    cell: str
+    text: str | None = None
+    words: list[str] | None = None
+    source: str = "generated long-range sequences"
+    task: str = "lm"
 
 
 def diagnose(args: argparse.Namespace) -> int:
-    model, tokens, describe, codec = _model_and_tokens(args)
+    import numpy as np
+
+    from rnnkit.analysis import gradient_flow as gf
+    from rnnkit.analysis import plots
+    from rnnkit.cells.elman import ElmanCell
+    from rnnkit.training.loop import pick_device
+
+    device = pick_device(args.device)
+    subject = _subject(args, device)
+    model, tokens = subject.model, subject.tokens
     rnn = model.rnn
     layer = rnn.num_layers - 1 if args.layer is None else args.layer
     if not 0 <= layer < rnn.num_layers:
@@ -84,64 +159,106 @@ def diagnose(args: argparse.Namespace) -> int:
                 f"--what {w}: not a diagnostic of {type(cell).__name__}; possible: {', '.join(applicable)}"
             )
     out = Path(args.out or (Path(args.run) / "diagnose" if args.run else "rnnkit-diagnose"))
-    out.mkdir(parents=True, exist_ok=True)
-    tr = gf.trace(model, tokens, index)
-    T = tr.steps
+    tr = gf.trace(model, tokens, index, subject.loss)
+    T, reverse = tr.steps, tr.reverse
     distances = _distances(args.distances, T, explicit=args.distances != "1,5,10,20,50")
-    report: dict = {"model": describe, "layer": layer, "direction": args.direction, "steps": T}
-    report["sequences"] = int(tokens.shape[1])
-    if codec is not None:
-        report["input"] = codec(tokens[:, 0])
-    name = f"{type(cell).__name__} layer {layer}" + (" (backward)" if args.direction else "")
+    _clear(out)
+    written: list[str] = []
+
+    def draw(plot, name: str, data, *rest, **options) -> None:
+        plot(data, out / name, *rest, **options)
+        written.append(name)
+
+    report: dict = {
+        "model": subject.describe,
+        "task": subject.task,
+        "cell": subject.cell,
+        "layer": layer,
+        "direction": args.direction,
+        "direction_name": "backward" if reverse else "forward",
+        "distance": (
+            "d = k - t: the backward direction ran from the end, so E_t's gradient reaches the later "
+            "steps k = t + d"
+            if reverse
+            else "d = t - k: E_t's gradient reaches the earlier steps k = t - d"
+        ),
+        "steps": T,
+        "sequences": int(tokens.shape[1]),
+        "source": subject.source,
+        "device": str(device),
+    }
+    if subject.text is not None:
+        report["input"] = subject.text
+    if subject.words is not None:
+        report["step_tokens"] = subject.words
+    words = subject.words
+    name = f"{subject.cell}, layer {layer}" + (", backward direction" if reverse else "")
+    sign = "+" if reverse else "-"
+    distance_axis = "distance d = k - t (backward: toward later steps)" if reverse else "distance d = t - k"
     if "gradients" in wanted:
         G = gf.gradient_matrix(tr)
-        curve = gf.by_distance(G)
-        report["gradient_by_distance"] = curve.tolist()
-        report["gradient_at"] = {str(d): curve[d] for d in distances}
-        plots.heatmap(
-            G, out / "gradient_map.png", "k (step of h_k)", "t (step of E_t)", f"log10 ||∂E_t/∂h_k||: {name}"
-        )
-        plots.curves(
-            {"mean over t of ||∂E_t/∂h_(t-d)||": (list(range(T)), _positive(curve))},
-            out / "gradient_by_distance.png",
-            "distance d = t - k",
+        curve = gf.by_distance(G, reverse)
+        report["gradient_by_distance"] = _finite_or_none(curve)
+        report["gradient_at"] = {str(d): _finite_or_none([curve[d]])[0] for d in distances}
+        if len(tr.loss_steps) > 1:  # a classifier's one loss is a single row: its curve says it all
+            draw(
+                plots.heatmap,
+                "gradient_map.png",
+                G,
+                "k (step of h_k)" + ("; backward: E_t reaches k ≥ t" if reverse else ""),
+                "t (step of E_t)",
+                f"log10 ||∂E_t/∂h_k||: {name}",
+                clabel="log10 ||∂E_t/∂h_k||",
+                xtokens=words,
+                ytokens=words,
+            )
+        draw(
+            plots.curves,
+            "gradient_by_distance.png",
+            {f"mean over t of ||∂E_t/∂h_(t{sign}d)||": (list(range(T)), curve.tolist())},
+            distance_axis,
             "gradient norm",
-            f"Gradient reaching d steps back: {name}",
+            f"Gradient reaching d steps {'ahead' if reverse else 'back'}: {name}",
             log_y=True,
         )
     if "jacobians" in wanted:
         jacobians = gf.step_jacobians(tr)
         norms = gf.spectral_norms(jacobians)
-        products = gf.product_norms(jacobians, T)
+        products = gf.product_norms(jacobians, T, reverse)
         of = "(h, c)" if cell.has_cell_state else "h"
         report["jacobian"] = {
             "of": of,
             "step_norms": norms.tolist(),
             "product_norms_by_distance": products.tolist(),
         }
-        series = {f"||∂{of}_t/∂{of}_k|| measured": (list(range(len(products))), _positive(products))}
+        chain = f"{of}_k/∂{of}_(k+d)" if reverse else f"{of}_t/∂{of}_k"
+        series = {f"||∂{chain}|| measured": (list(range(len(products))), products.tolist())}
         extra = None
         bound = gf.elman_bound(tr) if isinstance(cell, ElmanCell) else None
         if bound is not None:
             report["bound"] = bound
             d = np.arange(len(products))
-            extra = {f"||∂{of}_t/∂{of}_k|| bound (β_W β_h)^d": (d.tolist(), _positive(bound["product"] ** d))}
-        plots.curves(
+            extra = {f"||∂{chain}|| bound (β_W β_h)^d": (d.tolist(), (bound["product"] ** d).tolist())}
+        step = f"∂{of}_j/∂{of}_(j{'+' if reverse else '-'}1)"
+        draw(
+            plots.curves,
+            "jacobian_products.png",
             series,
-            out / "jacobian_products.png",
-            "distance d = t - k",
+            distance_axis,
             "spectral norm",
-            f"∂{of}_t/∂{of}_k = Π ∂{of}_j/∂{of}_(j-1): {name}"
+            f"Products of step Jacobians {step}: {name}"
             + (f"; β_W={bound['beta_W']:.3f}, β_h={bound['beta_h']:.3f}" if bound else ""),
             log_y=True,
             extra=extra,
         )
-        plots.curves(
-            {f"||∂{of}_j/∂{of}_(j-1)||": (list(range(1, len(norms) + 1)), norms.tolist())},
-            out / "jacobian_norms.png",
+        draw(
+            plots.curves,
+            "jacobian_norms.png",
+            {f"||{step}||": (list(range(len(norms))), norms.tolist())},
             "step j",
             "spectral norm",
             f"Step Jacobians: {name}",
+            xtokens=words,
         )
     if "spectrum" in wanted:
         report["spectrum"] = gf.recurrent_spectrum(model, index)
@@ -157,16 +274,20 @@ def diagnose(args: argparse.Namespace) -> int:
                 "near_0_per_unit": sat["near_0"].tolist(),
                 "near_1_per_unit": sat["near_1"].tolist(),
             }
-            plots.heatmap(
+            draw(
+                plots.heatmap,
+                f"gate_{gate}.png",
                 values[:, 0].T.numpy(),
-                out / f"gate_{gate}.png",
                 "step t",
                 "unit",
                 f"{gate} gate over time (sequence 1): {name}",
                 log=False,
+                limits=(0.0, 1.0),
+                clabel=f"{gate} gate (0 closed, 1 open)",
+                xtokens=words,
             )
     if "layers" in wanted:
-        layers = gf.layer_gradients(model, tokens)
+        layers = gf.layer_gradients(model, tokens, subject.loss)
         report["layers"] = layers
         worst = max(layers, key=lambda r: max((g for g in r["gradient"] if np.isfinite(g)), default=0.0))
         broken = [r for r in layers if r["first_nonfinite"] is not None]
@@ -177,26 +298,51 @@ def diagnose(args: argparse.Namespace) -> int:
             "nonfinite": bool(broken),
             "gradient": None if broken else worst["gradient"][worst["peak_step"]],
         }
-        plots.curves(
+        draw(
+            plots.curves,
+            "layer_gradients.png",
             {
                 f"layer {r['layer']}" + (" (backward)" if r["direction"] else ""): (
                     list(range(len(r["gradient"]))),
-                    _positive(r["gradient"]),
+                    r["gradient"],
                 )
                 for r in layers
             },
-            out / "layer_gradients.png",
             "step k",
             "||∂E/∂h_k||",
-            "Gradient of the whole input's loss at every layer and step",
+            f"Gradient of the whole input's loss at every layer and step: {subject.cell}",
             log_y=True,
+            xtokens=words,
         )
+    report["out"] = str(out)
+    report["files"] = ["diagnose.json", *written]
     write_text_atomic(out / "diagnose.json", json.dumps(report, indent=1, allow_nan=True) + "\n")
     if args.json:
         print(json.dumps(report))
     else:
         _print_summary(report, out)
     return 0
+
+
+def _clear(out: Path) -> None:
+    """Make ``out`` and remove an earlier call's files from it (only diagnose's own)."""
+    if out.exists() and not out.is_dir():
+        raise RnnkitError(f"--out {out}: not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    for name in FILES:
+        try:
+            (out / name).unlink(missing_ok=True)
+        except OSError as err:
+            raise RnnkitError(
+                f"{out / name}: cannot remove the earlier diagnose file ({err.strerror})"
+            ) from None
+
+
+def _finite_or_none(values) -> list[float | None]:
+    """Floats for JSON: NaN (no loss reaches that far) as None."""
+    import numpy as np
+
+    return [None if np.isnan(v) else float(v) for v in values]
 
 
 def _distances(text: str, steps: int, explicit: bool) -> list[int]:
@@ -216,25 +362,219 @@ def _distances(text: str, steps: int, explicit: bool) -> list[int]:
     return [d for d in distances if d < steps]
 
 
-def _positive(values) -> list[float]:
-    return [max(float(v), 1e-300) for v in values]
+def _cell_name(config: ModelConfig) -> str:
+    """The cell as a plot title names it: ``Elman (sigmoid)``, ``IRNN (ReLU, W_hh = I)``, ``LSTM``."""
+    name = CELL_NAMES.get(config.cell, config.cell)
+    if config.cell == "elman":
+        return f"{name} ({config.nonlinearity})"
+    return f"{name} (ReLU, W_hh = I)" if config.cell == "irnn" else name
 
 
-def _model_and_tokens(args):
-    generator = torch.Generator().manual_seed(args.seed)
+def _shape(config: ModelConfig) -> str:
+    both = ", bidirectional" if config.bidirectional else ""
+    return f"{config.cell} {config.num_layers}x{config.hidden_size}{both}"
+
+
+def _given_text(args) -> tuple[str | None, str]:
+    if args.text is not None:
+        return args.text, "--text"
+    if args.file is not None:
+        return read_text(args.file, "text file"), f"the first {args.length} tokens of {args.file}"
+    return None, ""
+
+
+def _subject(args, device: torch.device) -> Subject:
     if args.length < 3:
         raise RnnkitError(f"--length must be at least 3 tokens, got {args.length}")
     if args.run:
-        model, vocab, config, codec = load(args.run)
-        describe = f"{args.run} ({config.model.cell} {config.model.num_layers}x{config.model.hidden_size})"
-        text = args.text
-        if text is None and args.file is not None:
-            text = read_text(args.file, "text file")
-        if text is None:
-            raise RnnkitError("give --text or --file: the text to run the trained model on")
+        from rnnkit.training.run import read_config
+
+        run = Path(args.run)
+        config = read_config(run)
+        build = {"tag": _tagger, "classify": _classifier}.get(config.task, _language_model)
+        subject = build(args, run, config, device)
+        _enough(subject.tokens)
+        return subject
+    return _fresh(args, device)
+
+
+def _language_model(args, run: Path, config, device: torch.device) -> Subject:
+    import torch
+
+    from rnnkit.analysis import gradient_flow as gf
+    from rnnkit.training.run import load
+
+    model, vocab, config, codec = load(run, device=device)
+    text, source = _given_text(args)
+    if text is None:
+        tokens, source = _validation_tokens(run, config, codec, args.length)
+    else:
         tokens = codec.corpus_tokens(text)[: args.length]
-        ids = torch.tensor([vocab.index(t) for t in tokens])[:, None]
-        return model, _enough(ids), describe, lambda column: codec.join(vocab.decode(column))
+    ids = _enough(torch.tensor([vocab.index(t) for t in tokens], dtype=torch.long)[:, None])
+    read = vocab.decode(ids[:, 0].tolist())  # what the model reads (<unk> for words it does not know)
+    return Subject(
+        model,
+        ids.to(device),
+        gf.lm_loss,
+        f"{run} ({_shape(config.model)})",
+        _cell_name(config.model),
+        text=codec.join(read),
+        words=[codec.join([t]) for t in read[:-1]],  # step t reads token t and predicts token t + 1
+        source=source,
+    )
+
+
+def _recorded(run: Path) -> dict:
+    data = read_json(
+        run / "data.json",
+        missing=f"{run}: no data.json recording the run's corpus; give --text or --file",
+        what="the run's corpus record",
+    )
+    if not isinstance(data, dict) or not (data.get("data") or data.get("train")):
+        raise RnnkitError(f"{run / 'data.json'}: records no corpus; give --text or --file")
+    return data
+
+
+def _unreachable(run: Path, err: RnnkitError) -> RnnkitError:
+    return RnnkitError(f"{run}: the run's corpus is not reachable ({err}); give --text or --file")
+
+
+def _validation_tokens(run: Path, config, codec, length: int) -> tuple[list[str], str]:
+    """The first ``length`` tokens of the validation split of the corpus a run was trained on."""
+    from rnnkit.data.corpora import locate
+
+    data = _recorded(run)
+    try:
+        files = locate(
+            data.get("data"),
+            data.get("train"),
+            data.get("valid"),
+            data.get("test"),
+            config.data.valid_fraction,
+        )
+        if files.valid_fraction is None:
+            if files.valid is None:
+                raise RnnkitError(f"{files.train}: no validation split")
+            tokens: list[str] = []
+            for _, line in iter_lines(files.valid, "corpus file"):
+                tokens += codec.line_tokens(line)
+                if len(tokens) >= length:
+                    break
+            return tokens[:length], f"the first {length} tokens of the validation split ({files.valid})"
+        text = read_text(files.train, "corpus file")
+    except RnnkitError as err:
+        raise _unreachable(run, err) from None
+    cut = 1 - files.valid_fraction  # as load_corpus splits one file: by characters for BPE, else tokens
+    if codec.level == "bpe":
+        tokens = codec.corpus_tokens(text[int(len(text) * cut) :])
+    else:
+        everything = codec.corpus_tokens(text)
+        tokens = everything[int(len(everything) * cut) :]
+    return tokens[:length], f"the first {length} tokens of the validation part of {files.train}"
+
+
+def _tagger(args, run: Path, config, device: torch.device) -> Subject:
+    from rnnkit.analysis import gradient_flow as gf
+    from rnnkit.data.conll import Sentence
+    from rnnkit.tasks.tagging import TaggedCorpus, Tagging, load_vocabularies, locate_tagged, read_tagged
+    from rnnkit.training.checkpoint import load_checkpoint
+
+    words, chars, tags, spans = load_vocabularies(run)
+    task = Tagging(config, TaggedCorpus([], None, None, words, chars, tags, spans), device)
+    load_checkpoint(run / "best", task.model)
+    text, source = _given_text(args)
+    if text is not None:
+        sentence = Sentence(text.split()[: args.length])
+    else:
+        try:
+            fmt, _, valid, _ = locate_tagged(_recorded(run)["data"])
+            if valid is None:
+                raise RnnkitError("no validation (dev) file")
+            sentences = read_tagged(valid, fmt, config.data.column)
+        except RnnkitError as err:
+            raise _unreachable(run, err) from None
+        pick = _pick(sentences, lambda s: len(s.words), args.length)
+        sentence = Sentence(pick.words[: args.length], pick.tags[: args.length] if pick.tags else None)
+        source = (
+            f"the validation sentence at line {pick.line} of {valid}, {len(sentence.words)} words (the "
+            f"first of {args.length} words or more, else the longest)"
+        )
+    try:
+        ids, _, char_input, gold = task.tensors([sentence], with_tags=sentence.tags is not None)
+    except RnnkitError:  # a tag training never saw: differentiate the tagger's own tags instead
+        ids, _, char_input, gold = task.tensors([sentence], with_tags=False)
+    return Subject(
+        task.model,
+        ids,
+        gf.tagger_loss(char_input, gold),
+        f"{run} (tagger, {_shape(config.model)})",
+        _cell_name(config.model),
+        text=" ".join(sentence.words),
+        words=list(sentence.words),
+        source=source + ("; E_t of the gold tags" if gold is not None else "; E_t of the predicted tags"),
+        task="tag",
+    )
+
+
+def _classifier(args, run: Path, config, device: torch.device) -> Subject:
+    from rnnkit.analysis import gradient_flow as gf
+    from rnnkit.data.sst import read_sst
+    from rnnkit.data.vocab import Vocab
+    from rnnkit.tasks.classification import Classification, ClassifiedCorpus
+    from rnnkit.training.checkpoint import load_checkpoint
+
+    saved = read_json(run / "classification.json", missing=f"{run}: not a classifier run")
+    classes = int(saved["classes"])
+    corpus = ClassifiedCorpus([], None, None, Vocab.from_json(saved["words"]), classes)
+    task = Classification(config, corpus, device)
+    load_checkpoint(run / "best", task.model)
+    text, source = _given_text(args)
+    label = None
+    if text is not None:
+        sentence = text.split()[: args.length]
+    else:
+        dev = Path(str(_recorded(run)["data"])) / "dev.txt"
+        try:
+            examples = read_sst(dev, classes)
+        except RnnkitError as err:
+            raise _unreachable(run, err) from None
+        if not examples:
+            raise _unreachable(run, RnnkitError(f"{dev}: no sentences"))
+        sentence, label = _pick(examples, lambda e: len(e[0]), args.length)
+        sentence = sentence[: args.length]
+        source = (
+            f"a validation sentence of {dev}, {len(sentence)} words (the first of {args.length} words "
+            "or more, else the longest)"
+        )
+    ids, _, labels = task.tensors([(sentence, label or 0)])
+    return Subject(
+        task.model,
+        ids,
+        gf.classifier_loss(labels if label is not None else None),
+        f"{run} (classifier, {_shape(config.model)}, {config.model.pooling} pooling)",
+        _cell_name(config.model),
+        text=" ".join(sentence),
+        words=list(sentence),
+        source=source + ("; E of the gold class" if label is not None else "; E of the predicted class"),
+        task="classify",
+    )
+
+
+def _pick(items: list, length, wanted: int):
+    """The first item at least ``wanted`` long, else the longest."""
+    if not items:
+        raise RnnkitError("the validation split is empty")
+    return next((item for item in items if length(item) >= wanted), max(items, key=length))
+
+
+def _fresh(args, device: torch.device) -> Subject:
+    import torch
+
+    from rnnkit.analysis import gradient_flow as gf
+    from rnnkit.data.synthetic import LongRange
+    from rnnkit.models.config import build_model
+
+    generator = torch.Generator().manual_seed(args.seed)
     task = LongRange()
     options = {"nonlinearity": args.nonlinearity} if args.cell == "elman" else {}
     torch.manual_seed(args.seed)
@@ -246,11 +586,12 @@ def _model_and_tokens(args):
         bidirectional=args.bidirectional,
         **options,
     )
-    model = build_model(config, len(task.tokens))
-    kind = f"elman {args.nonlinearity}" if args.cell == "elman" else args.cell
-    describe = f"fresh {kind} {args.layers}x{args.hidden}"
-    if args.text is not None or args.file is not None:
-        text = args.text if args.text is not None else read_text(args.file, "text file")
+    model = build_model(config, len(task.tokens)).to(device)
+    describe = f"fresh {_cell_name(config)} {args.layers}x{args.hidden}" + (
+        ", bidirectional" if args.bidirectional else ""
+    )
+    text, source = _given_text(args)
+    if text is not None:
         words = text.split()[: args.length]
         unknown = sorted({w for w in words if w not in task.tokens})
         if unknown:
@@ -258,11 +599,30 @@ def _model_and_tokens(args):
                 f"a fresh model knows only the generated corpus's words; unknown: {' '.join(unknown[:8])} "
                 f"(known: {' '.join(task.tokens)})"
             )
-        ids = torch.tensor([task.tokens.index(w) for w in words])[:, None]
-        return model, _enough(ids), describe, lambda column: task.text(column)
+        ids = _enough(torch.tensor([task.tokens.index(w) for w in words], dtype=torch.long)[:, None])
+        return Subject(
+            model,
+            ids.to(device),
+            gf.lm_loss,
+            describe,
+            _cell_name(config),
+            " ".join(words),
+            words[:-1],
+            source,
+        )
     distances = torch.randint(LongRange.MIN_DISTANCE, args.length, (args.sequences,), generator=generator)
     tokens, _, _ = task.batch(distances, args.length, generator)
-    return model, tokens, describe, lambda column: task.text(column)
+    source = f"{args.sequences} generated long-range sequences of {args.length} tokens"
+    return Subject(
+        model,
+        tokens.to(device),
+        gf.lm_loss,
+        describe,
+        _cell_name(config),
+        task.text(tokens[:, 0]),
+        None,
+        source,
+    )
 
 
 def _enough(ids: torch.Tensor) -> torch.Tensor:
@@ -272,10 +632,20 @@ def _enough(ids: torch.Tensor) -> torch.Tensor:
 
 
 def _print_summary(report: dict, out: Path) -> None:
-    print(f"rnnkit diagnose: {report['model']}, layer {report['layer']}, {report['steps']} steps")
+    import numpy as np
+
+    where = f"layer {report['layer']}" + (", backward direction" if report["direction"] else "")
+    print(f"rnnkit diagnose: {report['model']}, {where}, {report['steps']} steps")
+    print(f"  input: {report['source']}")
     at = report.get("gradient_at")
+    if report["direction"]:
+        print("  backward direction: it ran from the end, so E_t's gradient flows to later steps k = t + d")
     if at:
-        print("  mean ||∂E_t/∂h_(t-d)||: " + ", ".join(f"d={d}: {v:.2e}" for d, v in at.items()))
+        sign = "+" if report["direction"] else "-"
+        print(
+            f"  mean ||∂E_t/∂h_(t{sign}d)||: "
+            + ", ".join(f"d={d}: " + ("n/a" if v is None else f"{v:.2e}") for d, v in at.items())
+        )
     if "bound" in report:
         b = report["bound"]
         print(
@@ -284,7 +654,8 @@ def _print_summary(report: dict, out: Path) -> None:
         )
     if "jacobian" in report:
         norms, of = report["jacobian"]["step_norms"], report["jacobian"]["of"]
-        print(f"  ||∂{of}_j/∂{of}_(j-1)||: mean {np.mean(norms):.3f}, max {np.max(norms):.3f}")
+        step = f"∂{of}_j/∂{of}_(j{'+' if report['direction'] else '-'}1)"
+        print(f"  ||{step}||: mean {np.mean(norms):.3f}, max {np.max(norms):.3f}")
     for name, s in report.get("spectrum", {}).items():
         label = "W_hh" if name == "W_hh" else f"W_hh, {name} block"
         print(f"  {label}: spectral radius {s['spectral_radius']:.3f}, norm {s['norm']:.3f}")
@@ -300,4 +671,4 @@ def _print_summary(report: dict, out: Path) -> None:
             print(f"  first non-finite state or gradient: {where}")
         else:
             print(f"  largest ||∂E/∂h_k||: {where}: {e['gradient']:.3g}")
-    print(f"  wrote {out / 'diagnose.json'} and the plots beside it")
+    print(f"  wrote into {out}: {', '.join(report['files'])} (an earlier call's files replaced)")
