@@ -299,18 +299,22 @@ def test_label_report_text_by_hand():
     assert report["confusion"] == [[1, 0, 1, 0], [1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0]]
     assert report["per_label"]["JJ"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
     assert format_label_report(report).splitlines() == [
-        "  label  precision   recall      F1  support",
-        "     DT     50.00%   50.00%   50.00        2",
-        "     NN      0.00%    0.00%    0.00        1",
-        "     VB     50.00%  100.00%   66.67        1",
-        "     JJ      0.00%    0.00%    0.00        0",
+        "       label  precision   recall        F1  support",
+        "          DT     50.00%   50.00%   50.00%        2",
+        "          NN      0.00%    0.00%    0.00%        1",
+        "          VB     50.00%  100.00%   66.67%        1",
+        "          JJ      0.00%    0.00%    0.00%        0",
+        "",
+        "    accuracy                       50.00%        4",
+        "   macro avg     25.00%   37.50%   29.17%        4",
+        "weighted avg     37.50%   50.00%   41.67%        4",
         "",
         "confusion (rows gold, columns predicted):",
-        "        DT NN VB JJ",
-        "     DT  1  .  1  .",
-        "     NN  1  .  .  .",
-        "     VB  .  .  1  .",
-        "     JJ  .  .  .  .",
+        "             DT NN VB JJ",
+        "          DT  1  .  1  .",
+        "          NN  1  .  .  .",
+        "          VB  .  .  1  .",
+        "          JJ  .  .  .  .",
     ]
 
 

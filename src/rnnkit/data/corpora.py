@@ -43,7 +43,7 @@ def locate(
 
     ``data`` is a directory in one of :data:`LAYOUTS`, a directory holding a single text
     file, a single file (split: its last ``valid_fraction`` of tokens is the validation
-    split, as nanoGPT splits Tiny Shakespeare), or a named corpus
+    split, as nanoGPT splits Tiny Shakespeare), or a named language-modelling corpus
     (:data:`rnnkit.data.download.NAMED`: downloaded and verified when missing). Or give
     ``train`` (and ``valid``, ``test``) files explicitly.
     """
@@ -55,13 +55,11 @@ def locate(
         return files
     if data is None:
         raise RnnkitError("no corpus given: pass --data DIR_OR_NAME or --train FILE")
-    path = Path(data)
-    if not path.exists() and str(data) in download.NAMED:
-        path = download.ensure(str(data))
+    path = download.resolve(data, task="lm")
     if path.is_file():
         return _single(path, valid_fraction)
     if not path.is_dir():
-        named = ", ".join(sorted(download.NAMED))
+        named = ", ".join(n for n in sorted(download.NAMED) if download.TASKS.get(n) == "lm")
         raise RnnkitError(f"{data}: no such corpus directory or file, and not a named corpus ({named})")
     for names in LAYOUTS:
         if (path / names[0]).is_file():

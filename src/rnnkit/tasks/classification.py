@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from rnnkit.config import ModelConfig, RunConfig
+from rnnkit.data import download
 from rnnkit.data.sst import CLASS_NAMES, read_sst
 from rnnkit.data.text import word_key
 from rnnkit.data.vocab import Vocab
@@ -45,9 +46,10 @@ def load_classified(
     min_freq: int = 1,
     key: Callable[[str], str] = str,
 ) -> ClassifiedCorpus:
-    """An SST directory (``train.txt``, ``dev.txt``, ``test.txt`` of PTB trees); the word
-    vocabulary is of ``key(word)`` (see :func:`rnnkit.data.text.word_key`)."""
-    root = Path(data)
+    """An SST directory (``train.txt``, ``dev.txt``, ``test.txt`` of PTB trees), or the named
+    corpus ``sst`` (downloaded and verified when missing); the word vocabulary is of
+    ``key(word)`` (see :func:`rnnkit.data.text.word_key`)."""
+    root = download.resolve(data, task="classify")
     if not (root / "train.txt").is_file():
         raise RnnkitError(f"{root}: expected an SST directory with train.txt, dev.txt, test.txt (PTB trees)")
     split = {n: (root / f"{n}.txt" if (root / f"{n}.txt").is_file() else None) for n in ("dev", "test")}

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from rnnkit.config import ModelConfig, RunConfig
+from rnnkit.data import download
 from rnnkit.data.conll import (
     Sentence,
     bio_to_bioes,
@@ -81,9 +82,10 @@ def read_tagged(path: Path, fmt: str, column: str) -> list[Sentence]:
 def load_tagged(
     data: str | Path, column: str = "upos", min_freq: int = 1, key: Callable[[str], str] = str
 ) -> TaggedCorpus:
-    """Read a tagging corpus and build word (``<pad>``, ``<unk>``; of ``key(word)``, see
-    :func:`rnnkit.data.text.word_key`), character and tag vocabularies."""
-    fmt, train_path, valid_path, test_path = locate_tagged(data)
+    """Read a tagging corpus (a directory, or a named corpus such as ``ud-english-ewt``:
+    downloaded and verified when missing) and build word (``<pad>``, ``<unk>``; of
+    ``key(word)``, see :func:`rnnkit.data.text.word_key`), character and tag vocabularies."""
+    fmt, train_path, valid_path, test_path = locate_tagged(download.resolve(data, task="tag"))
     train = read_tagged(train_path, fmt, column)
     valid = None if valid_path is None else read_tagged(valid_path, fmt, column)
     test = None if test_path is None else read_tagged(test_path, fmt, column)
@@ -251,8 +253,8 @@ class Tagging:
     def describe(split: str, figures: dict[str, float]) -> str:
         if "f1" in figures:
             return (
-                f"{split}: F1 {100 * figures['f1']:.2f} (P {100 * figures['precision']:.2f}, "
-                f"R {100 * figures['recall']:.2f}), accuracy {100 * figures['accuracy']:.2f}%"
+                f"{split}: F1 {100 * figures['f1']:.2f}% (P {100 * figures['precision']:.2f}%, "
+                f"R {100 * figures['recall']:.2f}%), accuracy {100 * figures['accuracy']:.2f}%"
             )
         return (
             f"{split}: accuracy {100 * figures['accuracy']:.2f}% (loss {figures['loss']:.4f}) "
@@ -286,7 +288,7 @@ def load_vocabularies(run_dir: Path) -> tuple[Vocab, Vocab, Vocab, bool]:
 def corpus_for_run(run_dir: Path, data: str | Path, column: str) -> TaggedCorpus:
     """A trained run's vocabularies with the splits of ``data`` (for evaluation and prediction)."""
     words, chars, tags, spans = load_vocabularies(run_dir)
-    fmt, _, valid_path, test_path = locate_tagged(data)
+    fmt, _, valid_path, test_path = locate_tagged(download.resolve(data, task="tag"))
     valid = None if valid_path is None else read_tagged(valid_path, fmt, column)
     test = None if test_path is None else read_tagged(test_path, fmt, column)
     return TaggedCorpus([], valid, test, words, chars, tags, spans)

@@ -244,8 +244,14 @@ def label_scores(gold: Corpus, pred: Corpus) -> dict[str, dict[str, float]]:
 
 
 def label_report(gold: Corpus, pred: Corpus, labels: Sequence[str] | None = None) -> dict:
-    """Per-label scores (:func:`label_scores`) and the confusion matrix, as plain JSON data:
-    ``{"labels": [...], "per_label": {label: {...}}, "confusion": [[...]]}`` (rows gold).
+    """Per-label scores (:func:`label_scores`), their averages and the confusion matrix, as
+    plain JSON data: ``{"labels": [...], "per_label": {label: {...}}, "accuracy": ...,
+    "tokens": ..., "macro": {...}, "weighted": {...}, "confusion": [[...]]}`` (rows gold).
+
+    ``macro`` is the unweighted mean of each label's precision, recall and F1; ``weighted``
+    the mean weighted by each label's support; both over every label of the report, as
+    scikit-learn's ``classification_report`` averages (a label with no gold tokens counts
+    0 in ``macro``). ``accuracy`` is the token accuracy (the micro average).
     ``labels`` fixes the order (e.g. a classifier's classes); ``None`` sorts the tags seen."""
     labels, matrix = confusion_matrix(gold, pred, labels)
     right, predicted, support = np.diag(matrix), matrix.sum(axis=0), matrix.sum(axis=1)
@@ -253,30 +259,72 @@ def label_report(gold: Corpus, pred: Corpus, labels: Sequence[str] | None = None
         label: {**_prf(int(right[k]), int(predicted[k]), int(support[k])), "support": int(support[k])}
         for k, label in enumerate(labels)
     }
-    return {"labels": labels, "per_label": per_label, "confusion": matrix.tolist()}
+    tokens = int(matrix.sum())
+    keys = ("precision", "recall", "f1")
+    macro = {key: _ratio(sum(s[key] for s in per_label.values()), len(labels)) for key in keys}
+    weighted = {key: _ratio(sum(s[key] * s["support"] for s in per_label.values()), tokens) for key in keys}
+    return {
+        "labels": labels,
+        "per_label": per_label,
+        "accuracy": _ratio(int(right.sum()), tokens),
+        "tokens": tokens,
+        "macro": macro,
+        "weighted": weighted,
+        "confusion": matrix.tolist(),
+    }
+
+
+MAX_WIDTH = 120
+"""The widest text confusion matrix drawn with label names as column heads; wider ones
+number the columns and put the number before each row's label."""
 
 
 def format_label_report(report: dict) -> str:
-    """:func:`label_report` as text: a precision/recall/F1/support line per label, then the
-    confusion matrix (rows gold, columns predicted; zeros shown as ``.``)."""
-    labels, width = report["labels"], max(7, *(len(label) for label in report["labels"]))
-    lines = [f"{'label':>{width}}  precision   recall      F1  support"]
-    for label in labels:
-        s = report["per_label"][label]
-        lines.append(
-            f"{label:>{width}}  {100 * s['precision']:8.2f}%  {100 * s['recall']:6.2f}%  "
-            f"{100 * s['f1']:6.2f}  {s['support']:7d}"
+    """:func:`label_report` as text: a precision/recall/F1/support line per label (all in
+    percent), the accuracy and the macro and weighted averages, then the confusion matrix
+    (rows gold, columns predicted; zeros shown as ``.``). Labels are never shortened: the
+    columns are as wide as the longest label, or, when that would make a line wider than
+    :data:`MAX_WIDTH`, headed by numbers that prefix the rows' labels."""
+    labels = report["labels"]
+    width = max([12, *(len(label) for label in labels)])  # 12: "weighted avg"
+
+    def line(name: str, s: dict) -> str:
+        return (
+            f"{name:>{width}}  {100 * s['precision']:8.2f}%  {100 * s['recall']:6.2f}%  "
+            f"{100 * s['f1']:6.2f}%  {s['support']:7d}"
         )
+
+    lines = [f"{'label':>{width}}  precision   recall        F1  support"]
+    lines += [line(label, report["per_label"][label]) for label in labels]
+    if "macro" in report:  # reports saved before the averages existed have none
+        tokens = report["tokens"]
+        lines += [
+            "",
+            f"{'accuracy':>{width}}  {'':9}  {'':7}  {100 * report['accuracy']:6.2f}%  {tokens:7d}",
+            line("macro avg", {**report["macro"], "support": tokens}),
+            line("weighted avg", {**report["weighted"], "support": tokens}),
+        ]
     counts = report["confusion"]
-    cell = max(len(str(c)) for row in counts for c in row) + 1
-    cell = max(cell, *(min(len(label), 6) + 1 for label in labels))
+    digits = max((len(str(c)) for row in counts for c in row), default=1)
+    cell = max([digits, *(len(label) for label in labels)]) + 1
+    numbered = width + cell * len(labels) > MAX_WIDTH
+    if numbered:
+        cell = max(digits, len(str(len(labels) - 1))) + 1
+        heads = [str(k) for k in range(len(labels))]
+        names = [f"{k:>{len(str(len(labels) - 1))}} {label}" for k, label in enumerate(labels)]
+        width = max(len(name) for name in names)
+    else:
+        heads, names = labels, labels
     lines += [
         "",
-        "confusion (rows gold, columns predicted):",
-        " " * width + "".join(f"{label[:6]:>{cell}}" for label in labels),
+        "confusion (rows gold, columns predicted"
+        + ("; column k is the label numbered k):" if numbered else "):"),
+        " " * width + "".join(f"{head:>{cell}}" for head in heads),
     ]
-    for label, row in zip(labels, counts):
-        lines.append(f"{label:>{width}}" + "".join(f"{c if c else '.':>{cell}}" for c in row))
+    for name, row in zip(names, counts):
+        lines.append(
+            f"{name:{'<' if numbered else '>'}{width}}" + "".join(f"{c if c else '.':>{cell}}" for c in row)
+        )
     return "\n".join(lines) + "\n"
 
 
