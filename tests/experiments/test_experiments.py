@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from rnnkit.cli.main import main
-from rnnkit.experiments import adding, clipping
+from rnnkit.errors import RnnkitError
+from rnnkit.experiments import adding, clipping, run_experiment
 
 
 def test_adding_batch_is_the_adding_problem():
@@ -40,19 +41,39 @@ def test_unclipped_irnn_at_lr_1_diverges_and_clipping_saves_it():
 @pytest.mark.parametrize("name", ["adding", "clipping", "long-range", "init"])
 def test_each_experiment_runs_at_tiny_scale(name, tmp_path, capsys):
     assert main(["experiment", name, "--scale", "tiny", "--out", str(tmp_path), "--seed", "1"]) == 0
-    results = json.loads((tmp_path / "results.json").read_text())
+    results = json.loads((tmp_path / "results.json").read_text(), parse_constant=_refuse)  # strict JSON
     assert results["experiment"] == name and results["seed"] == 1 and results["rows"]
+    assert "not evidence" in results["warning"]  # tiny is a smoke test, and says so
     assert list(tmp_path.glob("*.png"))
-    assert "results and plots" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "results and plots" in out and "smoke test" in out
+
+
+def _refuse(constant):
+    raise ValueError(f"results.json holds {constant}: not JSON")
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["nope"], "unknown experiment 'nope'; the experiments are: adding, clipping"),
-        (["adding", "--scale", "huge"], "scale must be one of"),
+        (["nope"], "invalid choice: 'nope' (choose from 'adding', 'clipping', 'long-range', 'init')"),
+        (["adding", "--scale", "huge"], "invalid choice: 'huge' (choose from 'tiny', 'small', 'full')"),
     ],
 )
 def test_bad_requests(args, message, tmp_path, capsys):
-    assert main(["experiment", *args, "--out", str(tmp_path)]) == 2
-    assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:  # the parser knows the names and scales
+        main(["experiment", *args, "--out", str(tmp_path)])
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "name, scale, message",
+    [
+        ("nope", "tiny", "unknown experiment 'nope'; the experiments are: adding, clipping"),
+        ("adding", "huge", "scale must be one of tiny, small, full, got 'huge'"),
+    ],
+)
+def test_bad_requests_from_python(name, scale, message, tmp_path):
+    with pytest.raises(RnnkitError, match=message):
+        run_experiment(name, tmp_path, scale=scale)

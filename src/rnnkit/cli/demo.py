@@ -8,8 +8,10 @@ checks the lecture's claims on its own numbers and writes plots and an HTML page
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -19,12 +21,14 @@ import rnnkit
 from rnnkit.analysis import plots
 from rnnkit.data.synthetic import LongRange
 from rnnkit.errors import RnnkitError
-from rnnkit.experiments import long_range
+from rnnkit.experiments import clear_previous, long_range, report_folder, strict_json
 from rnnkit.fileio import write_text_atomic
 
 TABLE_DISTANCES = (5, 20, 50)
 PLOT_DISTANCES = (4, 5, 10, 15, 20, 30, 40, 50, 60)
 GRADIENT_DISTANCES = (1, 20, 50)
+FILES = ("index.html", "summary.json", "accuracy.png", "gradient.png", "training.png")
+"""Everything the demo writes: a call removes these (an earlier call's) from its folder, nothing else."""
 
 
 def parity_error() -> float:
@@ -75,13 +79,35 @@ def claims(results: dict[str, long_range.Result], chance: float) -> list[tuple[s
     ]
 
 
-def run_demo(out: str | Path = "rnnkit-demo", seed: int = 0, steps: int | None = None) -> int:
+def run_demo(
+    out: str | Path = "rnnkit-demo",
+    seed: int = 0,
+    steps: int | None = None,
+    device: str = "cpu",
+    as_json: bool = False,
+) -> int:
+    """Train the five cells on ``device``, print the table and the claims, write :data:`FILES` to ``out``.
+
+    With ``as_json`` the table goes to stderr and stdout gets one JSON object: summary.json's
+    content with ``out`` and ``files``. Returns the exit status (0).
+    """
+    from rnnkit.training.loop import pick_device
+
     start = time.perf_counter()
     setup = long_range.Setup() if steps is None else long_range.Setup(steps=steps)
     if setup.steps < 1:
         raise RnnkitError(f"--steps must be at least 1, got {setup.steps}")
+    target = pick_device(device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+        summary = _run(out, seed, setup, target, start)
+    if as_json:
+        print(json.dumps({**summary, "out": str(out.resolve()), "files": list(FILES)}, allow_nan=False))
+    return 0
+
+
+def _run(out: Path, seed: int, setup: long_range.Setup, device: torch.device, start: float) -> dict:
     task = LongRange()
     g = torch.Generator().manual_seed(seed)
     example, _, _ = task.batch(torch.tensor([12]), 16, g)
@@ -92,6 +118,13 @@ def run_demo(out: str | Path = "rnnkit-demo", seed: int = 0, steps: int | None =
         f"{setup.steps} steps of {setup.batch} sequences of {setup.length} words"
     )
     print(f"  fast path = reference path for every cell (float64, max difference {parity_error():.1e})\n")
+    warning = None
+    if setup.steps < long_range.Setup().steps:
+        warning = (
+            f"warning: {setup.steps} steps per cell (the demo's are {long_range.Setup().steps}): "
+            "a smoke test, whose numbers are not evidence of anything"
+        )
+        print(warning)
     header = (
         f"{'cell':14} "
         + " ".join(f"{'acc d=' + str(d):>9}" for d in TABLE_DISTANCES)
@@ -104,7 +137,7 @@ def run_demo(out: str | Path = "rnnkit-demo", seed: int = 0, steps: int | None =
     gradient_curves: dict[str, dict[int, float]] = {}
     all_distances = list(range(0, setup.length - 1))
     for label in long_range.CELLS:
-        model, result = long_range.train(label, setup, seed, task)
+        model, result = long_range.train(label, setup, seed, task, device)
         result.accuracy = {d: long_range.accuracy(model, task, d, setup) for d in PLOT_DISTANCES}
         gradient_curves[label] = long_range.gradient_by_distance(model, task, setup, all_distances)
         result.gradient = {d: gradient_curves[label][d] for d in GRADIENT_DISTANCES}
@@ -121,14 +154,19 @@ def run_demo(out: str | Path = "rnnkit-demo", seed: int = 0, steps: int | None =
     print("\nthe lecture's claims, on these numbers:")
     for text, held in checked:
         print(f"  [{'held' if held else 'did not hold'}] {text}")
-    _write(out, setup, seed, task, results, gradient_curves, checked, time.perf_counter() - start)
-    print(f"\nplots and a summary page: {(out / 'index.html').resolve()}")
+    print()
+    removed, others = clear_previous(out, FILES)
+    seconds = time.perf_counter() - start
+    summary = _write(out, setup, seed, task, results, gradient_curves, checked, seconds, device, warning)
+    report_folder(out, list(FILES), removed, others, "plots and a summary page")
+    print(f"open {(out / 'index.html').resolve()}")
     print(f"total time {time.perf_counter() - start:.0f} s")
-    return 0
+    return summary
 
 
-def _write(out, setup, seed, task, results, gradient_curves, checked, seconds) -> None:
-    plots.curves(
+def _write(out, setup, seed, task, results, gradient_curves, checked, seconds, device, warning) -> dict:
+    """Draw the plots, write summary.json and index.html; returns the summary (strict JSON)."""
+    plots.measured_curves(
         {k: (list(r.accuracy), list(r.accuracy.values())) for k, r in results.items()},
         out / "accuracy.png",
         "distance d (words between the name and the blank)",
@@ -136,33 +174,37 @@ def _write(out, setup, seed, task, results, gradient_curves, checked, seconds) -
         "Who remembers the name d words back?",
         hline=(task.chance, "chance"),
     )
-    plots.curves(
-        {k: (list(c), [max(v, 1e-300) for v in c.values()]) for k, c in gradient_curves.items()},
+    plots.measured_curves(
+        {k: (list(c), list(c.values())) for k, c in gradient_curves.items()},
         out / "gradient.png",
         "distance d = t - k (steps back from the blank)",
         "||∂E_t / ∂h_(t-d)||",
         "How much gradient reaches d steps back (trained models, float64)",
         log_y=True,
     )
-    plots.curves(
+    plots.measured_curves(
         {k: ([s for s, _ in r.curve], [v for _, v in r.curve]) for k, r in results.items()},
         out / "training.png",
         "training step",
         "loss at the blank (nats)",
         "Learning to fill the blank",
     )
-    summary = {
-        "seed": seed,
-        "setup": setup.__dict__,
-        "chance": task.chance,
-        "results": {
-            k: {"accuracy": r.accuracy, "gradient": r.gradient, "train_seconds": r.seconds}
-            for k, r in results.items()
-        },
-        "claims": [{"claim": text, "held": held} for text, held in checked],
-        "seconds": seconds,
-    }
-    write_text_atomic(out / "summary.json", json.dumps(summary, indent=1) + "\n")
+    summary = strict_json(
+        {
+            "seed": seed,
+            "device": str(device),
+            "setup": setup.__dict__,
+            "chance": task.chance,
+            "results": {
+                k: {"accuracy": r.accuracy, "gradient": r.gradient, "train_seconds": r.seconds}
+                for k, r in results.items()
+            },
+            "claims": [{"claim": text, "held": held} for text, held in checked],
+            "seconds": seconds,
+            **({"warning": warning} if warning else {}),
+        }
+    )
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=1, allow_nan=False) + "\n")
     rows = "".join(
         f"<tr><td>{html.escape(k)}</td>"
         + "".join(f"<td>{r.accuracy[d]:.2f}</td>" for d in TABLE_DISTANCES)
@@ -176,6 +218,7 @@ def _write(out, setup, seed, task, results, gradient_curves, checked, seconds) -
     head = "".join(f"<th>acc d={d}</th>" for d in TABLE_DISTANCES) + "".join(
         f"<th>grad d={d}</th>" for d in GRADIENT_DISTANCES
     )
+    caution = f"\n<p><b>{html.escape(warning)}</b></p>" if warning else ""
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>rnnkit demo</title>
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}
@@ -183,7 +226,7 @@ td,th{{padding:.2em .6em;text-align:right}} img{{max-width:49%}}</style></head><
 <h1>Vanishing gradients, seen</h1>
 <p>Language models of five cells learned the lecture's <i>"Jane ... said hi to ___"</i> corpus:
 the word at the blank is the name d words earlier. Chance is {task.chance:.3f}. Seed {seed};
-{setup.steps} Adam steps per cell; {seconds:.0f} s in all.</p>
+{setup.steps} Adam steps per cell; {seconds:.0f} s in all.</p>{caution}
 <table><tr><th>cell</th>{head}<th>train s</th></tr>{rows}</table>
 <h2>The lecture's claims, on these numbers</h2><ul>{claim_items}</ul>
 <img src="accuracy.png" alt="accuracy by distance"> <img src="gradient.png" alt="gradient by distance">
@@ -193,3 +236,4 @@ the word at the blank is the name d words earlier. Chance is {task.chance:.3f}. 
 </body></html>
 """
     write_text_atomic(out / "index.html", page)
+    return summary

@@ -82,17 +82,20 @@ class Result:
         return self.mse < BASELINE / 10
 
 
-def run(label: str, T: int, setup: Setup, seed: int) -> Result:
-    """Train one cell at sequence length T with Adam (its rate from :data:`CELLS`), then test."""
+def run(label: str, T: int, setup: Setup, seed: int, device: str | torch.device = "cpu") -> Result:
+    """Train one cell at sequence length T with Adam (its rate from :data:`CELLS`) on ``device``, then test.
+
+    The batches are drawn on the CPU (the same numbers on every device) and moved there.
+    """
     cell, options, lr = CELLS[label]
     torch.manual_seed(seed)
-    model = Regressor(cell, setup.hidden, **options)
+    model = Regressor(cell, setup.hidden, **options).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     result = Result(label, T, float("nan"), 0.0)
     start = time.perf_counter()
     for step in range(setup.steps):
-        x, y = adding_batch(T, setup.batch, generator)
+        x, y = (t.to(device) for t in adding_batch(T, setup.batch, generator))
         loss = (model(x) - y).pow(2).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -103,6 +106,6 @@ def run(label: str, T: int, setup: Setup, seed: int) -> Result:
     result.seconds = time.perf_counter() - start
     test = torch.Generator().manual_seed(10_000 + seed)
     with torch.no_grad():
-        x, y = adding_batch(T, setup.eval_sequences, test)
+        x, y = (t.to(device) for t in adding_batch(T, setup.eval_sequences, test))
         result.mse = (model(x) - y).pow(2).mean().item()
     return result

@@ -52,17 +52,18 @@ class Result:
         return self.stopped_at is not None or self.losses[-1] > self.losses[0]
 
 
-def run(lr: float, clipped: bool, setup: Setup, seed: int) -> Result:
+def run(lr: float, clipped: bool, setup: Setup, seed: int, device: str | torch.device = "cpu") -> Result:
+    """Train by SGD at ``lr`` on ``device``, clipped at ``setup.clip`` or not, logging the pre-clip norm."""
     task = LongRange()
     torch.manual_seed(seed)
     config = ModelConfig(cell="irnn", embed_size=32, hidden_size=setup.hidden, num_layers=1)
-    model = build_model(config, len(task.tokens))
+    model = build_model(config, len(task.tokens)).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)  # the same batches for every run
     result = Result(lr, clipped)
     for step in range(setup.steps):
         distances = torch.randint(LongRange.MIN_DISTANCE, setup.length, (setup.batch,), generator=generator)
-        tokens, _, _ = task.batch(distances, setup.length, generator)
+        tokens = task.batch(distances, setup.length, generator)[0].to(device)
         logp, _ = model.log_prob(tokens[:-1], tokens[1:])
         loss = -logp.mean()
         optimizer.zero_grad(set_to_none=True)

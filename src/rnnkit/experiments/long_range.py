@@ -60,11 +60,16 @@ def make_model(label: str, setup: Setup, vocab_size: int) -> LanguageModel:
     return build_model(config, vocab_size)
 
 
-def train(label: str, setup: Setup, seed: int, task: LongRange | None = None) -> tuple[LanguageModel, Result]:
-    """Train one cell's language model on the long-range corpus; returns it and its figures."""
+def train(
+    label: str, setup: Setup, seed: int, task: LongRange | None = None, device: str | torch.device = "cpu"
+) -> tuple[LanguageModel, Result]:
+    """Train one cell's language model on the long-range corpus on ``device``; returns it and its figures.
+
+    The batches are drawn on the CPU (the same numbers on every device) and moved there.
+    """
     task = task or LongRange()
     torch.manual_seed(seed)
-    model = make_model(label, setup, len(task.tokens))
+    model = make_model(label, setup, len(task.tokens)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=setup.lr)
     generator = torch.Generator().manual_seed(seed)
     result = Result(label, {}, {}, 0.0)
@@ -74,7 +79,7 @@ def train(label: str, setup: Setup, seed: int, task: LongRange | None = None) ->
         grow = min(1.0, step / max(1.0, setup.curriculum * setup.steps))
         largest = LongRange.MIN_DISTANCE + 4 + int((setup.length - 1 - LongRange.MIN_DISTANCE - 4) * grow)
         distances = torch.randint(LongRange.MIN_DISTANCE, largest + 1, (setup.batch,), generator=generator)
-        tokens, _, _ = task.batch(distances, setup.length, generator)
+        tokens = task.batch(distances, setup.length, generator)[0].to(device)
         logp, _ = model.log_prob(tokens[:-1], tokens[1:])
         loss = -logp.mean()
         optimizer.zero_grad(set_to_none=True)
@@ -93,8 +98,8 @@ def accuracy(model: LanguageModel, task: LongRange, distance: int, setup: Setup,
     generator = torch.Generator().manual_seed(seed + distance)
     tokens, _, answer = task.batch(torch.full((setup.eval_sequences,), distance), setup.length, generator)
     model.eval()
-    h, _ = model(tokens[:-1])
-    guess = model.head.log_probs(h[-1]).argmax(-1)
+    h, _ = model(tokens[:-1].to(next(model.parameters()).device))
+    guess = model.head.log_probs(h[-1]).argmax(-1).cpu()
     return (guess == answer).double().mean().item()
 
 

@@ -1,0 +1,147 @@
+"""What ``rnnkit demo`` writes and prints tells the truth (issue 16, items 5, 15 and 21).
+
+Training is replaced by fakes with known numbers (one of them not finite), so each test
+takes about a second; the real demo's claims are checked in test_demo_claims.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from rnnkit.analysis import plots
+from rnnkit.cli import demo
+from rnnkit.cli.main import main
+from rnnkit.errors import RnnkitError
+from rnnkit.experiments import long_range
+
+
+def strict_loads(text: str):
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.fixture(autouse=True)
+def fake_training(monkeypatch):
+    def train(label, setup, seed, task=None, device="cpu"):
+        return label, long_range.Result(label, {}, {}, 0.01, curve=[(0, 3.5), (50, 3.0), (99, 2.5)])
+
+    def accuracy(model, task, distance, setup, seed=1234):
+        return 1.0 if model in ("gru", "lstm") else 0.125
+
+    def gradient(model, task, setup, distances, seed=4321):
+        rate = 0.2 if model.startswith("elman") else 0.99
+        return {d: (math.nan if (model, d) == ("irnn", 20) else rate**d) for d in distances}
+
+    monkeypatch.setattr(long_range, "train", train)
+    monkeypatch.setattr(long_range, "accuracy", accuracy)
+    monkeypatch.setattr(long_range, "gradient_by_distance", gradient)
+    monkeypatch.setattr(demo, "parity_error", lambda: 0.0)
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    saved = []
+    original = plots.save
+
+    def save(fig, out):
+        saved.append((Path(out).name, fig))
+        original(fig, out)
+
+    monkeypatch.setattr(plots, "save", save)
+    return saved
+
+
+def test_summary_is_strict_json_with_null_for_non_finite(tmp_path, capsys):
+    assert demo.run_demo(out=tmp_path) == 0
+    summary = strict_loads((tmp_path / "summary.json").read_text())  # NaN was written before
+    assert summary["results"]["irnn"]["gradient"] == {
+        "1": 0.99,
+        "20": None,
+        "50": 0.99**50,
+    }
+    assert all(c["held"] for c in summary["claims"]) and "warning" not in summary
+    assert summary["device"] == "cpu"
+
+
+def test_an_earlier_calls_files_are_removed_before_writing_and_nothing_else(tmp_path, capsys, monkeypatch):
+    for name in (*demo.FILES, "notes.txt"):
+        (tmp_path / name).write_text("from before")
+    original = plots.measured_curves
+
+    def fail_on_the_second(series, out, *args, **options):
+        if Path(out).name == "gradient.png":
+            raise OSError("disk full")
+        original(series, out, *args, **options)
+
+    monkeypatch.setattr(plots, "measured_curves", fail_on_the_second)
+    with pytest.raises(OSError):
+        demo.run_demo(out=tmp_path)
+    # no summary or page of the earlier call left beside this call's accuracy.png
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["accuracy.png", "notes.txt"]
+    monkeypatch.setattr(plots, "measured_curves", original)
+    (tmp_path / "training.png").write_text("from before")
+    assert demo.run_demo(out=tmp_path) == 0
+    out = capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*demo.FILES, "notes.txt"])
+    assert (tmp_path / "notes.txt").read_text() == "from before"
+    assert f"removed an earlier call's accuracy.png, training.png from {tmp_path}" in out
+    assert (
+        f"plots and a summary page: {tmp_path} "
+        "(index.html, summary.json, accuracy.png, gradient.png, training.png; "
+        "1 other entry there left untouched)"
+    ) in out
+
+
+def test_fewer_steps_warn_that_the_numbers_are_not_evidence(tmp_path, capsys):
+    demo.run_demo(out=tmp_path, steps=5)
+    out = capsys.readouterr().out
+    assert [line for line in out.splitlines() if "not evidence" in line] == [
+        "warning: 5 steps per cell (the demo's are 1000): "
+        "a smoke test, whose numbers are not evidence of anything"
+    ]
+    assert "not evidence" in json.loads((tmp_path / "summary.json").read_text())["warning"]
+    assert "not evidence" in (tmp_path / "index.html").read_text()
+
+
+def test_plots_tick_integers_and_mark_non_finite(tmp_path, capsys, figures):
+    demo.run_demo(out=tmp_path)
+    assert [name for name, _ in figures] == ["accuracy.png", "gradient.png", "training.png"]
+    for name, fig in figures:
+        ax = fig.axes[0]
+        low, high = ax.get_xlim()
+        assert all(float(t).is_integer() for t in ax.get_xticks() if low <= t <= high), name
+    gradient = dict(figures)["gradient.png"].axes[0]
+    assert "not finite (diverged)" in [t.get_text() for t in gradient.get_legend().get_texts()]
+    drawn = [
+        y
+        for line in gradient.get_lines()
+        if line.get_transform() == gradient.transData
+        for y in line.get_ydata()
+    ]
+    assert min(y for y in drawn if math.isfinite(y)) > 1e-60  # no 1e-300 stand-ins
+
+
+def test_json_prints_one_object_and_the_table_on_stderr(tmp_path, capsys):
+    assert demo.run_demo(out=tmp_path, steps=5, as_json=True) == 0
+    captured = capsys.readouterr()
+    printed = strict_loads(captured.out)
+    assert printed["out"] == str(tmp_path.resolve()) and printed["files"] == list(demo.FILES)
+    written = strict_loads((tmp_path / "summary.json").read_text())
+    assert {k: v for k, v in printed.items() if k not in ("out", "files")} == written
+    assert "acc d=5" in captured.err and "the lecture's claims" in captured.err
+
+
+def test_cli_json_and_device(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--steps", "5", "--json", "--device", "cpu"]) == 0
+    assert strict_loads(capsys.readouterr().out)["setup"]["steps"] == 5
+    assert main(["demo", "--out", str(tmp_path), "--device", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "device 'nope' is not usable here" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(RnnkitError, match="device 'nope'"):
+        demo.run_demo(out=tmp_path, device="nope")
