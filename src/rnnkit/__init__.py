@@ -1,16 +1,48 @@
 """rnnkit: recurrent neural networks on text, exactly as the CS224N lecture writes them, and fast."""
 
-from importlib.metadata import PackageNotFoundError, version
+from __future__ import annotations
 
-from rnnkit.cells import ElmanCell, GRUCell, LSTMCell, LSTMState, detach_state, irnn_cell
+import importlib
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
+
 from rnnkit.errors import RnnkitError
-from rnnkit.layers import RNN
-from rnnkit.registry import CELLS, rnn
 
 try:
     __version__ = version("rnnkit")
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0+unknown"
+
+# The public names live in modules that import torch (about 2 s). They are imported on
+# first use, so ``rnnkit --help`` and argument errors answer without loading torch.
+_LAZY = {
+    "CELLS": "rnnkit.registry",
+    "rnn": "rnnkit.registry",
+    "RNN": "rnnkit.layers",
+    "ElmanCell": "rnnkit.cells",
+    "GRUCell": "rnnkit.cells",
+    "LSTMCell": "rnnkit.cells",
+    "LSTMState": "rnnkit.cells",
+    "detach_state": "rnnkit.cells",
+    "irnn_cell": "rnnkit.cells",
+}
+
+if TYPE_CHECKING:
+    from rnnkit.cells import ElmanCell, GRUCell, LSTMCell, LSTMState, detach_state, irnn_cell
+    from rnnkit.layers import RNN
+    from rnnkit.registry import CELLS, rnn
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # once: later look-ups do not come back here
+        return value
+    raise AttributeError(f"module 'rnnkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 def load(run_dir, which: str = "best", device="cpu"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -35,6 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="rnnkit-demo", help="output directory (default: ./rnnkit-demo)")
     demo.add_argument("--steps", type=int, default=None, help="training steps per cell (default: 1000)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    _device_argument(demo, "cpu")
+    demo.add_argument(
+        "--json",
+        action="store_true",
+        help="the results as one JSON object on stdout (the table: stderr)",
+    )
 
     train = commands.add_parser(
         "train",
@@ -42,10 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Train a model on a corpus and write a run directory: config.json, vocab.json, best/ and "
             "last/ checkpoints (safetensors + JSON), metrics.jsonl and summary.json. Settings come from "
-            "the defaults, then --config FILE.toml, then --section.field=value overrides, e.g. "
+            "the defaults, then --config PRESET or FILE.toml, then --section.field=value overrides, e.g. "
             "--model.cell=gru --train.lr=20."
         ),
-        epilog="Settings: see rnnkit.config (sections model, data, train).",
+        epilog=(
+            "Every setting, with its default, type and meaning: 'rnnkit config' (or 'rnnkit config PRESET' "
+            "for a preset's values). Overrides are --section.field=value or --section.field value."
+        ),
     )
     train.add_argument(
         "--data", help="corpus directory, single text file, or named corpus (ptb, tinyshakespeare)"
@@ -57,13 +67,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--resume", metavar="RUN_DIR", help="continue an interrupted run exactly where it stopped"
     )
-    train.add_argument("--config", help="TOML settings file")
+    train.add_argument(
+        "--config", metavar="PRESET|FILE", help="a preset's name (rnnkit presets) or a TOML settings file"
+    )
     train.add_argument(
         "--nproc",
         type=int,
         metavar="N",
         help="train data-parallel on N processes of this machine (torch.distributed: gloo on CPUs, "
         "NCCL on GPUs); for several machines start 'torchrun ... -m rnnkit train ...' on each",
+    )
+    train.add_argument(
+        "--device", help="auto, cpu, cuda, cuda:1, ... (default: the config's train.device, auto)"
     )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument(
@@ -138,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     next_.add_argument("run", help="run directory")
     next_.add_argument("prefix", help="the text so far")
-    next_.add_argument("-k", type=int, default=10, help="how many tokens (default: 10)")
+    next_.add_argument("-k", "--top-k", dest="k", type=int, default=10, help="how many tokens (default: 10)")
     next_.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: auto)")
     next_.add_argument("--json", action="store_true", help="machine-readable output")
     predict = commands.add_parser(
@@ -163,17 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--out", default=None, help="output file (default: standard output)")
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: auto)")
-    predict.add_argument("--json", action="store_true", help="classifiers: JSON lines")
+    predict.add_argument("--json", action="store_true", help="one JSON object a line (a sentence each)")
 
     diagnose = commands.add_parser(
         "diagnose",
         help="gradient flow through time in a trained or fresh model: ||∂E_t/∂h_k||, Jacobians, gates",
-        description=(
-            "Run text (or generated sequences) through a trained run or a fresh model in float64 and "
-            "measure ||∂E_t/∂h_k|| for every k <= t, every step Jacobian's norm, for Elman cells the "
-            "lecture's bound (β_W β_h)^d, the spectrum of W_hh, and for GRU/LSTM each gate over time. "
-            "Writes diagnose.json and PNG plots."
-        ),
     )
     from rnnkit.cli.diagnose import add_arguments
 
@@ -189,41 +198,123 @@ def build_parser() -> argparse.ArgumentParser:
             "random initialisation). Prints a table; writes results.json and plots to --out."
         ),
     )
-    experiment.add_argument("name", help="adding, clipping, long-range or init")
+    experiment.add_argument("name", choices=EXPERIMENTS, metavar="NAME", help=", ".join(EXPERIMENTS))
     experiment.add_argument(
         "--scale",
         default="small",
-        help="tiny (seconds), small (minutes; default) or full (the write-up's grid: hours)",
+        choices=("tiny", "small", "full"),
+        help="tiny (seconds; a smoke test, its numbers mean nothing), small (minutes; default) or full "
+        "(the write-up's grid: hours)",
     )
     experiment.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     experiment.add_argument(
         "--out", default=None, help="output directory (default: ./rnnkit-experiments/NAME-SCALE)"
     )
+    _device_argument(experiment, "cpu")
+    experiment.add_argument("--json", action="store_true", help="the results as one JSON object on stdout")
+
+    from rnnkit.cli import settings  # light: no torch
+
+    presets = commands.add_parser(
+        "presets",
+        help="list the shipped run presets: what each is, the figure it reached, the time it took",
+        description=(
+            "List the run presets shipped with rnnkit, one line each: what it is, the figure it reached "
+            "and the time it took (from each preset's header). Train one with "
+            "'rnnkit train --data DATA --out RUN --config NAME', from any directory."
+        ),
+    )
+    settings.add_presets_arguments(presets)
+    config = commands.add_parser(
+        "config",
+        help="list every setting: default (or a preset's value), type, allowed values, meaning",
+        description=(
+            "Print every setting as section.field with its default (or the value PRESET gives it), its "
+            "type or allowed values and a one-line description, generated from the config dataclasses. "
+            "Set one with --section.field=value or in a TOML file."
+        ),
+    )
+    settings.add_config_arguments(config)
     return parser
 
 
+EXPERIMENTS = ("adding", "clipping", "long-range", "init")
+
+
+def _device_argument(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument("--device", default=default, help=f"auto, cpu, cuda, ... (default: {default})")
+
+
+def split_overrides(extra: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The ``--section.field=value`` settings among arguments argparse did not know, and the rest.
+
+    ``--section.field value`` (a space instead of ``=``) is taken as the same setting.
+    """
+    overrides, unknown = [], []
+    items = list(extra)
+    i = 0
+    while i < len(items):
+        arg = items[i]
+        name = arg.split("=", 1)[0]
+        setting = arg.startswith("--") and ("." in name or name == "--task")
+        if setting and "=" not in arg and i + 1 < len(items) and not items[i + 1].startswith("--"):
+            overrides.append(f"{arg}={items[i + 1]}")
+            i += 2
+            continue
+        (overrides if setting and "=" in arg else unknown).append(arg)
+        i += 1
+    return overrides, unknown
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str | None) -> argparse.ArgumentParser:
+    """The parser of ``command``, so a usage error shows that command's usage, not the top level's."""
+    for action in parser._actions:  # argparse keeps its subcommands in this (private) list only
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices.get(command, parser)
+    return parser
+
+
+def _quiet_broken_pipe() -> int:
+    """The reader of our output went away (``rnnkit score ... | head -1``): stop as Unix tools do,
+    silently, with the shell's status for death by SIGPIPE (128 + 13)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush must not fail again
+    except OSError:
+        pass
+    return 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     from rnnkit.cli import malloc
 
     malloc.tune()  # fewer page faults per training step; the command only, never at import
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    overrides = [
-        a
-        for a in extra
-        if a.startswith("--") and "=" in a and ("." in a.split("=")[0] or a.startswith("--task="))
-    ]
-    unknown = [a for a in extra if a not in overrides]
+    overrides, unknown = split_overrides(extra)
     if unknown or (overrides and args.command != "train"):
-        parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
+        what = " ".join(unknown or overrides)
+        hint = "" if unknown or args.command is None else " (--section.field=value settings are for train)"
+        _subparser(parser, args.command).error(f"unrecognized arguments: {what}{hint}")
     if args.command is None:
         parser.print_help()
         return 0
+    if args.command == "train" and args.device:
+        overrides.append(f"--train.device={args.device}")
     try:
         if args.command == "demo":
             from rnnkit.cli.demo import run_demo
 
-            return run_demo(out=args.out, seed=args.seed, steps=args.steps)
+            return run_demo(
+                out=args.out, seed=args.seed, steps=args.steps, device=args.device, as_json=args.json
+            )
         if args.command == "train" and args.nproc:
             from rnnkit.training.distributed import launch
 
@@ -235,8 +326,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "experiment":
             from rnnkit.experiments import run_experiment
 
-            run_experiment(args.name, args.out, args.seed, args.scale)
+            run_experiment(args.name, args.out, args.seed, args.scale, device=args.device, as_json=args.json)
             return 0
+        if args.command in ("presets", "config"):
+            from rnnkit.cli import settings
+
+            return settings.presets(args) if args.command == "presets" else settings.show_config(args)
         if args.command == "diagnose":
             from rnnkit.cli.diagnose import diagnose
 
