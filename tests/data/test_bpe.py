@@ -51,3 +51,20 @@ def test_bpe_tokenizer_saved_and_loaded(tmp_path):
 def test_bpe_size_below_the_byte_alphabet_is_refused():
     with pytest.raises(RnnkitError, match="at least 256"):
         Codec.train_bpe(["abc\n"], vocab_size=100)
+
+
+def test_ptb_unk_is_one_special_token_and_tokens_read_as_text():
+    """PTB writes unknown words as a literal <unk>: BPE must keep it whole, never as '<', 'unk', '>'."""
+    codec = Codec.train_bpe((TEXT.replace("rat", "<unk>")).splitlines(keepends=True), vocab_size=300)
+    tokens = codec.corpus_tokens("a <unk> ran past the <unk>.\n")
+    assert tokens.count("<unk>") == 2 and not {"<", "unk", ">", "Ġ<"} & set(tokens)
+    assert codec.join(tokens) == "a <unk> ran past the <unk>.\n"  # still lossless
+    assert codec.corpus_tokens("x<unk>y\n")[1] == "<unk>"
+    assert [codec.token_text(t) for t in codec.corpus_tokens("the cat\n")] == ["the", " cat", "\n"]
+    assert Codec("word").token_text("Ġcat") == "Ġcat"  # only BPE tokens are byte-level
+
+
+def test_character_generation_ends_at_a_blank_line_not_at_every_newline():
+    char, word = Codec("char"), Codec("word")
+    assert not char.ends_text("a", "\n") and char.ends_text("\n", "\n") and not char.ends_text("\n", "a")
+    assert word.ends_text(None, "<eos>") and not word.ends_text("<eos>", "a")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tracemalloc
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 from rnnkit.config import ModelConfig
 from rnnkit.data.corpora import load_corpus, locate
 from rnnkit.models.config import build_model
-from rnnkit.tasks.lm import describe, evaluate_file, evaluate_lm
+from rnnkit.tasks.lm import describe, evaluate_file, evaluate_lm, evaluate_tokens, heldout_tokens
 
 LINES = [
     "the cat sat on the mat .",
@@ -89,3 +90,48 @@ def test_result_depends_on_batch_size_only_through_the_stream_split():
             figures = evaluate_lm(model, stream, N, bptt, device)
             assert figures["tokens"] == tokens == N * (T - 1)
             assert figures["loss"] == pytest.approx(expected_nll / tokens, rel=1e-12)
+
+
+@pytest.mark.parametrize("level", ["word", "char", "bpe"])
+def test_a_split_off_validation_part_is_the_one_training_used(tmp_path, level):
+    """evaluate on a single-file corpus reads the tokens training validated on, and gives the
+    figures of that text streamed from a file of its own."""
+    g = torch.Generator().manual_seed(1)
+    rows = [LINES[int(i)] for i in torch.randint(len(LINES), (80,), generator=g)]
+    (tmp_path / "all.txt").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    files = locate(tmp_path / "all.txt", valid_fraction=0.2)
+    corpus = load_corpus(files, level=level, max_size=300 if level == "bpe" else None)
+    tokens = heldout_tokens(files.train, 0.2, corpus.codec)
+    assert torch.equal(corpus.vocab.encode(tokens), corpus.valid)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(embed_size=8, hidden_size=8), len(corpus.vocab)).double()
+    cpu = torch.device("cpu")
+    figures = evaluate_tokens(model, tokens, corpus.codec, corpus.vocab, 3, 5, cpu)
+    (tmp_path / "valid.txt").write_text(corpus.codec.join(tokens), encoding="utf-8")
+    if level != "word":  # a word stream joined back loses its line breaks to <eos> tokens
+        streamed = evaluate_file(model, tmp_path / "valid.txt", corpus.codec, corpus.vocab, 3, 5, cpu)
+        assert streamed == pytest.approx(figures, rel=1e-9)
+    assert figures["loss"] == pytest.approx(evaluate_lm(model, corpus.valid, 3, 5, cpu)["loss"])
+    if level == "word":
+        assert "word_ppl" not in figures and figures["oov"] == 0
+    else:  # per word and per byte: the text's NLL over its words (line ends too) and bytes
+        text = corpus.codec.join(tokens)
+        assert figures["words"] == sum(len(line.split()) + 1 for line in text.splitlines())
+        assert figures["bytes"] == len(text.encode("utf-8")) > len(text)  # ü, é: two bytes each
+        nll = figures["loss"] * len(tokens)
+        assert figures["word_ppl"] == pytest.approx(math.exp(nll / figures["words"]))
+        assert figures["bits_per_byte"] == pytest.approx(nll / math.log(2) / figures["bytes"])
+    assert ("oov" in figures) == (level != "bpe")  # BPE reads any text
+
+
+def test_out_of_vocabulary_tokens_are_counted_and_described(corpus_dir):
+    corpus = load_corpus(locate(corpus_dir), level="word", min_freq=3)  # rare words: <unk>
+    model = build_model(ModelConfig(embed_size=4, hidden_size=4), len(corpus.vocab))
+    path = corpus_dir / "test.txt"
+    figures = evaluate_file(model, path, corpus.codec, corpus.vocab, 2, 5, torch.device("cpu"))
+    tokens = corpus.codec.corpus_tokens(path.read_text(encoding="utf-8"))
+    unknown = sum(t not in corpus.vocab for t in tokens)
+    assert unknown > 0 and figures["oov"] == unknown
+    assert figures["oov_rate"] == pytest.approx(unknown / len(tokens))
+    line = describe("test", figures, "word")
+    assert f"; {unknown} out of vocabulary ({100 * unknown / len(tokens):.2f}%), scored as <unk>" in line

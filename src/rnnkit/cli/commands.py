@@ -5,25 +5,41 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from tqdm import tqdm
 
-from rnnkit.data.conll import read_conll2003, read_conllu, read_raw, write_conll2003, write_conllu
-from rnnkit.data.corpora import load_corpus, locate
+from rnnkit.data.conll import (
+    detect_format,
+    read_conll2003,
+    read_conllu,
+    read_raw,
+    write_conll2003,
+    write_conllu,
+)
+from rnnkit.data.corpora import locate
 from rnnkit.data.sst import CLASS_NAMES, read_sentences
-from rnnkit.data.text import Codec
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import RnnkitError
-from rnnkit.fileio import iter_lines, read_json, write_text_atomic
+from rnnkit.fileio import read_json, write_text_atomic
 from rnnkit.tasks.classification import Classification, ClassifiedCorpus
 from rnnkit.tasks.classification import corpus_for_run as corpus_for_classifier
-from rnnkit.tasks.lm import UNITS, describe, evaluate_file, evaluate_lm, next_distribution, score_lines
+from rnnkit.tasks.lm import (
+    RAW_TEXT_LEVELS,
+    UNITS,
+    describe,
+    evaluate_file,
+    evaluate_tokens,
+    heldout_tokens,
+    next_distribution,
+    score_lines,
+)
 from rnnkit.tasks.lm import generate as sample
 from rnnkit.tasks.tagging import TaggedCorpus, Tagging, corpus_for_run, load_vocabularies
 from rnnkit.tasks.tagging_metrics import format_label_report
@@ -50,13 +66,17 @@ def evaluate(args: argparse.Namespace) -> int:
     if files.valid_fraction is None:  # a file per split: streamed, in constant memory
         path = getattr(files, args.split)
         if path is None:
-            raise RnnkitError(f"{data['data'] or files.train}: the corpus has no {args.split} split")
+            hint = "; try --split valid" if args.split == "test" and files.valid is not None else ""
+            raise RnnkitError(f"{data['data'] or files.train}: the corpus has no {args.split} split{hint}")
         figures = evaluate_file(model, path, codec, vocab, batch, bptt, device)
     else:  # one file split by a fraction: its validation part is read with it
         if args.split == "test":
-            raise RnnkitError(f"{files.train}: one file split for validation has no test split")
-        corpus = load_corpus(files, config.data.level, vocab=vocab, codec=codec)
-        figures = evaluate_lm(model, corpus.valid, batch, bptt, device)
+            raise RnnkitError(
+                f"{files.train}: a single file is split into train and valid only, so it has no test "
+                f"split; try --split valid (its last {files.valid_fraction:.0%}), or give a test file"
+            )
+        tokens = heldout_tokens(files.train, files.valid_fraction, codec)
+        figures = evaluate_tokens(model, tokens, codec, vocab, batch, bptt, device, files.train)
     if args.json:
         print(json.dumps({"split": args.split, "unit": UNITS[config.data.level], **figures}))
     else:
@@ -75,7 +95,8 @@ def _evaluate_task(args: argparse.Namespace, device) -> int:
         task = Classification(config, corpus_for_classifier(run, data), device)
     load_checkpoint(run / "best", task.model)
     if not task.has_split(args.split):
-        raise RnnkitError(f"{data}: the corpus has no {args.split} split")
+        hint = "; try --split valid" if args.split == "test" and task.has_split("valid") else ""
+        raise RnnkitError(f"{data}: the corpus has no {args.split} split{hint}")
     figures = task.evaluate(args.split)
     report = task.report(args.split) if args.report or args.confusion else None
     if args.json:
@@ -97,9 +118,11 @@ def _evaluate_task(args: argparse.Namespace, device) -> int:
 
 def predict(args: argparse.Namespace) -> int:
     """Tag a file: CoNLL-U in, CoNLL-U out (only the tag column changes); CoNLL-2003 in,
-    its columns plus a predicted column out (``conlleval`` reads it); raw text, one
-    sentence a line, in, word TAB tag out. Classify a file (a classifier run): one line
-    per sentence, see :func:`_classify`."""
+    its columns plus a predicted column out (``conlleval`` reads it; ``-DOCSTART-`` lines
+    kept); raw text, one sentence a line, in, word TAB tag out; ``--json``: one object per
+    sentence (its words and tags). The format is read from the file's first lines (a
+    warning says so when its name suggests another). Classify a file (a classifier run):
+    one line per sentence, see :func:`_classify`. ``-`` reads standard input."""
     run = Path(args.run)
     config = read_config(run)
     if config.task == "classify":
@@ -111,27 +134,37 @@ def predict(args: argparse.Namespace) -> int:
     words, chars, tags, spans = load_vocabularies(run)
     task = Tagging(config, TaggedCorpus([], None, None, words, chars, tags, spans), pick_device(args.device))
     load_checkpoint(run / "best", task.model)
+    name, text = _read_input(args.file)
+    if _nothing_to_do(name, text, args.out):
+        return 0
     fmt = args.format
     if fmt == "auto":
-        fmt = (
-            "conllu"
-            if args.file.endswith(".conllu")
-            else ("conll2003" if _looks_columnar(args.file) else "text")
-        )
+        fmt, warning = detect_format(name, text)
+        if warning:
+            print(f"rnnkit predict: warning: {warning}", file=sys.stderr)
     reader = {
-        "conllu": lambda p: read_conllu(p, config.data.column),
-        "conll2003": read_conll2003,
-        "text": read_raw,
+        "conllu": lambda: read_conllu(name, config.data.column, text=text),
+        "conll2003": lambda: read_conll2003(name, text=text),
+        "text": lambda: read_raw(name, text=text),
     }
-    sentences = reader[fmt](args.file)
+    sentences = reader[fmt]()
     if not sentences:
-        raise RnnkitError(f"{args.file}: no sentences to tag")
+        raise RnnkitError(f"{name}: no sentences to tag")
     for s in sentences:
         s.tags = None  # predict from the words alone, whatever gold the file holds
     predictions, _, _ = task.predict(sentences)
     out = Path(args.out) if args.out else None
-    if fmt in ("conllu", "conll2003"):
-        write = write_conllu if fmt == "conllu" else write_conll2003
+    if args.json:
+        _write_output(
+            out,
+            "".join(
+                json.dumps({"line": s.line, "words": s.words, "tags": p}) + "\n"
+                for s, p in zip(sentences, predictions)
+            ),
+        )
+    elif fmt in ("conllu", "conll2003"):
+        # conlleval expects the -DOCSTART- lines of CoNLL-2003 where they were
+        write = write_conllu if fmt == "conllu" else partial(write_conll2003, docstart=True)
         if out is not None:
             write(sentences, predictions, out)
         else:  # the writers replace files atomically: write a private file, then print it
@@ -139,39 +172,44 @@ def predict(args: argparse.Namespace) -> int:
                 write(sentences, predictions, Path(tmp) / "tagged")
                 sys.stdout.write((Path(tmp) / "tagged").read_text(encoding="utf-8"))
     else:
-        text = "".join(
-            "".join(f"{w}\t{t}\n" for w, t in zip(s.words, p)) + "\n" for s, p in zip(sentences, predictions)
+        _write_output(
+            out,
+            "".join(
+                "".join(f"{w}\t{t}\n" for w, t in zip(s.words, p)) + "\n"
+                for s, p in zip(sentences, predictions)
+            ),
         )
-        if out:
-            write_text_atomic(out, text)
-        else:
-            sys.stdout.write(text)
     return 0
 
 
-_ENTITY_TAG = re.compile(r"O|[BIES]-\S+")
+def _write_output(out: Path | None, text: str) -> None:
+    """``text`` to the file ``out`` (atomically), or to standard output."""
+    if out is not None:
+        write_text_atomic(out, text)
+    else:
+        sys.stdout.write(text)
 
 
-def _looks_columnar(path: str) -> bool:
-    """CoNLL-2003 rather than raw text: it opens with -DOCSTART-, or its first block (up to a
-    blank line) has two or more lines that all have the same number (2 or more) of columns
-    and end in an entity tag (``O``, ``B-PER``, ``I-ORG`` ...)."""
-    block: list[list[str]] = []
-    for _, line in iter_lines(path, "file"):
-        if not line.strip():
-            if block:
-                break
-            continue
-        if line.startswith("-DOCSTART-"):
-            return True
-        block.append(line.split())
-    widths = {len(fields) for fields in block}
-    return (
-        len(block) >= 2
-        and len(widths) == 1
-        and min(widths) >= 2
-        and all(_ENTITY_TAG.fullmatch(fields[-1]) for fields in block)
-    )
+def _nothing_to_do(name: str, text: str, out: str | None) -> bool:
+    """An empty input (``/dev/null``, an empty pipe) gives an empty output and a note."""
+    if text.strip():
+        return False
+    print(f"rnnkit predict: note: {name} is empty: nothing to predict", file=sys.stderr)
+    _write_output(Path(out) if out else None, "")
+    return True
+
+
+def _read_input(file: str) -> tuple[str, str]:
+    """``(name, text)`` of a whole file (``-``: standard input; pipes and devices too), as
+    strict UTF-8; an error names the line and byte offset of a bad byte."""
+    name, stream, _ = _open_input(file)
+    with stream:
+        data = stream.read()
+    try:
+        return name, data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise RnnkitError(f"{name}: line {line}, byte offset {err.start}: not UTF-8") from None
 
 
 def recorded_data(run: Path) -> dict:
@@ -184,18 +222,22 @@ def recorded_data(run: Path) -> dict:
         ) from None
 
 
-def _warn_unknown(vocab, text: str, codec: Codec) -> None:
-    unknown = sorted({t for t in codec.prompt_tokens(text) if t not in vocab})
+def _warn_unknown(vocab, tokens: list[str]) -> None:
+    """Warn on standard error that ``tokens`` not in the vocabulary are read as ``<unk>``."""
+    unknown = sorted({t for t in tokens if t not in vocab})
     if unknown and vocab.unk is not None:
+        more = f" (and {len(unknown) - 10} more)" if len(unknown) > 10 else ""
         print(
-            f"rnnkit: warning: not in the vocabulary, read as {vocab.unk}: {' '.join(unknown[:10])}",
+            f"rnnkit: warning: not in the vocabulary, read as {vocab.unk}: {' '.join(unknown[:10])}{more}",
             file=sys.stderr,
         )
 
 
 def generate(args: argparse.Namespace) -> int:
-    model, vocab, _, codec = load(args.run, device=pick_device(args.device))
-    _warn_unknown(vocab, args.prompt, codec)
+    model, vocab, config, codec = load(args.run, device=pick_device(args.device))
+    _warn_unknown(vocab, codec.prompt_tokens(args.prompt))
+    if args.max_tokens is None:  # a character is a short token: a few lines of text either way
+        args.max_tokens = 400 if config.data.level in ("char", "symbol") else 50
     if args.num < 1 or args.max_tokens < 1:
         raise RnnkitError("--num and --max-tokens must be at least 1")
     gen = torch.Generator().manual_seed(args.seed)
@@ -223,33 +265,40 @@ def generate(args: argparse.Namespace) -> int:
 
 def score(args: argparse.Namespace) -> int:
     """Score a text line by line, ``--batch-size`` lines at a time: constant memory however
-    long the text; the throughput goes to standard error at the end."""
+    long the text. Words not in the vocabulary are read and scored as ``<unk>``: each line
+    says how many (``oov``), its tokens show ``<unk>`` where one was read, and standard
+    error warns and totals them; the throughput goes there too at the end."""
     if args.batch_size < 1:
         raise RnnkitError(f"--batch-size must be at least 1, got {args.batch_size}")
     model, vocab, _, codec = load(args.run, device=pick_device(args.device))
-    if args.file == "-":
-        stream, size = sys.stdin.buffer, None
-    else:
-        path = Path(args.file)
-        if not path.is_file():
-            raise RnnkitError(f"{path}: no such file")
-        stream, size = path.open("rb"), path.stat().st_size
+    name, stream, size = _open_input(args.file)
     start = time.perf_counter()
-    total, count, number, offset = 0.0, 0, 0, 0
+    total, count, oov, number, offset = 0.0, 0, 0, 0, 0
+    warned = False
     bar = tqdm(total=size, unit="B", unit_scale=True, disable=None, leave=False, file=sys.stderr)
 
     def flush(chunk: list[str]) -> None:
-        nonlocal total, count
-        out = []
+        nonlocal total, count, oov, warned
+        out, unknown = [], []
         for line, result in zip(chunk, score_lines(model, vocab, codec, chunk)):
             total += result["logprob"]
             count += len(result["surprisal_bits"])
+            oov += result["oov"]
+            unknown += result["unknown"]
             index = number - len(chunk) + len(out) + 1
             if args.json:
+                if codec.level == "bpe":  # what each byte-level token reads as
+                    result["decoded"] = [codec.token_text(t) for t in result["tokens"]]
                 out.append(json.dumps({"line": index, **result}))
             else:
-                out.append(f"{index}\tlogprob {result['logprob']:.3f}\tppl {result['ppl']:.2f}\t{line}")
+                out.append(
+                    f"{index}\tlogprob {result['logprob']:.3f}\tppl {result['ppl']:.2f}\t"
+                    f"oov {result['oov']}\t{line}"
+                )
         bar.clear()
+        if unknown and not warned:  # once, as soon as it is known: a pipe may stop reading early
+            _warn_unknown(vocab, unknown)
+            warned = True
         sys.stdout.write("".join(o + "\n" for o in out))
 
     with stream:
@@ -260,7 +309,7 @@ def score(args: argparse.Namespace) -> int:
                 chunk.append(raw.decode("utf-8").rstrip("\r\n"))
             except UnicodeDecodeError as err:
                 raise RnnkitError(
-                    f"{args.file}: line {number}, byte offset {offset + err.start}: not UTF-8"
+                    f"{name}: line {number}, byte offset {offset + err.start}: not UTF-8"
                 ) from None
             offset += len(raw)
             if len(chunk) == args.batch_size:
@@ -270,25 +319,52 @@ def score(args: argparse.Namespace) -> int:
         if chunk:
             flush(chunk)
     bar.close()
-    seconds = time.perf_counter() - start
-    if not args.json and count:
-        print(f"all {count} tokens: ppl {math.exp(-total / count):.2f}")
+    seconds = max(time.perf_counter() - start, 1e-9)
+    unseen = ""  # a vocabulary without <unk> (BPE) reads any text: nothing is out of it
+    if vocab.unk is not None:
+        unseen = f"; {oov} out of vocabulary ({100 * oov / max(count, 1):.2f}%, scored as {vocab.unk})"
+    if number == 0:
+        print(f"rnnkit score: note: {name} is empty: no lines to score", file=sys.stderr)
+    elif not args.json and count:
+        print(f"all {count} tokens: ppl {math.exp(-total / count):.2f}{unseen}")
     print(
-        f"rnnkit score: {number} lines, {count} tokens in {seconds:.1f} s "
+        f"rnnkit score: {number} lines, {count} tokens{unseen}; {seconds:.1f} s "
         f"({number / seconds:.0f} lines/s, {count / seconds:.0f} tokens/s)",
         file=sys.stderr,
     )
     return 0
 
 
+def _open_input(file: str) -> tuple[str, BinaryIO, int | None]:
+    """``(name, binary stream, size or None)`` of a file to read once, front to back: ``-``
+    is standard input; any readable file will do (a pipe, ``/dev/null``, a FIFO)."""
+    if file == "-":
+        return "standard input", sys.stdin.buffer, None
+    path = Path(file)
+    try:
+        stream = path.open("rb")
+    except FileNotFoundError:
+        raise RnnkitError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise RnnkitError(f"{path}: is a directory, expected a file") from None
+    except OSError as err:
+        raise RnnkitError(f"{path}: cannot read it ({err.strerror})") from None
+    return str(path), stream, (path.stat().st_size if path.is_file() else None)
+
+
 def next_tokens(args: argparse.Namespace) -> int:
     model, vocab, _, codec = load(args.run, device=pick_device(args.device))
-    _warn_unknown(vocab, args.prefix, codec)
+    _warn_unknown(vocab, codec.prompt_tokens(args.prefix))
     top = next_distribution(model, vocab, codec, args.prefix, args.k)
     if args.json:
-        print(json.dumps([{"token": t, "p": p} for t, p in top]))
+        rows = [{"token": t, "p": p} for t, p in top]
+        if codec.level == "bpe":  # byte-level tokens (Ġ<) with the text they stand for (" <")
+            rows = [{"token": t, "text": codec.token_text(t), "p": p} for t, p in top]
+        print(json.dumps(rows))
     else:
         for token, p in top:
+            if codec.level in RAW_TEXT_LEVELS:  # quoted, so that a space or a newline shows
+                token = json.dumps(codec.token_text(token), ensure_ascii=False)
             print(f"{p:.4f}\t{token}")
     return 0
 
@@ -304,9 +380,12 @@ def _classify(args: argparse.Namespace, run: Path, config) -> int:
     corpus = ClassifiedCorpus([], None, None, Vocab.from_json(saved["words"]), classes)
     task = Classification(config, corpus, pick_device(args.device))
     load_checkpoint(run / "best", task.model)
-    sentences = read_sentences(args.file, args.format)
+    name, text = _read_input(args.file)
+    if _nothing_to_do(name, text, args.out):
+        return 0
+    sentences = read_sentences(name, args.format, text=text)
     if not sentences:
-        raise RnnkitError(f"{args.file}: no sentences to classify")
+        raise RnnkitError(f"{name}: no sentences to classify")
     probs = task.log_probs(sentences).exp()
     names = CLASS_NAMES[classes]
     lines = []
@@ -318,9 +397,5 @@ def _classify(args: argparse.Namespace, run: Path, config) -> int:
             )
         else:
             lines.append(f"{best}\t{names[best]}\t{p[best]:.4f}\t{' '.join(words)}")
-    text = "".join(line + "\n" for line in lines)
-    if args.out:
-        write_text_atomic(Path(args.out), text)
-    else:
-        sys.stdout.write(text)
+    _write_output(Path(args.out) if args.out else None, "".join(line + "\n" for line in lines))
     return 0

@@ -162,7 +162,7 @@ def diagnose(args: argparse.Namespace) -> int:
     tr = gf.trace(model, tokens, index, subject.loss)
     T, reverse = tr.steps, tr.reverse
     distances = _distances(args.distances, T, explicit=args.distances != "1,5,10,20,50")
-    _clear(out)
+    replaced = _clear(out)
     written: list[str] = []
 
     def draw(plot, name: str, data, *rest, **options) -> None:
@@ -316,6 +316,7 @@ def diagnose(args: argparse.Namespace) -> int:
         )
     report["out"] = str(out)
     report["files"] = ["diagnose.json", *written]
+    report["replaced"] = replaced
     write_text_atomic(out / "diagnose.json", json.dumps(report, indent=1, allow_nan=True) + "\n")
     if args.json:
         print(json.dumps(report))
@@ -324,18 +325,22 @@ def diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
-def _clear(out: Path) -> None:
-    """Make ``out`` and remove an earlier call's files from it (only diagnose's own)."""
+def _clear(out: Path) -> list[str]:
+    """Make ``out`` and remove an earlier call's files from it (only diagnose's own); their names."""
     if out.exists() and not out.is_dir():
         raise RnnkitError(f"--out {out}: not a directory")
     out.mkdir(parents=True, exist_ok=True)
+    removed = []
     for name in FILES:
         try:
-            (out / name).unlink(missing_ok=True)
+            if (out / name).exists():
+                (out / name).unlink()
+                removed.append(name)
         except OSError as err:
             raise RnnkitError(
                 f"{out / name}: cannot remove the earlier diagnose file ({err.strerror})"
             ) from None
+    return removed
 
 
 def _finite_or_none(values) -> list[float | None]:
@@ -671,4 +676,5 @@ def _print_summary(report: dict, out: Path) -> None:
             print(f"  first non-finite state or gradient: {where}")
         else:
             print(f"  largest ||∂E/∂h_k||: {where}: {e['gradient']:.3g}")
-    print(f"  wrote into {out}: {', '.join(report['files'])} (an earlier call's files replaced)")
+    replaced = f" (an earlier call's {len(report['replaced'])} files removed)" if report["replaced"] else ""
+    print(f"  wrote into {out}: {', '.join(report['files'])}{replaced}")

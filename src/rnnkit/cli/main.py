@@ -121,7 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--prompt", default="", help="text to continue (default: a new sentence)")
     generate.add_argument("--num", type=int, default=1, help="number of samples (default: 1)")
     generate.add_argument(
-        "--max-tokens", type=int, default=50, help="tokens per sample at most (default: 50)"
+        "--max-tokens",
+        type=int,
+        default=None,
+        help="tokens per sample at most (default: 50 words or subwords, 400 characters)",
     )
     generate.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (default: 1.0)")
     generate.add_argument("--top-k", type=int, default=None, help="sample among the k most probable tokens")
@@ -169,12 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     predict.add_argument("run", help="run directory of a tagger or a classifier")
-    predict.add_argument("file", help="the file to tag or classify")
+    predict.add_argument("file", help="the file to tag or classify (- for standard input)")
     predict.add_argument(
         "--format",
         default="auto",
         choices=("auto", "conllu", "conll2003", "sst", "text"),
-        help="the file's format (default: from its name and first lines)",
+        help="the file's format (default: from its first lines; a warning when its name suggests another)",
     )
     predict.add_argument("--out", default=None, help="output file (default: standard output)")
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: auto)")

@@ -55,7 +55,7 @@ class Sentence:
     docstart: list[str] | None = None
 
 
-def read_conllu(path: str | os.PathLike, column: str = "upos") -> list[Sentence]:
+def read_conllu(path: str | os.PathLike, column: str = "upos", text: str | None = None) -> list[Sentence]:
     """The sentences of a CoNLL-U file, tagged with its ``upos`` or ``xpos`` column.
 
     Each sentence is optional ``#`` comment lines, then word lines of 10 tab-separated
@@ -63,13 +63,16 @@ def read_conllu(path: str | os.PathLike, column: str = "upos") -> list[Sentence]
     Word IDs run 1, 2, 3, ...; a range ``n-m`` (multiword token) comes just before word
     ``n`` and an empty node ``n.k`` just after word ``n``.
 
+    ``text``: the file's text when it is already read (standard input); ``path`` then only
+    names it in messages.
+
     Raises:
         RnnkitError: the file is missing, empty or not UTF-8, or a line is malformed (the
             message names the file, the line and what was expected).
     """
     if column not in CONLLU_TAG_COLUMNS:
         raise RnnkitError(f"column={column!r}: expected one of {', '.join(map(repr, CONLLU_TAG_COLUMNS))}")
-    text = read_text(path, "CoNLL-U file")
+    text = _text(path, "CoNLL-U file", text)
     lines = text.split("\n")
     if lines[-1] == "":
         lines.pop()
@@ -157,21 +160,21 @@ def write_conllu(
     write_text_atomic(path, "".join(out))
 
 
-def read_conll2003(path: str | os.PathLike) -> list[Sentence]:
+def read_conll2003(path: str | os.PathLike, text: str | None = None) -> list[Sentence]:
     """The sentences of a CoNLL-2003 file: ``token POS chunk NER`` lines, tagged with the last column.
 
     Columns are separated by spaces; every token line of the file has as many as the
     first one (at least two: a token and its tag). Blank lines end sentences. A
     ``-DOCSTART-`` line opens a document and is not a sentence; its columns are kept in
     the next sentence's ``docstart``. The tags are returned as in the file (IOB1 in the
-    original English data; see :func:`iob1_to_bio`).
+    original English data; see :func:`iob1_to_bio`). ``text``: as in :func:`read_conllu`.
 
     Raises:
         RnnkitError: the file is missing, empty, not UTF-8, has no sentences, or a line
             has the wrong number of columns (naming the file and line).
     """
     source = str(path)
-    text = read_text(path, "CoNLL-2003 file")
+    text = _text(path, "CoNLL-2003 file", text)
     sentences: list[Sentence] = []
     block: list[list[str]] = []
     first = 0
@@ -238,14 +241,111 @@ def write_conll2003(
     write_text_atomic(path, "".join(out))
 
 
-def read_raw(path: str | os.PathLike) -> list[Sentence]:
-    """Untagged text, one sentence a line, split on whitespace; blank lines are skipped."""
-    text = read_text(path, "text file")
+def read_raw(path: str | os.PathLike, text: str | None = None) -> list[Sentence]:
+    """Untagged text, one sentence a line, split on whitespace; blank lines are skipped.
+    ``text``: as in :func:`read_conllu`."""
+    text = _text(path, "text file", text)
     return [
         Sentence(line.split(), None, str(path), number)
         for number, line in enumerate(text.split("\n"), 1)
         if line.strip()
     ]
+
+
+def _text(path: str | os.PathLike, what: str, text: str | None) -> str:
+    """``text`` if given (refused when blank, as :func:`read_text` refuses), else the file's."""
+    if text is None:
+        return read_text(path, what)
+    if not text.strip():
+        raise RnnkitError(f"{path}: the {what} is empty")
+    return text
+
+
+SNIFF_BYTES = 1 << 16
+"""How much of a file :func:`sniff_format` reads: its first 64 KiB."""
+
+_ENTITY_TAG = re.compile(r"O|[BIES]-\S+")
+_NAMED = (
+    ("conllu", re.compile(r".*\.conllu")),
+    ("conll2003", re.compile(r".*\.(conll|iob|iob1|iob2|bio|bioes)|eng\.(train|testa|testb)")),
+    ("text", re.compile(r".*\.txt")),
+)
+FORMAT_NAMES = {"conllu": "CoNLL-U", "conll2003": "CoNLL-2003", "text": "plain text"}
+
+
+def sniff_format(path: str | os.PathLike, text: str | None = None) -> str:
+    """The format of a file to tag, from its first lines (:data:`SNIFF_BYTES` at most):
+    ``conllu``, ``conll2003`` or ``text`` (see :func:`sniff_reason`). ``text``: the file's
+    text when it is already read; ``path`` is then not opened."""
+    return sniff_reason(path, text)[0]
+
+
+def sniff_reason(path: str | os.PathLike, text: str | None = None) -> tuple[str, str]:
+    """:func:`sniff_format` and why, in words.
+
+    ``conllu``: its first sentence opens with ``#`` comment lines or a word line of 10
+    tab-separated columns whose first is a CoNLL-U ID (``1``, ``3-4``, ``5.1``), and its
+    first non-comment line is such a word line. ``conll2003``: it opens with
+    ``-DOCSTART-``, or its first lines (up to 3 blocks) all have the same number (2 or more)
+    of space-separated columns ending in an entity tag (``O``, ``B-PER``, ``I-ORG`` ...),
+    two lines at least. Otherwise ``text``.
+    """
+    if text is None:
+        try:
+            with open(path, "rb") as f:
+                data = f.read(SNIFF_BYTES)
+        except OSError:
+            return "text", "it cannot be read"  # the reader will say why, naming the file
+        prefix = data.decode("utf-8", errors="replace")
+        if len(data) == SNIFF_BYTES:  # the last line may be cut: leave it out
+            prefix = prefix[: prefix.rfind("\n") + 1] or prefix
+    else:
+        prefix = text[:SNIFF_BYTES]
+    lines = [line.rstrip("\r") for line in prefix.split("\n")]
+    first = next((line for line in lines if line.strip()), "")
+    if first.split()[:1] == [DOCSTART]:
+        return "conll2003", f"it opens with {DOCSTART}"
+    content = [line for line in lines if line.strip()]
+    words = next((line for line in content if not line.startswith("#")), "")
+    fields = words.split("\t")
+    if len(fields) == 10 and (
+        _WORD_ID.fullmatch(fields[0]) or _RANGE_ID.fullmatch(fields[0]) or _EMPTY_ID.fullmatch(fields[0])
+    ):
+        opens = "'#' comment lines and " if first.startswith("#") else ""
+        return "conllu", f"it opens with {opens}word lines of 10 tab-separated columns and an ID"
+    block: list[list[str]] = []  # the lines of the first 3 blocks
+    ended = 0
+    for previous, line in zip(["", *lines], lines):
+        if line.strip():
+            block.append(line.split())
+        elif previous.strip():
+            ended += 1
+            if ended == 3:
+                break
+    widths = {len(f) for f in block}
+    if (
+        len(block) >= 2
+        and len(widths) == 1
+        and min(widths) >= 2
+        and all(_ENTITY_TAG.fullmatch(f[-1]) for f in block)
+    ):
+        return "conll2003", f"its lines have {widths.pop()} columns ending in an entity tag"
+    return "text", "its first lines are neither CoNLL-U nor CoNLL-2003"
+
+
+def detect_format(path: str | os.PathLike, text: str | None = None) -> tuple[str, str | None]:
+    """The format of a file to tag, by its content (:func:`sniff_reason`), and a warning
+    when its name says otherwise (``*.conllu``; ``*.conll``, ``*.iob``, ``eng.testb`` ...;
+    ``*.txt``), or ``None``."""
+    fmt, why = sniff_reason(path, text)
+    name = os.path.basename(str(path)).lower()
+    named = next((f for f, pattern in _NAMED if pattern.fullmatch(name)), None)
+    if named is None or named == fmt:
+        return fmt, None
+    return fmt, (
+        f"{path}: read as {FORMAT_NAMES[fmt]} although its name suggests {FORMAT_NAMES[named]}, "
+        f"because {why} (--format decides otherwise)"
+    )
 
 
 def _where(sentence: Sentence) -> str:

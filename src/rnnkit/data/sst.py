@@ -117,13 +117,18 @@ def read_sst(path: str | os.PathLike, classes: int = 5, phrases: bool = False) -
     return examples
 
 
-def read_sentences(path: str | os.PathLike, fmt: str = "auto") -> list[list[str]]:
+def read_sentences(path: str | os.PathLike, fmt: str = "auto", text: str | None = None) -> list[list[str]]:
     """The sentences of a file to classify, one a line (blank lines skipped).
 
     ``fmt`` ``sst``: SST trees, their words (gold labels ignored, no line dropped);
     ``text``: whitespace-tokenised text; ``auto``: trees when the first line starts with ``(``.
+    ``text``: the file's text when it is already read (standard input); ``path`` then only
+    names it in messages.
     """
-    text = read_text(path, "file of sentences")
+    if text is None:
+        text = read_text(path, "file of sentences")
+    elif not text.strip():
+        raise RnnkitError(f"{path}: the file of sentences is empty")
     lines = [(n, line) for n, line in enumerate(text.split("\n"), 1) if line.strip()]
     if fmt == "auto":
         fmt = "sst" if lines and lines[0][1].lstrip().startswith("(") else "text"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from rnnkit.data.vocab import EOS
+from rnnkit.data.vocab import EOS, UNK
 from rnnkit.errors import RnnkitError
 from rnnkit.fileio import write_text_atomic
 
@@ -65,8 +65,14 @@ class Codec:
         tokenizer = Tokenizer(models.BPE())
         tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tokenizer.decoder = decoders.ByteLevel()
+        # PTB writes unknown words as a literal <unk>: one special token, never split into
+        # pieces (the byte alphabet would otherwise learn "<", "unk", ">").
         trainer = trainers.BpeTrainer(
-            vocab_size=vocab_size, min_frequency=min_freq, initial_alphabet=alphabet, show_progress=False
+            vocab_size=vocab_size,
+            min_frequency=min_freq,
+            initial_alphabet=alphabet,
+            special_tokens=[UNK],
+            show_progress=False,
         )
         tokenizer.train_from_iterator(lines, trainer)
         return cls("bpe", tokenizer)
@@ -107,6 +113,12 @@ class Codec:
             return self.tokenizer.decoder.decode(tokens)
         return " ".join(tokens)
 
+    def token_text(self, token: str) -> str:
+        """How one token reads as text: a BPE token decoded from GPT-2's byte alphabet
+        (``Ġthe`` is ``" the"``, ``Ċ`` a newline); other levels' tokens as they are.
+        A BPE token holding part of a multibyte character decodes to U+FFFD."""
+        return self.tokenizer.decoder.decode([token]) if self.level == "bpe" else token
+
     @property
     def sentence_end(self) -> str:
         """The token a fresh line is conditioned on: ``<eos>``, or the newline."""
@@ -115,10 +127,22 @@ class Codec:
         return "\n" if self.level == "char" else self.tokenizer.encode("\n").tokens[0]
 
     def ends_sentence(self, token: str) -> bool:
-        """Whether generation should stop after ``token`` (an ``<eos>`` or a newline)."""
+        """Whether ``token`` ends a line of the corpus (an ``<eos>`` or a newline)."""
         if self.level == "bpe":
             return "\n" in self.join([token])
         return token == self.sentence_end
+
+    def ends_text(self, previous: str | None, token: str) -> bool:
+        """Whether generation stops at ``token`` (after ``previous``, the token before it).
+
+        ``word``, ``symbol`` and ``bpe`` text is one sentence a line: it stops at the end
+        of the line. A ``char`` corpus (Tiny Shakespeare) breaks its lines inside a
+        passage, so a newline alone goes on; a blank line (a newline after a newline)
+        ends the passage.
+        """
+        if self.level == "char":
+            return token == "\n" and previous == "\n"
+        return self.ends_sentence(token)
 
     def save(self, run_dir: str | os.PathLike) -> None:
         """Write the tokenizer (``bpe`` only) as JSON into ``run_dir``, atomically."""

@@ -12,10 +12,10 @@ import torch
 from rnnkit.config import RunConfig
 from rnnkit.data.batching import batchify, bptt_windows, num_windows, stream_windows
 from rnnkit.data.corpora import Corpus, check_known
-from rnnkit.data.text import Codec
+from rnnkit.data.text import Codec, split_lines
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import RnnkitError
-from rnnkit.fileio import iter_lines
+from rnnkit.fileio import iter_lines, read_text
 from rnnkit.models.config import build_model
 from rnnkit.models.language_model import LanguageModel
 from rnnkit.tasks.base import Step
@@ -96,6 +96,42 @@ class LanguageModelling:
 UNITS = {"word": "word", "symbol": "symbol", "char": "character", "bpe": "subword"}
 """What one predicted token is, per level: perplexity is per word, bits per character."""
 
+RAW_TEXT_LEVELS = ("char", "bpe")
+"""Levels whose tokens are not words: evaluation also reports per word and per byte."""
+
+
+def text_figures(
+    figures: dict[str, float], level: str, tokens: int, oov: int | None, words: int, nbytes: int
+) -> dict[str, float]:
+    """``figures`` of a held-out text plus what makes them comparable across runs.
+
+    ``oov`` tokens of the text's ``tokens`` are not in the vocabulary (scored as
+    ``<unk>``): ``oov`` and ``oov_rate`` (none for a vocabulary without ``<unk>``, BPE's,
+    which reads any text: ``oov`` is ``None``). For ``char`` and ``bpe`` models also the
+    perplexity per word (``word_ppl``: over ``words``, the whitespace-separated words plus
+    one per line end, which are a word model's tokens with its ``<eos>``) and ``bits_per_byte``
+    (over the text's UTF-8 bytes). Both take the text's total NLL as the mean loss per
+    predicted token times its ``tokens`` (the batch columns leave a few unpredicted).
+    """
+    out = dict(figures)
+    if oov is not None:
+        out.update(oov=oov, oov_rate=oov / max(tokens, 1))
+    if level in RAW_TEXT_LEVELS:
+        nll = figures["loss"] * tokens
+        per_word = nll / max(words, 1)
+        out.update(
+            words=words,
+            word_ppl=math.exp(per_word) if per_word < 700 else math.inf,
+            bytes=nbytes,
+            bits_per_byte=nll / math.log(2) / max(nbytes, 1),
+        )
+    return out
+
+
+def _line_counts(line: str) -> tuple[int, int]:
+    """(words with the line end, UTF-8 bytes) of one line."""
+    return len(line.split()) + 1, len(line.encode("utf-8"))
+
 
 def describe(split: str, figures: dict[str, float], level: str) -> str:
     """One line of figures in the units a reader of that level expects.
@@ -105,14 +141,23 @@ def describe(split: str, figures: dict[str, float], level: str) -> str:
     """
     unit = UNITS[level]
     if level in ("char", "symbol"):
-        return (
+        line = (
             f"{split}: {figures['bits']:.4f} bits per {unit} (loss {figures['loss']:.4f} nats, "
             f"ppl {figures['ppl']:.3f}) over {figures['tokens']} {unit}s"
         )
-    return (
-        f"{split}: ppl {figures['ppl']:.2f} per {unit} (loss {figures['loss']:.4f} nats, "
-        f"{figures['bits']:.4f} bits) over {figures['tokens']} {unit}s"
-    )
+    else:
+        line = (
+            f"{split}: ppl {figures['ppl']:.2f} per {unit} (loss {figures['loss']:.4f} nats, "
+            f"{figures['bits']:.4f} bits) over {figures['tokens']} {unit}s"
+        )
+    if "word_ppl" in figures:
+        line += (
+            f"; per word ppl {figures['word_ppl']:.2f} over {figures['words']} words (line ends "
+            f"included); {figures['bits_per_byte']:.4f} bits per byte over {figures['bytes']} bytes"
+        )
+    if "oov" in figures:
+        line += f"; {figures['oov']} out of vocabulary ({100 * figures['oov_rate']:.2f}%), scored as <unk>"
+    return line
 
 
 @torch.no_grad()
@@ -152,11 +197,13 @@ def evaluate_file(
             skip = 0
             yield from (vocab.index(t) for t in tokens)
 
-    total = unknown = 0
+    total = unknown = words = nbytes = 0
     for _, line in iter_lines(path, "corpus file"):
         tokens = codec.line_tokens(line)
         total += len(tokens)
         unknown += sum(t not in vocab for t in tokens)
+        line_words, line_bytes = _line_counts(line)
+        words, nbytes = words + line_words, nbytes + line_bytes
     if total == 0:
         raise RnnkitError(f"{path}: the corpus file is empty")
     check_known(vocab, unknown, total, path)
@@ -171,7 +218,46 @@ def evaluate_file(
         if not wanted:
             break
     windows = stream_windows(lambda start: ids(*starts[start]), total, batch_size, bptt)
-    return _evaluate_windows(model, windows, device)
+    figures = _evaluate_windows(model, windows, device)
+    return text_figures(figures, codec.level, total, None if vocab.unk is None else unknown, words, nbytes)
+
+
+def heldout_tokens(path: str | os.PathLike, valid_fraction: float, codec: Codec) -> list[str]:
+    """The validation tokens of one corpus file split by a fraction, cut exactly as
+    :func:`rnnkit.data.corpora.load_corpus` cuts them (by characters for ``bpe``, whose
+    tokenizer never saw them, by tokens otherwise)."""
+    text = read_text(path, "corpus file")
+    if codec.level == "bpe":
+        return codec.corpus_tokens(text[int(len(text) * (1 - valid_fraction)) :])
+    tokens = codec.corpus_tokens(text)
+    return tokens[int(len(tokens) * (1 - valid_fraction)) :]
+
+
+@torch.no_grad()
+def evaluate_tokens(
+    model: LanguageModel,
+    tokens: list[str],
+    codec: Codec,
+    vocab: Vocab,
+    batch_size: int,
+    bptt: int,
+    device: torch.device,
+    source: str | os.PathLike = "text",
+) -> dict[str, float]:
+    """:func:`evaluate_lm` of a text's ``tokens`` with :func:`text_figures` (out of
+    vocabulary; per word and per byte for raw-text levels)."""
+    if not tokens:
+        raise RnnkitError(f"{source}: no tokens to evaluate")
+    unknown = sum(t not in vocab for t in tokens)
+    check_known(vocab, unknown, len(tokens), source)
+    figures = evaluate_lm(model, vocab.encode(tokens), batch_size, bptt, device)
+    words = nbytes = 0
+    if codec.level in RAW_TEXT_LEVELS:
+        for line in split_lines(codec.join(tokens)):
+            line_words, line_bytes = _line_counts(line)
+            words, nbytes = words + line_words, nbytes + line_bytes
+    oov = None if vocab.unk is None else unknown
+    return text_figures(figures, codec.level, len(tokens), oov, words, nbytes)
 
 
 def _evaluate_windows(
@@ -196,36 +282,56 @@ def _context(vocab, codec: Codec, tokens: list[str]) -> list[int]:
     return ids
 
 
+def as_read(vocab: Vocab, tokens: list[str]) -> tuple[list[str], list[str]]:
+    """``tokens`` as the model reads them (each unknown one replaced by ``<unk>``) and the
+    unknown ones, in order."""
+    if vocab.unk is None:
+        return tokens, []
+    unknown = [t for t in tokens if t not in vocab]
+    return ([t if t in vocab else vocab.unk for t in tokens] if unknown else tokens), unknown
+
+
+def _scored(tokens: list[str], unknown: list[str], logp: torch.Tensor | None) -> dict:
+    """One line's figures: the tokens read (``<unk>`` where a word was unknown), their
+    surprisal in bits, log P (nats), perplexity, and the out-of-vocabulary words."""
+    if logp is None or logp.numel() == 0:
+        tokens, logp = tokens[:0], torch.zeros(0, dtype=torch.float64)
+    total = logp.sum().item()
+    return {
+        "tokens": tokens[len(tokens) - logp.numel() :],
+        "surprisal_bits": (-logp / math.log(2)).tolist(),
+        "logprob": total,
+        "ppl": math.exp(-total / logp.numel()) if logp.numel() else 1.0,
+        "oov": len(unknown),
+        "unknown": unknown,
+    }
+
+
 @torch.no_grad()
 def score_line(model: LanguageModel, vocab, codec: Codec, line: str) -> dict:
     """log P(line) under the model, conditioned on a sentence start, one token at a time.
 
-    Returns the tokens, their surprisal -log2 P (bits), the total log-probability (nats)
-    and the line's perplexity. Words not in the vocabulary are scored as ``<unk>``.
+    Returns the tokens as the model read them, their surprisal -log2 P (bits), the total
+    log-probability (nats), the line's perplexity, and ``oov``/``unknown``: how many and
+    which tokens are not in the vocabulary. Those are read and scored as ``<unk>`` (the
+    probability of *some* rare word, not of that word), and ``tokens`` shows ``<unk>``.
     """
-    tokens = codec.corpus_tokens(line + "\n")  # the line, then its sentence end
+    tokens, unknown = as_read(vocab, codec.corpus_tokens(line + "\n"))  # the line, its sentence end
     ids = torch.tensor(_context(vocab, codec, tokens))
     if ids.numel() < 2:
-        return {"tokens": tokens, "surprisal_bits": [], "logprob": 0.0, "ppl": 1.0}
+        return _scored(tokens, unknown, None)
     device = next(model.parameters()).device
     ids = ids.to(device)
     logp, _ = model.log_prob(ids[:-1, None], ids[1:, None])
-    logp = logp[:, 0].double()
-    scored = tokens[-logp.numel() :]
-    total = logp.sum().item()
-    return {
-        "tokens": scored,
-        "surprisal_bits": (-logp / math.log(2)).tolist(),
-        "logprob": total,
-        "ppl": math.exp(-total / logp.numel()),
-    }
+    return _scored(tokens, unknown, logp[:, 0].double().cpu())
 
 
 @torch.no_grad()
 def score_lines(model: LanguageModel, vocab, codec: Codec, lines: list[str]) -> list[dict]:
     """:func:`score_line` of every line, computed as one padded batch (lines of similar
     length together): the same figures to float rounding, many times faster."""
-    tokens = [codec.corpus_tokens(line + "\n") for line in lines]
+    read = [as_read(vocab, codec.corpus_tokens(line + "\n")) for line in lines]
+    tokens, unknown = [r[0] for r in read], [r[1] for r in read]
     ids = [_context(vocab, codec, t) for t in tokens]
     order = sorted(range(len(lines)), key=lambda i: len(ids[i]))
     results: list[dict] = [{}] * len(lines)
@@ -244,17 +350,8 @@ def score_lines(model: LanguageModel, vocab, codec: Codec, lines: list[str]) -> 
         ends = counts.cumsum(0).tolist()
     for column, i in enumerate(order):
         n = len(ids[i]) - 1
-        if n < 1:
-            results[i] = {"tokens": tokens[i], "surprisal_bits": [], "logprob": 0.0, "ppl": 1.0}
-            continue
-        line_logp = logp[ends[column] - n : ends[column]]
-        total = line_logp.sum().item()
-        results[i] = {
-            "tokens": tokens[i][-n:],
-            "surprisal_bits": (-line_logp / math.log(2)).tolist(),
-            "logprob": total,
-            "ppl": math.exp(-total / n),
-        }
+        line_logp = logp[ends[column] - n : ends[column]] if n >= 1 else None
+        results[i] = _scored(tokens[i], unknown[i], line_logp)
     return results
 
 
@@ -285,15 +382,20 @@ def generate(
     stop_at_eos: bool = True,
 ) -> list[str]:
     """Sample a continuation of ``prompt``: softmax(logits / temperature), optionally cut to
-    the ``top_k`` tokens or the smallest set of probability ``top_p`` (nucleus sampling)."""
+    the ``top_k`` tokens or the smallest set of probability ``top_p`` (nucleus sampling).
+
+    With ``stop_at_eos`` it stops where :meth:`Codec.ends_text` says the text ends (the end
+    of the sentence; for characters, a blank line), else after ``max_tokens``."""
     if temperature <= 0:
         raise RnnkitError(f"temperature must be positive, got {temperature}")
     if top_p is not None and not 0 < top_p <= 1:
         raise RnnkitError(f"top_p must be in (0, 1], got {top_p}")
-    ids = _context(vocab, codec, codec.prompt_tokens(prompt))
+    prompt_tokens = codec.prompt_tokens(prompt)
+    ids = _context(vocab, codec, prompt_tokens)
     device = next(model.parameters()).device
     h, state = model(torch.tensor(ids, device=device)[:, None])
     out: list[str] = []
+    previous = prompt_tokens[-1] if prompt_tokens else None
     for _ in range(max_tokens):
         logits = model.head.log_probs(h[-1])[0] / temperature
         if top_k is not None:
@@ -305,8 +407,11 @@ def generate(
             logits = torch.full_like(logits, -math.inf).scatter(0, order[keep], sorted_logits[keep])
         next_id = int(torch.multinomial(logits.softmax(-1).cpu(), 1, generator=generator))
         token = vocab.tokens[next_id]
-        if stop_at_eos and codec.ends_sentence(token):
+        if stop_at_eos and codec.ends_text(previous, token):
+            if out and codec.ends_sentence(out[-1]):  # a char passage's blank line: keep no newline
+                out.pop()
             break
         out.append(token)
+        previous = token
         h, state = model(torch.tensor([[next_id]], device=device), state)
     return out
