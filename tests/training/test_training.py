@@ -147,7 +147,7 @@ def test_cli_train_and_evaluate(corpus_dir, tmp_path, capsys):
     ]
     assert main([*args, "--json"]) == 0
     trained = json.loads(capsys.readouterr().out)  # stdout holds only the figures; the log is on stderr
-    assert trained["unit"] == "word" and set(trained) == {"unit", "best_valid", "test"}
+    assert trained["unit"] == "word" and set(trained) == {"unit", "best_valid", "test", "run"}
     assert main(["evaluate", str(run), "--data", str(corpus_dir), "--json"]) == 0
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert figures["split"] == "test" and math.isfinite(figures["ppl"]) and figures["unit"] == "word"

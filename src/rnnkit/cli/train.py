@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -19,8 +20,10 @@ from rnnkit.tasks.classification import Classification, load_classified
 from rnnkit.tasks.classification import corpus_for_run as corpus_for_classifier
 from rnnkit.tasks.lm import UNITS, describe
 from rnnkit.tasks.tagging import Tagging, load_tagged, load_vocabularies
+from rnnkit.training.checkpoint import RECORD
 from rnnkit.training.distributed import is_main_process
 from rnnkit.training.loop import fit
+from rnnkit.training.progress import duration
 from rnnkit.training.run import read_config
 
 NOT_A_RUN_YET = {"data.json", ".lock"}
@@ -64,18 +67,46 @@ def train(args: argparse.Namespace, overrides: list[str]) -> int:
         )
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / "data.json", json.dumps(data, indent=1) + "\n")
-    return _report(fit(config, corpus, out, progress=not args.no_progress), config, args.json)
+    return _report(_train(config, corpus, out, args), config, args.json, out)
+
+
+def _train(config, corpus, run: Path, args: argparse.Namespace, resume: bool = False) -> dict:
+    """:func:`fit`; on Ctrl-C, first the command that continues the run (main says "interrupted")."""
+    try:
+        return fit(config, corpus, run, progress=not args.no_progress, resume=resume)
+    except KeyboardInterrupt:
+        if is_main_process():
+            print(_how_to_continue(run), file=sys.stderr, flush=True)
+        raise
+
+
+def _how_to_continue(run: Path) -> str:
+    """What to type after an interrupted training of ``run`` (the path as the user gave it)."""
+    command = f"rnnkit train --resume {shlex.quote(str(run))}"
+    try:
+        record = json.loads((run / "last" / RECORD).read_text(encoding="utf-8"))
+        where = f"from its last checkpoint (step {record['step']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        where = "from the beginning (stopped before its first checkpoint)"
+        if not (run / "config.json").exists():
+            return "rnnkit train: stopped before the run's settings were saved: start it again the same way"
+    return f"rnnkit train: stopped; to continue {where}: {command}"
 
 
 def _corpus(data: dict, config, vocab=None, codec=None):
     if config.task == "tag":
         if data["data"] is None:
-            raise RnnkitError("a tagger trains on --data DIR (a UD treebank or CoNLL-2003 directory)")
+            raise RnnkitError(
+                "a tagger trains on --data ud-english-ewt, or --data DIR (a UD treebank or CoNLL-2003 "
+                "directory)"
+            )
         key = word_key(config.data.lowercase, config.data.zero_digits)
         return load_tagged(data["data"], config.data.column, config.data.min_freq, key)
     if config.task == "classify":
         if data["data"] is None:
-            raise RnnkitError("a classifier trains on --data DIR (an SST directory)")
+            raise RnnkitError(
+                "a classifier trains on --data sst, or --data DIR (an SST directory of PTB trees)"
+            )
         d = config.data
         return load_classified(
             data["data"], d.classes, d.phrases, d.min_freq, word_key(d.lowercase, d.zero_digits)
@@ -111,25 +142,45 @@ def _resume(args: argparse.Namespace, overrides: list[str]) -> int:
         corpus = _corpus(data, config, vocab=Vocab.load(run / "vocab.json"), codec=codec)
     if is_main_process():
         print(f"rnnkit train: resuming {run}", file=sys.stderr if args.json else sys.stdout)
-    summary = fit(config, corpus, run, progress=not args.no_progress, resume=True)
-    return _report(summary, config, args.json)
+    summary = _train(config, corpus, run, args, resume=True)
+    return _report(summary, config, args.json, run)
 
 
-def _report(summary: dict, config, as_json: bool = False) -> int:
+def _report(summary: dict, config, as_json: bool = False, run: Path | None = None) -> int:
+    """The final figures (one JSON line with ``as_json``), then how long it took, where the
+    best checkpoint is and what to try next (on stderr with ``as_json``)."""
     if not summary:  # a distributed run's other ranks: rank 0 reports
         return 0
-    if config.task in ("tag", "classify"):
-        if as_json:
-            print(json.dumps(summary))
-            return 0
-        describe_split = Tagging.describe if config.task == "tag" else Classification.describe
-        for split, figures in summary.items():
-            print(describe_split(split, figures))
-        return 0
-    level = config.data.level
+    figures = {k: v for k, v in summary.items() if k != "run"}
     if as_json:
-        print(json.dumps({"unit": UNITS[level], **summary}))
-        return 0
-    for split, figures in summary.items():
-        print(describe(split, figures, level))
+        unit = {} if config.task in ("tag", "classify") else {"unit": UNITS[config.data.level]}
+        print(json.dumps({**unit, **summary}), flush=True)
+    elif config.task in ("tag", "classify"):
+        describe_split = Tagging.describe if config.task == "tag" else Classification.describe
+        for split, values in figures.items():
+            print(describe_split(split, values))
+    else:
+        for split, values in figures.items():
+            print(describe(split, values, config.data.level))
+    if run is not None and "run" in summary:
+        print(_afterword(summary, config.task, run), file=sys.stderr if as_json else sys.stdout)
     return 0
+
+
+def _afterword(summary: dict, task: str, run: Path) -> str:
+    """Wall time, the best checkpoint, and the commands to try next on the run."""
+    facts, quoted = summary["run"], shlex.quote(str(run))
+    took = duration(facts["session_seconds"])
+    if facts.get("sessions", 1) > 1:
+        took += f" ({duration(facts['seconds'])} over {facts['sessions']} sessions)"
+    best = facts["best"]
+    split = "test" if "test" in summary else "valid"
+    if task == "lm":
+        commands = [f"rnnkit evaluate {quoted} --split {split}", f"rnnkit generate {quoted}"]
+    else:
+        commands = [f"rnnkit evaluate {quoted} --split {split} --report", f"rnnkit predict {quoted} FILE"]
+    return (
+        f"trained in {took}; best checkpoint: {run / 'best'} (epoch {best['epoch']}, step {best['step']}); "
+        f"details: {run / 'summary.json'}\n"
+        f"next: {commands[0]}\n      {commands[1]}"
+    )

@@ -9,6 +9,10 @@ left): killed at any moment, the directory still holds one complete, consistent
 checkpoint; a save that fails (disk full, read-only) leaves the previous one as it was.
 Loading reads JSON and safetensors only (never pickle) and checks every file's sha256
 against the record.
+
+Every safetensors file carries the checkpoint format in its metadata (``rnnkit_format``,
+beside the ecosystem's ``format: pt``): files written before it existed have none and load
+as format 0; a file of a format newer than this rnnkit reads is refused in one line.
 """
 
 from __future__ import annotations
@@ -28,6 +32,10 @@ from rnnkit.errors import RnnkitError
 from rnnkit.fileio import read_json, write_bytes_atomic, write_text_atomic
 
 RECORD = "checkpoint.json"
+FORMAT = 1
+"""The checkpoint format this rnnkit writes and the newest it reads; raise it when a change
+makes older rnnkit versions misread new checkpoints."""
+FORMAT_KEY = "rnnkit_format"
 
 
 def save_checkpoint(
@@ -56,7 +64,8 @@ def save_checkpoint(
                 name = f"{prefix}-{step:09d}-{secrets.token_hex(4)}.safetensors"
             # Clones break sharing (tied weights), which safetensors refuses; loading copies back.
             data = safetensors.torch.save(
-                {k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}
+                {k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()},
+                metadata={"format": "pt", FORMAT_KEY: str(FORMAT)},
             )
             write_bytes_atomic(directory / name, data)
             written.append(directory / name)
@@ -107,12 +116,47 @@ def _verified(directory: Path, record: dict, key: str) -> dict[str, torch.Tensor
     data = path.read_bytes()
     if record.get(f"{key}_sha256") != hashlib.sha256(data).hexdigest():
         raise RnnkitError(f"{path}: sha256 does not match {RECORD}: the file is corrupted or truncated")
+    check_format(_metadata(data), path)
     try:
         return safetensors.torch.load(data)
     except (SafetensorError, ValueError) as err:
         raise RnnkitError(
             f"{path}: cannot load these weights into the model (not safetensors: {err})"
         ) from None
+
+
+def _metadata(data: bytes) -> dict:
+    """The ``__metadata__`` of a safetensors file's header (8 bytes of length, then JSON);
+    {} when there is none or the header does not parse (loading then says what is wrong)."""
+    size = int.from_bytes(data[:8], "little") if len(data) >= 8 else 0
+    try:
+        header = json.loads(data[8 : 8 + size])
+    except ValueError:
+        return {}
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    return metadata if isinstance(metadata, dict) else {}
+
+
+def check_format(metadata: dict | None, path: str | os.PathLike) -> int:
+    """The checkpoint format in a safetensors file's ``metadata`` (0: written before formats
+    were recorded). Raises RnnkitError for a format newer than this rnnkit reads."""
+    value = (metadata or {}).get(FORMAT_KEY)
+    if value is None:
+        return 0
+    try:
+        found = int(value)
+    except ValueError:
+        found = None
+    if found is None or found < 0:
+        raise RnnkitError(f"{path}: unknown checkpoint format {value!r} (this rnnkit reads 0 to {FORMAT})")
+    if found > FORMAT:
+        from rnnkit import __version__
+
+        raise RnnkitError(
+            f"{path}: checkpoint format {found} is newer than rnnkit {__version__} reads (up to {FORMAT}): "
+            "upgrade rnnkit to load it"
+        )
+    return found
 
 
 def verify_checkpoint(directory: str | os.PathLike) -> dict:

@@ -1,7 +1,8 @@
 """One training process per run directory: an advisory lock on ``RUN/.lock`` while training.
 
-The lock is the operating system's (``flock``), so it dies with its process: a run killed
-by SIGKILL or a power cut leaves a ``.lock`` file that nobody holds, which the next
+The lock is the operating system's (``flock``), so it dies with its process. Any exit
+the process lives through (the end of training, an error, Ctrl-C) removes ``.lock``; a run
+killed by SIGKILL or a power cut leaves a ``.lock`` file that nobody holds, which the next
 ``rnnkit train --resume`` recognises as stale, says so, and takes over. The file records
 the holder's pid, host and start time for the message a second process gets. Where
 ``fcntl`` does not exist (Windows) runs are not locked.
@@ -36,22 +37,8 @@ class RunLock:
         if fcntl is None:
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = self.path.open("a+", encoding="utf-8")
-        try:
-            fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = self._holder()
-            self.file.close()
-            self.file = None
-            who = (
-                f"pid {holder.get('pid')} on {holder.get('host')}, since {holder.get('since')}"
-                if holder
-                else "another process"
-            )
-            raise RnnkitError(
-                f"{self.path.parent}: another rnnkit train is using this run directory ({who}); "
-                "wait for it to finish or stop it first"
-            ) from None
+        while not self._acquired():
+            pass  # the holder removed the file we had opened as it finished: try the new one
         self.stale = self._holder()
         if self.stale:
             print(
@@ -70,11 +57,41 @@ class RunLock:
         self.file.flush()
         return self
 
+    def _acquired(self) -> bool:
+        """Lock ``.lock``: True when held; False when the file was replaced meanwhile."""
+        self.file = self.path.open("a+", encoding="utf-8")
+        try:
+            fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = self._holder()
+            self.file.close()
+            self.file = None
+            who = (
+                f"pid {holder.get('pid')} on {holder.get('host')}, since {holder.get('since')}"
+                if holder
+                else "another process"
+            )
+            raise RnnkitError(
+                f"{self.path.parent}: another rnnkit train is using this run directory ({who}); "
+                "wait for it to finish or stop it first"
+            ) from None
+        # Between our open and our flock the holder may have finished and removed the file:
+        # a lock on a removed file guards nothing (the next trainer creates a new one).
+        try:
+            current = os.stat(self.path)
+        except FileNotFoundError:
+            current = None
+        if current is not None and os.path.samestat(os.fstat(self.file.fileno()), current):
+            return True
+        self.file.close()
+        self.file = None
+        return False
+
     def __exit__(self, *exc) -> None:
         if self.file is not None:
-            self.file.seek(0)
-            self.file.truncate()  # a clean exit leaves no holder behind
-            self.file.flush()
+            # Removed while still held, so that no one can lock the old file and take it
+            # for the run's lock; whatever ended the run, it leaves no holder behind.
+            self.path.unlink(missing_ok=True)
             fcntl.flock(self.file.fileno(), fcntl.LOCK_UN)
             self.file.close()
             self.file = None

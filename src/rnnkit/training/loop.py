@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import platform
 import random
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -15,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 import rnnkit
 from rnnkit.analysis.plots import learning_curve
@@ -32,6 +33,7 @@ from rnnkit.training.clipping import clip_gradients
 from rnnkit.training.distributed import World, gather_rank_state, rank_state, setup, teardown
 from rnnkit.training.guard import RECENT, Rollback, guard, spike
 from rnnkit.training.lock import RunLock
+from rnnkit.training.progress import Progress, duration, rate_unit
 from rnnkit.training.resume import capture, restore
 from rnnkit.training.schedules import nonmonotone_trigger, plateau_lr, zaremba_lr
 
@@ -119,6 +121,7 @@ def train_epoch(
     world: World = SINGLE,
     step: Callable | None = None,
     rollback: Rollback | None = None,
+    meter: Progress | None = None,
 ) -> dict[str, float]:
     """One pass over the task's training batches, from ``cursor`` on.
 
@@ -127,69 +130,75 @@ def train_epoch(
     Distributed (``world``), ``step`` is the task's step run through DDP and each rank's
     loss is weighted by its share of the step's units. Returns the epoch's running figures
     (summed over ranks). ``rollback`` (train.on_nonfinite = "reduce") keeps the weights
-    before each update so that the guard can undo it.
+    before each update so that the guard can undo it. ``meter`` shows the progress (a bar,
+    or plain lines where stderr is not a terminal); by default, one of this epoch alone.
     """
     t, lr, model = config.train, history.lr, task.model
     step = step or task.step
     model.train()
     start, counted_before = time.perf_counter(), cursor.count
     batches, total, done = task.batches(cursor.epoch, cursor.position, generator)
-    bar = tqdm(batches, total=total, initial=done, disable=not progress, unit="batch", leave=False)
-    for position, batch in bar:
-        # Truncated BPTT: the state flows on from the last window, its gradient stops here.
-        state = None if cursor.state is None else detach_state(cursor.state)
-        with autocast(t.precision, task_device(task)):
-            result = step(batch, state)
-        objective = result.loss
-        if world.distributed and not getattr(task, "equal_shares", False):
-            # DDP averages over ranks: weight each by its share of the step's units
-            (units,) = world.sum([result.count], objective.device)
-            objective = objective * (result.count * world.size / units)
-        for group in optimizer.param_groups:  # AWD-LSTM: shorter windows take smaller steps
-            group["lr"] = lr * result.lr_scale
-        optimizer.zero_grad(set_to_none=True)
-        objective.backward()
-        norm = clip_gradients(model.parameters(), t.clip_norm, t.clip_value)
-        history.step += 1
-        cursor.position = position
-        loss = result.loss.item()
-        if math.isfinite(loss) and math.isfinite(norm) and not spike(loss, cursor.recent, t.loss_spike):
-            if rollback is not None:
-                rollback.save()
-            optimizer.step()
-            cursor.recent = [*cursor.recent[-(RECENT - 1) :], loss]
-            if average is not None:
-                average.update()
-            cursor.bad, cursor.state = 0, None if result.state is None else detach_state(result.state)
-            cursor.nll += result.nll
-            cursor.count += result.count
-        else:
-            cursor.bad = cursor.bad + 1
-            lr = guard(task, step, batch, state, loss, norm, t, history, cursor, log, rollback)
-            cursor.state = None  # a non-finite state would poison the windows after it
-        if history.step % t.log_every == 0:
-            nll, count, new = world.sum(
-                [cursor.nll, cursor.count, cursor.count - counted_before], objective.device
-            )
-            figures = task.running(nll, count)
-            rate = new / (time.perf_counter() - start)
-            bar.set_postfix(
-                **{k: f"{v:.3f}" if k == "loss" else f"{v:.1f}" for k, v in figures.items()},
-                lr=f"{lr:.3g}",
-                gnorm=f"{norm:.2f}",
-                per_s=f"{rate:.0f}",
-            )
-            log(
-                {
-                    "step": history.step,
-                    "train_loss": figures["loss"],
-                    "lr": lr,
-                    "grad_norm": norm,
-                    "tokens_per_s": rate,
-                }
-            )
-        if on_window is not None:
-            on_window()
+    meter = meter or Progress(t.epochs, rate_unit(config.task, config.data.level), progress)
+    meter.begin(cursor.epoch, total, done)
+    rate = 0.0
+    try:
+        for position, batch in batches:
+            # Truncated BPTT: the state flows on from the last window, its gradient stops here.
+            state = None if cursor.state is None else detach_state(cursor.state)
+            with autocast(t.precision, task_device(task)):
+                result = step(batch, state)
+            objective = result.loss
+            if world.distributed and not getattr(task, "equal_shares", False):
+                # DDP averages over ranks: weight each by its share of the step's units
+                (units,) = world.sum([result.count], objective.device)
+                objective = objective * (result.count * world.size / units)
+            for group in optimizer.param_groups:  # AWD-LSTM: shorter windows take smaller steps
+                group["lr"] = lr * result.lr_scale
+            optimizer.zero_grad(set_to_none=True)
+            objective.backward()
+            norm = clip_gradients(model.parameters(), t.clip_norm, t.clip_value)
+            history.step += 1
+            cursor.position = position
+            loss = result.loss.item()
+            if math.isfinite(loss) and math.isfinite(norm) and not spike(loss, cursor.recent, t.loss_spike):
+                if rollback is not None:
+                    rollback.save()
+                optimizer.step()
+                cursor.recent = [*cursor.recent[-(RECENT - 1) :], loss]
+                if average is not None:
+                    average.update()
+                cursor.bad, cursor.state = 0, None if result.state is None else detach_state(result.state)
+                cursor.nll += result.nll
+                cursor.count += result.count
+            else:
+                cursor.bad = cursor.bad + 1
+                lr = guard(task, step, batch, state, loss, norm, t, history, cursor, log, rollback)
+                cursor.state = None  # a non-finite state would poison the windows after it
+            logged = history.step % t.log_every == 0
+            # shown from the first step on; distributed, the sum is a collective: only where
+            # every rank measures (log_every, its session's first step)
+            figures = None
+            if logged or (meter.enabled and not world.distributed) or meter.steps == 0:
+                nll, count, new = world.sum(
+                    [cursor.nll, cursor.count, cursor.count - counted_before], objective.device
+                )
+                figures = task.running(nll, count)
+                rate = new / (time.perf_counter() - start)
+            meter.step(figures, lr, norm, rate)
+            if logged:
+                log(
+                    {
+                        "step": history.step,
+                        "train_loss": figures["loss"],
+                        "lr": lr,
+                        "grad_norm": norm,
+                        "tokens_per_s": rate,
+                    }
+                )
+            if on_window is not None:
+                on_window()
+    finally:
+        meter.end()  # the bar goes, whatever stopped the epoch
     nll, count, new = world.sum([cursor.nll, cursor.count, cursor.count - counted_before], task_device(task))
     figures = task.running(nll, count)
     figures["tokens_per_s"] = new / (time.perf_counter() - start)
@@ -267,12 +276,13 @@ def _fit(
     optimizer = make_optimizer(model, config)
     generator = torch.Generator().manual_seed(t.seed)
     history, cursor = History(), Cursor()
+    before = {"seconds": 0.0, "sessions": 0}  # earlier sessions of this run (--resume)
     average = ParameterAverage(model.parameters())
     rollback = Rollback(model, optimizer) if t.on_nonfinite == "reduce" else None
     if resume and not (run_dir / "last" / RECORD).exists():
         # killed before its first checkpoint: nothing to lose, so start from the beginning
         if world.main:
-            tqdm.write(f"rnnkit: {run_dir}: no checkpoint yet; training from the beginning", file=sys.stderr)
+            print(f"rnnkit: {run_dir}: no checkpoint yet; training from the beginning", file=sys.stderr)
             _truncate_metrics(run_dir / "metrics.jsonl", 0)
         resume = False
     if resume:
@@ -280,6 +290,7 @@ def _fit(
         tensors = rank_state(world, record, tensors)
         load_checkpoint(run_dir / "last", model)
         restore(record["resume"], tensors, optimizer, history, cursor, generator, device)
+        before = {"seconds": record.get("seconds", 0.0), "sessions": record.get("sessions", 1)}
         average.load(record["resume"].get("average", {"active": False}), tensors)
         if rollback is not None:
             rollback.load(record["resume"].get("rollback", False), tensors)
@@ -296,6 +307,7 @@ def _fit(
             device_ids=[device] if device.type == "cuda" else None,
         )
     progress = progress and world.main
+    meter = Progress(t.epochs, rate_unit(config.task, config.data.level), progress)
     metrics = (run_dir / "metrics.jsonl").open("a", encoding="utf-8") if world.main else None
 
     def log(entry: dict) -> None:
@@ -305,7 +317,7 @@ def _fit(
 
     def say(line: str) -> None:
         if world.main:
-            tqdm.write(line, file=sys.stderr)
+            meter.write(line)
 
     def save_last(extra_record: dict | None = None) -> None:
         state_record, tensors = capture(optimizer, history, cursor, generator)
@@ -324,6 +336,9 @@ def _fit(
             # checkpoint's own step may come before or after it, e.g. an epoch's end)
             "metrics_bytes": None if metrics is None else metrics.tell(),
             "rnnkit": rnnkit.__version__,
+            # training time up to here over every session: a resumed run's summary adds them up
+            "seconds": before["seconds"] + meter.seconds(),
+            "sessions": before["sessions"] + 1,
         }
         if world.main:
             save_checkpoint(run_dir / "last", model, record, history.step, extra=tensors)
@@ -371,6 +386,7 @@ def _fit(
                 rollback=rollback,
                 world=world,
                 step=step,
+                meter=meter,
             )
             valid, _ = validate({"step": history.step, "epoch": epoch})
             history.valid_loss.append(task.selection(valid))
@@ -386,17 +402,20 @@ def _fit(
                     "averaging": average.active,
                 }
             )
+            eta = "" if epoch == t.epochs else f" | ETA {duration(meter.eta())}"
             say(
-                f"epoch {epoch:3d} | lr {history.lr:.4g} | train "
+                f"epoch {epoch}/{t.epochs} | lr {history.lr:.4g} | train "
                 + " ".join(f"{k} {v:.4g}" for k, v in train.items() if k != "tokens_per_s")
-                + f" | {task.describe('valid', valid)} | {train['tokens_per_s']:.0f} per s"
+                + f" | {task.describe('valid', valid)} | {train['tokens_per_s']:.0f} {meter.unit}{eta}"
             )
             if world.main:
                 learning_curve(run_dir / "metrics.jsonl", run_dir / "learning_curve.png")
             switch = t.optimizer == "ntasgd" and not average.active
             if switch and nonmonotone_trigger(history.valid_loss, t.nonmono):
                 average.start()
-                say(f"epoch {epoch:3d} | NT-ASGD: validation stopped improving; averaging from now on")
+                say(
+                    f"epoch {epoch}/{t.epochs} | NT-ASGD: validation stopped improving; averaging from now on"
+                )
             record = {"epoch": epoch, "valid": valid}
             stop = t.patience is not None and history.since_best > t.patience
             cursor = Cursor(epoch=t.epochs + 1 if stop else epoch + 1)  # the next epoch starts afresh
@@ -408,14 +427,33 @@ def _fit(
             metrics.close()
     if not world.main:  # rank 0 evaluates the best model and writes the summary
         return {}
-    load_checkpoint(run_dir / "best", model)
+    best = load_checkpoint(run_dir / "best", model)
     with autocast(t.precision, device):
         summary = {"best_valid": task.evaluate("valid")}
         if task.has_split("test"):
             summary["test"] = task.evaluate("test")
+    summary["run"] = run_facts(run_dir, best, before, meter.seconds(), device)
     if world.main:
         write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
     return summary
+
+
+def run_facts(run_dir: Path, best: dict, before: dict, seconds: float, device: torch.device) -> dict:
+    """How the run was made, for ``summary.json``: its training time (over every session when
+    it was resumed), the best checkpoint, the versions, the command line and the machine."""
+    return {
+        "seconds": round(before["seconds"] + seconds, 3),
+        "session_seconds": round(seconds, 3),
+        "sessions": before["sessions"] + 1,
+        "best": {"path": str(run_dir / "best"), "epoch": best.get("epoch"), "step": best.get("step")},
+        "rnnkit": rnnkit.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "command": list(sys.argv),
+        "host": socket.gethostname(),
+        "device": str(device),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
 
 
 class _StepModule(torch.nn.Module):

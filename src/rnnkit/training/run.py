@@ -15,7 +15,7 @@ from rnnkit.errors import RnnkitError
 from rnnkit.fileio import read_json
 from rnnkit.models.config import build_model
 from rnnkit.models.language_model import LanguageModel
-from rnnkit.training.checkpoint import load_checkpoint, read_record
+from rnnkit.training.checkpoint import check_format, load_checkpoint, read_record
 
 
 def read_config(run_dir: str | Path) -> RunConfig:
@@ -66,6 +66,7 @@ def _check_vocab_size(checkpoint: Path, size: int) -> None:
         return
     try:
         with safe_open(str(checkpoint / Path(name).name), framework="pt") as f:
+            check_format(f.metadata(), checkpoint / Path(name).name)  # a newer rnnkit's: say so first
             names = f.keys()
             if "embedding.weight" in names:
                 rows = f.get_slice("embedding.weight").get_shape()[0]
