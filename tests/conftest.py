@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
+import threading
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -149,3 +154,45 @@ def last_weights(run) -> dict[str, torch.Tensor]:
 
     record = json.loads((run / "last" / "checkpoint.json").read_text())
     return safetensors.torch.load_file(str(run / "last" / record["weights"]))
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves files without logging each request to stderr."""
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def serve():
+    """HTTP servers on 127.0.0.1 serving directories: ``serve(dir)`` -> base URL; shut down after."""
+    servers = []
+
+    def start(directory: Path) -> str:
+        handler = functools.partial(QuietHandler, directory=str(directory))
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server.timeout = 5
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def saved_figures(monkeypatch):
+    """Every figure :func:`rnnkit.analysis.plots.save` writes, as ``(file name, figure)``."""
+    from rnnkit.analysis import plots
+
+    saved = []
+    original = plots.save
+
+    def save(fig, out):
+        saved.append((Path(out).name, fig))
+        original(fig, out)
+
+    monkeypatch.setattr(plots, "save", save)
+    return saved

@@ -44,19 +44,6 @@ def fake_training(monkeypatch):
     monkeypatch.setattr(demo, "parity_error", lambda: 0.0)
 
 
-@pytest.fixture
-def figures(monkeypatch):
-    saved = []
-    original = plots.save
-
-    def save(fig, out):
-        saved.append((Path(out).name, fig))
-        original(fig, out)
-
-    monkeypatch.setattr(plots, "save", save)
-    return saved
-
-
 def test_summary_is_strict_json_with_null_for_non_finite(tmp_path, capsys):
     assert demo.run_demo(out=tmp_path) == 0
     summary = strict_loads((tmp_path / "summary.json").read_text())  # NaN was written before
@@ -109,14 +96,14 @@ def test_fewer_steps_warn_that_the_numbers_are_not_evidence(tmp_path, capsys):
     assert "not evidence" in (tmp_path / "index.html").read_text()
 
 
-def test_plots_tick_integers_and_mark_non_finite(tmp_path, capsys, figures):
+def test_plots_tick_integers_and_mark_non_finite(tmp_path, capsys, saved_figures):
     demo.run_demo(out=tmp_path)
-    assert [name for name, _ in figures] == ["accuracy.png", "gradient.png", "training.png"]
-    for name, fig in figures:
+    assert [name for name, _ in saved_figures] == ["accuracy.png", "gradient.png", "training.png"]
+    for name, fig in saved_figures:
         ax = fig.axes[0]
         low, high = ax.get_xlim()
         assert all(float(t).is_integer() for t in ax.get_xticks() if low <= t <= high), name
-    gradient = dict(figures)["gradient.png"].axes[0]
+    gradient = dict(saved_figures)["gradient.png"].axes[0]
     assert "not finite (diverged)" in [t.get_text() for t in gradient.get_legend().get_texts()]
     drawn = [
         y

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
-import threading
 from pathlib import Path
 
 import pytest
@@ -15,30 +12,6 @@ from rnnkit.data.corpora import load_corpus, locate
 from rnnkit.errors import RnnkitError
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
-
-@pytest.fixture
-def serve():
-    """Start an HTTP server on 127.0.0.1 serving a directory; yields a function(dir) -> base URL."""
-    servers = []
-
-    def start(directory: Path) -> str:
-        handler = functools.partial(QuietHandler, directory=str(directory))
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        server.timeout = 5
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}"
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
-
-
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
 
 
 @pytest.fixture

@@ -4,15 +4,12 @@ HTTP server; naming CoNLL-2003, which may not be redistributed, says how to obta
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import io
 import json
 import random
 import subprocess
 import sys
-import threading
 import zipfile
 from pathlib import Path
 
@@ -58,29 +55,6 @@ def zipped(files: dict[str, bytes], folder: str = "trees/") -> bytes:
         for name, data in files.items():
             z.writestr(folder + name, data)
     return buffer.getvalue()
-
-
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
-
-@pytest.fixture
-def serve():
-    """An HTTP server on 127.0.0.1 serving a directory (as in test_download.py): start(dir) -> base URL."""
-    servers = []
-
-    def start(directory: Path) -> str:
-        handler = functools.partial(QuietHandler, directory=str(directory))
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}"
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture

@@ -69,20 +69,6 @@ def fake_adding(monkeypatch):
     monkeypatch.setattr(adding, "run", run)
 
 
-@pytest.fixture
-def figures(monkeypatch):
-    """Every figure the experiments save, with the file it went to."""
-    saved = []
-    original = plots.save
-
-    def save(fig, out):
-        saved.append((Path(out).name, fig))
-        original(fig, out)
-
-    monkeypatch.setattr(plots, "save", save)
-    return saved
-
-
 def test_results_json_is_strict_with_null_for_non_finite(fake_clipping, tmp_path, capsys):
     results = run_experiment("clipping", tmp_path, scale="tiny")
     text = (tmp_path / "results.json").read_text()
@@ -147,10 +133,10 @@ def _integer_ticks(ax) -> bool:
 
 
 def test_plots_mark_divergence_never_sentinels_and_tick_steps_as_integers(
-    fake_clipping, figures, tmp_path, capsys
+    fake_clipping, saved_figures, tmp_path, capsys
 ):
     run_experiment("clipping", tmp_path, scale="tiny")
-    saved = dict(figures)
+    saved = dict(saved_figures)
     assert set(saved) == {"clipping_loss.png", "clipping_norms.png"}
     for name, fig in saved.items():
         ax = fig.axes[0]
@@ -169,18 +155,20 @@ def test_plots_mark_divergence_never_sentinels_and_tick_steps_as_integers(
     assert "clipped runs are cut to" not in title
 
 
-def test_every_experiment_plot_has_integer_x_ticks(fake_long_range, fake_adding, figures, tmp_path, capsys):
+def test_every_experiment_plot_has_integer_x_ticks(
+    fake_long_range, fake_adding, saved_figures, tmp_path, capsys
+):
     for name in ("adding", "init", "long-range"):
         run_experiment(name, tmp_path / name, scale="tiny")
-    assert {n for n, _ in figures} == {
+    assert {n for n, _ in saved_figures} == {
         "adding_mse.png",
         "init_training.png",
         "long_range_accuracy.png",
         "long_range_gradient.png",
     }
-    for name, fig in figures:
+    for name, fig in saved_figures:
         assert _integer_ticks(fig.axes[0]), (name, fig.axes[0].get_xticks())
-    gradient = dict(figures)["long_range_gradient.png"].axes[0]
+    gradient = dict(saved_figures)["long_range_gradient.png"].axes[0]
     legend = [t.get_text() for t in gradient.get_legend().get_texts()]
     assert "0 (below the log axis)" in legend  # the zero at d = 3: marked, not drawn at 1e-300
 
