@@ -49,12 +49,20 @@ def test_shapes_like_torch():
     assert out.shape == (6, 2, 4) and h.shape == (1, 2, 4)
 
 
-def test_reference_tree_follows_train_and_eval():
-    m = rnnkit.rnn("gru", 3, 4, num_layers=2, dropout=0.3)
+def test_reference_path_follows_train_and_eval():
+    """The reference path drops between layers in training mode only (no hidden module to sync)."""
+    m = rnnkit.rnn("gru", 3, 4, num_layers=2, dropout=0.3, impl="reference")
+    x = torch.randn(5, 2, 3)
     m.eval()
-    assert not m._reference.training
+    torch.manual_seed(0)
+    a = m(x)[0]
+    torch.manual_seed(1)
+    assert torch.equal(a, m(x)[0])
     m.train()
-    assert m._reference.training
+    torch.manual_seed(0)
+    a = m(x)[0]
+    torch.manual_seed(1)
+    assert not torch.equal(a, m(x)[0])
 
 
 def test_parameters_are_shared_by_both_paths():

@@ -1,6 +1,8 @@
 """The fast path: per (device, cell, dtype, lengths), the fastest implementation measured.
 
-Two implementations run one layer (both directions) over a whole sequence:
+A *layer kernel* runs one layer (every direction) over a whole sequence; ``RNN`` binds it to
+the layer's cells and weights. The reference kernel is
+:func:`rnnkit.layers.recurrent.reference_layer` (the cells' own loop); two fast ones live here:
 
 * ``native``: torch's own fused recurrent ops (``torch.lstm``/``gru``/``rnn_tanh``/
   ``rnn_relu``, what ``nn.LSTM`` & co. call): cuDNN on GPUs, oneDNN for fp32 LSTM on
@@ -33,8 +35,12 @@ LayerParams = dict[str, Tensor]
 """One direction's parameters by cell name: ``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``."""
 
 LayerKernel = Callable[
-    [RecurrentCell, Tensor, Sequence[State], Sequence[LayerParams], Tensor | None], tuple[Tensor, list[State]]
+    [Sequence[RecurrentCell], Sequence[LayerParams], Tensor, Sequence[State], Tensor | None],
+    tuple[Tensor, list[State]],
 ]
+"""``kernel(cells, params, x, states, lengths) -> (output, finals)``: one layer, one entry of
+``cells``/``params``/``states``/``finals`` per direction (forward, then backward); ``output`` is
+(L, N, D*H), zero at padded steps."""
 
 
 def native_op(cell: RecurrentCell) -> Callable | None:
@@ -131,19 +137,25 @@ def native_stack(
     return y, (LSTMState(*finals) if cell.has_cell_state else finals[0])
 
 
+def native_weights(params: Sequence[LayerParams]) -> list[Tensor]:
+    """The weights of layer-directions ``params`` in torch's order for its fused ops:
+    per layer-direction ``w_ih, w_hh[, b_ih, b_hh]`` (a learned h_0 is not a weight)."""
+    names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+    return [p[name] for p in params for name in names if name in p]
+
+
 def native_layer(
-    cell: RecurrentCell,
+    cells: Sequence[RecurrentCell],
+    params: Sequence[LayerParams],
     x: Tensor,
     states: Sequence[State],
-    params: Sequence[LayerParams],
     lengths: Tensor | None,
 ) -> tuple[Tensor, list[State]]:
-    """One layer (both directions) through torch's fused op."""
-    names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh") if cell.bias else ("weight_ih", "weight_hh")
+    """One layer (every direction) through torch's fused op."""
+    cell = cells[0]
     h = torch.stack([hidden_of(s) for s in states])
     hx = (h, torch.stack([s.c for s in states])) if cell.has_cell_state else h
-    weights = [p[name] for p in params for name in names]
-    y, final = native_stack(cell, x, hx, weights, lengths, 1, len(params) == 2)
+    y, final = native_stack(cell, x, hx, native_weights(params), lengths, 1, len(params) == 2)
     if cell.has_cell_state:
         return y, [LSTMState(h, c) for h, c in zip(final.h, final.c)]
     return y, list(final)
@@ -159,10 +171,10 @@ def cudnn_mode(cell: RecurrentCell) -> str | None:
 
 
 def own_layer(
-    cell: RecurrentCell,
+    cells: Sequence[RecurrentCell],
+    params: Sequence[LayerParams],
     x: Tensor,
     states: Sequence[State],
-    params: Sequence[LayerParams],
     lengths: Tensor | None,
 ) -> tuple[Tensor, list[State]]:
     """One layer through rnnkit's kernels, one direction after the other.
@@ -174,10 +186,10 @@ def own_layer(
         dtype = params[0]["weight_hh"].dtype
         with torch.autocast(x.device.type, enabled=False):
             states = [map_state(s, lambda t: t.to(dtype)) for s in states]
-            return own_layer(cell, x.to(dtype), states, params, lengths)
+            return own_layer(cells, params, x.to(dtype), states, lengths)
     mask = None if lengths is None else step_mask(lengths, x.shape[0])
     outputs, finals = [], []
-    for reverse, (state, p) in enumerate(zip(states, params)):
+    for reverse, (cell, state, p) in enumerate(zip(cells, states, params)):
         xd = flip_sequences(x, lengths) if reverse else x
         y, final = _own_kernel(cell)(cell, xd, state, p, mask)
         outputs.append(flip_sequences(y, lengths) if reverse else y)

@@ -1,9 +1,12 @@
-"""Run one cell over time, forward or reversed: the reference path's loop."""
+"""Run one cell over time, forward or reversed: the reference path's loop, and its layer kernel."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
+from torch.func import functional_call
 
 from rnnkit.cells.base import RecurrentCell, State, hidden_of
 from rnnkit.layers.state import flip_sequences, step_mask, where_state
@@ -54,3 +57,30 @@ class Recurrent(nn.Module):
 
     def extra_repr(self) -> str:
         return "reverse=True" if self.reverse else ""
+
+
+def reference_layer(
+    cells: Sequence[RecurrentCell],
+    params: Sequence[dict[str, Tensor]],
+    x: Tensor,
+    states: Sequence[State],
+    lengths: Tensor | None,
+) -> tuple[Tensor, list[State]]:
+    r"""One layer on the reference path: :class:`Recurrent`'s loop per direction, concatenated.
+
+    The layer kernel beside :func:`~rnnkit.layers.fast.own_layer` and
+    :func:`~rnnkit.layers.fast.native_layer` (same signature, see
+    :data:`~rnnkit.layers.fast.LayerKernel`). Direction d's cell ``cells[d]`` runs on the
+    weights ``params[d]`` (by cell name: ``weight_ih``, ``weight_hh``, ...) in place of its own,
+    so the cells may hold no memory (``RNN`` keeps them on the meta device). The cell module
+    itself is called at every step, so forward hooks on it observe each step's input,
+    previous state and new state (the diagnostics do).
+    """
+    outputs, finals = [], []
+    for reverse, (cell, p, state) in enumerate(zip(cells, params, states)):
+        loop = Recurrent(cell, reverse=bool(reverse))
+        weights = {f"cell.{name}": t for name, t in p.items()}  # the cell is the loop's `cell`
+        y, final = functional_call(loop, weights, (x, state, lengths))
+        outputs.append(y)
+        finals.append(final)
+    return (outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)), finals

@@ -1,21 +1,20 @@
-"""The recurrent network module: flat torch-named parameters, reference and fast paths."""
+"""The recurrent network module: flat torch-named parameters, one layer loop over a chosen kernel."""
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 
 from rnnkit.cells.base import LSTMState, RecurrentCell, State, initial_state, map_state
 from rnnkit.errors import RnnkitError
 from rnnkit.layers import fast
-from rnnkit.layers.bidirectional import Bidirectional
-from rnnkit.layers.dropout import drop_weight, dropout
-from rnnkit.layers.recurrent import Recurrent
-from rnnkit.layers.stacked import Stacked
+from rnnkit.layers.dropout import drop_weight
+from rnnkit.layers.recurrent import reference_layer
+from rnnkit.layers.stacked import stack_layers
 from rnnkit.layers.state import check_lengths
 
 IMPLS = ("auto", "reference", "own", "native")
@@ -97,13 +96,12 @@ class RNN(nn.Module):
         self.locked_dropout, self.weight_drop = bool(locked_dropout), float(weight_drop)
         self.impl = impl
         self.num_directions = 2 if bidirectional else 1
-        self._suffixes = ("", "_reverse")[: self.num_directions]
         # Cells on the meta device: they hold each direction's options and code but no
-        # memory; the reference path runs them on views of this module's parameters.
+        # memory; the reference kernel runs them on this module's parameters.
         self._cells: list[RecurrentCell] = []
-        self._names: list[dict[str, str]] = []  # per (layer, direction): cell name -> flat name
+        self._names: list[dict[str, str]] = []  # per (layer, direction): cell name -> torch's name
         for layer in range(num_layers):
-            for suffix in self._suffixes:
+            for suffix in ("", "_reverse")[: self.num_directions]:
                 cell = make_cell(self._layer_input(layer))
                 names = {}
                 for name, p in cell.named_parameters():
@@ -111,10 +109,6 @@ class RNN(nn.Module):
                     self.register_parameter(names[name], p)
                 self._cells.append(copy.deepcopy(cell).to("meta"))
                 self._names.append(names)
-        self._weight_names = [
-            flat for names in self._names for name, flat in names.items() if name not in ("h_0", "c_0")
-        ]
-        self.__dict__["_reference"] = self._build_reference()
         self._flat_ptrs: list[int] = []
         self.flatten_parameters()
 
@@ -133,13 +127,102 @@ class RNN(nn.Module):
         """The first layer's forward cell (on the meta device): its type and options."""
         return self._cells[0]
 
-    def _build_reference(self) -> Stacked:
-        D = self.num_directions
-        layers = []
-        for k in range(self.num_layers):
-            directions = [Recurrent(self._cells[k * D + d], reverse=bool(d)) for d in range(D)]
-            layers.append(Bidirectional(*directions) if D == 2 else directions[0])
-        return Stacked(layers, self.dropout, self.locked_dropout)
+    @property
+    def cells(self) -> tuple[RecurrentCell, ...]:
+        """Every layer-direction's cell (on the meta device), index = layer * D + direction.
+
+        The reference kernel calls these modules at every step, so forward hooks on them
+        observe each step's input, previous state and new state (the diagnostics do)."""
+        return tuple(self._cells)
+
+    def layer_parameters(self, index: int) -> dict[str, Tensor]:
+        """Parameters of layer-direction ``index`` (= layer * D + direction) by cell name."""
+        return {name: getattr(self, flat) for name, flat in self._names[index].items()}
+
+    def standalone_cell(self, index: int) -> RecurrentCell:
+        """A working copy of layer-direction ``index``'s cell holding copies of its weights."""
+        params = self.layer_parameters(index)
+        ref = next(iter(params.values()))
+        cell = copy.deepcopy(self._cells[index]).to_empty(device=ref.device).to(ref.dtype)
+        cell.load_state_dict({name: p.detach() for name, p in params.items()})
+        return cell
+
+    def forward(
+        self,
+        input: Tensor,
+        state: Tensor | tuple[Tensor, Tensor] | None = None,
+        lengths: Tensor | Sequence[int] | None = None,
+    ) -> tuple[Tensor, Tensor | LSTMState]:
+        # Pick the layer kernel (reference, own or native), bind it to each layer's cells and
+        # weights, run the layers with dropout between them; or, where nothing happens between
+        # layers, run the whole stack as one native call.
+        state, lengths = self._check(input, state, lengths)
+        weights = self._forward_weights()
+        kernel = self._kernel(input.device, input.dtype, lengths is not None)
+        if kernel is fast.native_layer and (self.dropout == 0.0 or not self.training):
+            # Nothing happens between layers (no dropout, or not training): one fused call
+            # runs the whole stack.
+            return self._native_stack(input, state, weights, lengths)
+        N, D = input.shape[1], self.num_directions
+        states = self._initial_states(weights, N) if state is None else self._split_state(state)
+        layers = [
+            partial(kernel, self._cells[k * D : (k + 1) * D], weights[k * D : (k + 1) * D])
+            for k in range(self.num_layers)
+        ]
+        layer_states = [states[k * D : (k + 1) * D] for k in range(self.num_layers)]
+        output, finals = stack_layers(
+            layers, input, layer_states, lengths, self.dropout, self.training, self.locked_dropout
+        )
+        return output, self._join_state([s for layer in finals for s in layer])
+
+    def _kernel(self, device: torch.device, dtype: torch.dtype, has_lengths: bool) -> fast.LayerKernel:
+        """The layer kernel ``impl`` names; for ``"auto"`` the fastest measured (``fast.choose``)."""
+        if self.impl == "reference":
+            return reference_layer
+        if self.impl == "own":
+            return fast.own_layer
+        if self.impl == "native":
+            if fast.native_op(self.cell) is None:
+                raise RnnkitError(f"impl='native': torch has no fused op for {self.cell!r}")
+            return fast.native_layer
+        return fast.choose(self.cell, device, dtype, has_lengths, self.bidirectional)
+
+    def _forward_weights(self) -> list[dict[str, Tensor]]:
+        """The weights this forward call uses, per layer-direction by cell name: the
+        parameters, with W_hh dropped in training.
+
+        Every kernel runs on these, so a seeded run draws the same masks on every path.
+        """
+        weights = [self.layer_parameters(i) for i in range(len(self._names))]
+        if self.training and self.weight_drop:
+            for p in weights:
+                p["weight_hh"] = drop_weight(p["weight_hh"], self.weight_drop, True)
+        return weights
+
+    def _native_stack(
+        self,
+        input: Tensor,
+        state: Tensor | LSTMState | None,
+        weights: list[dict[str, Tensor]],
+        lengths: Tensor | None,
+    ) -> tuple[Tensor, Tensor | LSTMState]:
+        """The whole stack as one call of torch's fused op (no dropout between layers)."""
+        flat = fast.native_weights(weights)
+        dropped = self.training and self.weight_drop  # new tensors each call: cuDNN packs them
+        if input.is_cuda and not dropped and [w.data_ptr() for w in flat] != self._flat_ptrs:
+            self.flatten_parameters()  # e.g. after deepcopy or load_state_dict(assign=True)
+        if state is None and self.cell.learn_initial_state:
+            state = self._join_state(self._initial_states(weights, input.shape[1]))
+        elif state is None:  # zeros in torch's layout at once, not stacked from one per layer
+            shape = (self.num_layers * self.num_directions, input.shape[1], self.hidden_size)
+            h = weights[0]["weight_hh"].new_zeros(shape)
+            state = LSTMState(h, torch.zeros_like(h)) if self.cell.has_cell_state else h
+        return fast.native_stack(self.cell, input, state, flat, lengths, self.num_layers, self.bidirectional)
+
+    def _initial_states(self, weights: list[dict[str, Tensor]], N: int) -> list[State]:
+        """Every layer-direction's state before the first step: zeros, or the learned h_0 (c_0)."""
+        lstm = self.cell.has_cell_state
+        return [initial_state(N, p["weight_hh"], p.get("h_0"), p.get("c_0"), lstm) for p in weights]
 
     def _apply(self, fn, recurse=True):
         result = super()._apply(fn, recurse)
@@ -155,7 +238,7 @@ class RNN(nn.Module):
         no-op on other devices, for cells cuDNN does not have, or where torch cannot do it.
         """
         mode = fast.cudnn_mode(self.cell)
-        weights = [getattr(self, name) for name in self._weight_names]
+        weights = fast.native_weights([self.layer_parameters(i) for i in range(len(self._names))])
         if mode is not None and weights[0].is_cuda and torch.backends.cudnn.is_acceptable(weights[0]):
             per_layer = len(weights) // self.num_layers
             groups = (
@@ -187,145 +270,19 @@ class RNN(nn.Module):
     def _layer_input(self, k: int) -> int:
         return self.input_size if k == 0 else self.hidden_size * self.num_directions
 
-    def train(self, mode: bool = True) -> RNN:
-        super().train(mode)
-        self._reference.train(mode)  # not a submodule (it would own copies of the names)
-        return self
-
-    def forward(
-        self,
-        input: Tensor,
-        state: Tensor | tuple[Tensor, Tensor] | None = None,
-        lengths: Tensor | Sequence[int] | None = None,
-    ) -> tuple[Tensor, Tensor | LSTMState]:
+    def _check(self, input: Tensor, state, lengths) -> tuple[Tensor | LSTMState | None, Tensor | None]:
+        """Validate the inputs; return the state (cast to the input's dtype under autocast,
+        which hands states back in bf16) and the lengths as an int64 tensor."""
         self._check_input(input)
         L, N = input.shape[:2]
         if lengths is not None:
             lengths = check_lengths(lengths, L, N, input.device)
         if state is not None:
-            autocast = torch.is_autocast_enabled(input.device.type)  # it hands states back in bf16
+            autocast = torch.is_autocast_enabled(input.device.type)
             self._check_state(state, N, input, any_float=autocast)
             if autocast:
                 state = map_state(state, lambda t: t.to(input.dtype))
-        params = self._forward_parameters()
-        if self.impl == "reference":
-            output, finals = self._forward_reference(params, input, self._split_state(state), lengths)
-            return output, self._join_state(finals)
-        kernel = self._kernel(input.device, input.dtype, lengths is not None)
-        if kernel is fast.native_layer and (self.dropout == 0.0 or not self.training):
-            # Nothing happens between layers (no dropout, or not training): one fused call
-            # runs the whole stack.
-            hx = self._initial_hx(N) if state is None else state
-            weights = [params[name] for name in self._weight_names]
-            dropped = self.training and self.weight_drop  # new tensors each call: cuDNN packs them
-            if input.is_cuda and not dropped and [w.data_ptr() for w in weights] != self._flat_ptrs:
-                self.flatten_parameters()  # e.g. after deepcopy or load_state_dict(assign=True)
-            return fast.native_stack(
-                self.cell, input, hx, weights, lengths, self.num_layers, self.bidirectional
-            )
-        output, finals = self._forward_layers(kernel, params, input, self._split_state(state), lengths)
-        return output, self._join_state(finals)
-
-    def _forward_parameters(self) -> dict[str, Tensor]:
-        """The weights this forward call uses: the parameters, with W_hh dropped in training.
-
-        Every path calls this first, so a seeded run draws the same masks on every path.
-        """
-        params = {flat: getattr(self, flat) for names in self._names for flat in names.values()}
-        if self.training and self.weight_drop:
-            for names in self._names:
-                flat = names["weight_hh"]
-                params[flat] = drop_weight(params[flat], self.weight_drop, True)
-        return params
-
-    @property
-    def cells(self) -> tuple[RecurrentCell, ...]:
-        """Every layer-direction's cell (on the meta device), index = layer * D + direction.
-
-        The reference path calls these modules at every step, so forward hooks on them
-        observe each step's input, previous state and new state (the diagnostics do)."""
-        return tuple(self._cells)
-
-    def standalone_cell(self, index: int) -> RecurrentCell:
-        """A working copy of layer-direction ``index``'s cell holding copies of its weights."""
-        params = self.layer_parameters(index)
-        ref = next(iter(params.values()))
-        cell = copy.deepcopy(self._cells[index]).to_empty(device=ref.device).to(ref.dtype)
-        cell.load_state_dict({name: p.detach() for name, p in params.items()})
-        return cell
-
-    def layer_parameters(self, index: int) -> dict[str, Tensor]:
-        """Parameters of layer-direction ``index`` (= layer * D + direction) by cell name."""
-        return {name: getattr(self, flat) for name, flat in self._names[index].items()}
-
-    def _forward_reference(
-        self, weights: dict[str, Tensor], input: Tensor, states: list[State] | None, lengths: Tensor | None
-    ):
-        D = self.num_directions
-        params = {}
-        for k in range(self.num_layers):
-            for d in range(D):
-                prefix = (
-                    f"layers.{k}." + (("forward_layer.", "backward_layer.")[d] if D == 2 else "") + "cell."
-                )
-                names = self._names[k * D + d]
-                params.update({prefix + name: weights[flat] for name, flat in names.items()})
-        nested = None
-        if states is not None:
-            nested = [
-                tuple(states[k * D : (k + 1) * D]) if D == 2 else states[k] for k in range(self.num_layers)
-            ]
-        self._reference.dropout, self._reference.locked = self.dropout, self.locked_dropout
-        output, finals = functional_call(self._reference, params, (input, nested, lengths))
-        flat = [s for layer in finals for s in (layer if D == 2 else (layer,))]
-        return output, flat
-
-    def _forward_layers(
-        self,
-        kernel: fast.LayerKernel,
-        weights: dict[str, Tensor],
-        input: Tensor,
-        states: list[State] | None,
-        lengths: Tensor | None,
-    ):
-        D, N = self.num_directions, input.shape[1]
-        x, finals = input, []
-        for k in range(self.num_layers):
-            if k > 0:
-                x = dropout(x, self.dropout, self.training, self.locked_dropout)
-            names = self._names[k * D : (k + 1) * D]
-            params = [{name: weights[flat] for name, flat in n.items()} for n in names]
-            if states is None:
-                layer_states = [self._initial_state(p, N) for p in params]
-            else:
-                layer_states = states[k * D : (k + 1) * D]
-            x, layer_finals = kernel(self._cells[k * D], x, layer_states, params, lengths)
-            finals.extend(layer_finals)
-        return x, finals
-
-    def _initial_state(self, params: dict[str, Tensor], N: int) -> State:
-        return initial_state(
-            N, params["weight_hh"], params.get("h_0"), params.get("c_0"), self.cell.has_cell_state
-        )
-
-    def _initial_hx(self, N: int) -> Tensor | LSTMState:
-        """The initial state of every layer and direction in torch's layout (D*num_layers, N, H)."""
-        if not self.cell.learn_initial_state:
-            shape = (self.num_layers * self.num_directions, N, self.hidden_size)
-            h = self.weight_hh_l0.new_zeros(shape)
-            return LSTMState(h, torch.zeros_like(h)) if self.cell.has_cell_state else h
-        return self._join_state(
-            [self._initial_state(self.layer_parameters(i), N) for i in range(len(self._names))]
-        )
-
-    def _kernel(self, device: torch.device, dtype: torch.dtype, has_lengths: bool) -> fast.LayerKernel:
-        if self.impl == "own":
-            return fast.own_layer
-        if self.impl == "native":
-            if fast.native_op(self.cell) is None:
-                raise RnnkitError(f"impl='native': torch has no fused op for {self.cell!r}")
-            return fast.native_layer
-        return fast.choose(self.cell, device, dtype, has_lengths, self.bidirectional)
+        return state, lengths
 
     def _check_input(self, input: Tensor) -> None:
         if not isinstance(input, Tensor):
@@ -370,10 +327,8 @@ class RNN(nn.Module):
                     f"expected {input.dtype} on {input.device} like the input"
                 )
 
-    def _split_state(self, state) -> list[State] | None:
+    def _split_state(self, state) -> list[State]:
         """torch's (D*num_layers, N, H) layout -> one state per (layer, direction)."""
-        if state is None:
-            return None
         if self.cell.has_cell_state:
             return [LSTMState(h, c) for h, c in zip(state[0].unbind(0), state[1].unbind(0))]
         return list(state.unbind(0))
