@@ -50,7 +50,7 @@ CELLS = {"lstm": ("lstm", "LSTM", 4), "gru": ("gru", "GRU", 3), "elman-tanh": ("
 BATCH, BPTT = 20, 35
 
 
-def train_flops(gates: int, hidden: int, layers: int, vocab: int, adaptive: bool = False) -> float:
+def train_flops(gates: int, hidden: int, layers: int, vocab: int) -> float:
     """Multiply-add FLOPs per token of one training step: 3x the forward (forward, and the
     backward's two products per matrix); the forward is each layer's gate products
     2·gates·H·(I+H) and the softmax's 2·H·V (elementwise work left out)."""

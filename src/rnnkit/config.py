@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rnnkit import presets
+from rnnkit import names, presets
 from rnnkit.errors import RnnkitError
 
 if sys.version_info >= (3, 11):
@@ -42,7 +42,7 @@ class ModelConfig:
     masks over time (the AWD-LSTM regularisers).
     """
 
-    cell: str = setting("lstm", "the recurrent cell of every layer", choices=("elman", "irnn", "gru", "lstm"))
+    cell: str = setting("lstm", "the recurrent cell of every layer", choices=names.CELLS)
     embed_size: int = setting(200, "size of the word (or character) vectors the first layer reads")
     hidden_size: int = setting(200, "size of h_t, in each direction of each layer")
     num_layers: int = setting(2, "recurrent layers stacked")
@@ -60,7 +60,7 @@ class ModelConfig:
     )
     bias: bool = setting(True, "the cells have biases (false: none, as on the slide)")
     nonlinearity: str = setting(
-        "tanh", "elman: f in h_t = f(W_hh h_(t-1) + W_hx x_t)", choices=("sigmoid", "tanh", "relu")
+        "tanh", "elman: f in h_t = f(W_hh h_(t-1) + W_hx x_t)", choices=names.NONLINEARITIES
     )
     reset_after: bool = setting(
         True, "gru: r_t applied after the matrix product (torch, cuDNN); false: Cho et al. 2014"
@@ -92,7 +92,7 @@ class ModelConfig:
     char_hidden: int = setting(50, "taggers: hidden size of the char BiLSTM, each direction")
     crf: bool = setting(False, "taggers: a linear-chain CRF over the tags instead of a softmax per token")
     pooling: str = setting(
-        "final", "classifiers: how a sentence's states become one vector", choices=("final", "max", "mean")
+        "final", "classifiers: how a sentence's states become one vector", choices=names.POOLINGS
     )
 
 
@@ -108,7 +108,7 @@ class DataConfig:
     level: str = setting(
         "word",
         "language models: a token is a word, a symbol (PTB-char), a character or a BPE subword",
-        choices=("word", "symbol", "char", "bpe"),
+        choices=names.LEVELS,
     )
     min_freq: int = setting(
         1, "words seen fewer times in training are <unk> (bpe: merges seen fewer times not learned)"
@@ -189,7 +189,7 @@ class RunConfig:
     task: str = setting(
         "lm",
         "what is learned: lm (next word), tag (a tag per token), classify (a label per sentence)",
-        choices=("lm", "tag", "classify"),
+        choices=names.TASKS,
     )
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)

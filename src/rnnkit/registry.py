@@ -1,4 +1,4 @@
-"""Cell names (``"elman"``, ``"irnn"``, ``"gru"``, ``"lstm"``) and the :func:`rnn` builder."""
+"""Cell names (``"elman"``, ``"irnn"``, ``"gru"``, ``"lstm"``: :data:`rnnkit.names.CELLS`) and :func:`rnn`."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ CELLS: dict[str, Callable[..., RecurrentCell]] = {
     "gru": GRUCell,
     "lstm": LSTMCell,
 }
+"""Each name of :data:`rnnkit.names.CELLS`, in its order, and the cell it builds."""
 _BUILDER_ARGS = {"input_size", "hidden_size", "device", "dtype"}
 
 

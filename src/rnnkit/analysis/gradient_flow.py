@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.cells.base import LSTMState, RecurrentCell
-from rnnkit.cells.elman import ElmanCell
+from rnnkit.cells.elman import ElmanCell, derivative
 from rnnkit.errors import RnnkitError
 
 
@@ -302,10 +302,9 @@ def elman_bound(tr: Trace) -> dict[str, float] | None:
     if not isinstance(cell, ElmanCell):
         return None
     h = torch.stack([s.detach() for s in tr.states])
-    derivative = {"sigmoid": h * (1 - h), "tanh": 1 - h * h, "relu": (h > 0).to(h.dtype)}[cell.nonlinearity]
     W = tr.model.rnn.layer_parameters(tr.index)["weight_hh"].detach()
     beta_W = torch.linalg.matrix_norm(W, ord=2).item()
-    beta_h = derivative.abs().max().item()
+    beta_h = derivative(h, cell.nonlinearity).abs().max().item()
     return {"beta_W": beta_W, "beta_h": beta_h, "product": beta_W * beta_h}
 
 

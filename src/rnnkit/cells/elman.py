@@ -10,6 +10,19 @@ from rnnkit.cells.base import RecurrentCell
 from rnnkit.errors import RnnkitError
 
 ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}
+"""Each f of :data:`rnnkit.names.NONLINEARITIES`, in its order."""
+
+DERIVATIVES = {
+    "sigmoid": lambda h: h * (1 - h),
+    "tanh": lambda h: 1 - h * h,
+    "relu": lambda h: (h > 0).to(h.dtype),
+}
+"""Each f's derivative f'(a) written through its output h = f(a) (what a backward pass has saved)."""
+
+
+def derivative(h: Tensor, nonlinearity: str) -> Tensor:
+    """f'(a) at every entry of ``h = f(a)``: h(1 - h) for sigmoid, 1 - h² for tanh, 1[h > 0] for relu."""
+    return DERIVATIVES[nonlinearity](h)
 
 
 class ElmanCell(RecurrentCell):

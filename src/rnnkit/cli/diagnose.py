@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rnnkit import names
 from rnnkit.config import ModelConfig
 from rnnkit.errors import RnnkitError
 from rnnkit.fileio import iter_lines, read_json, read_text, write_text_atomic
@@ -26,7 +28,7 @@ if TYPE_CHECKING:
     import torch
     from torch import Tensor, nn
 
-    from rnnkit.analysis.gradient_flow import Loss
+    from rnnkit.analysis.gradient_flow import Loss, Trace
 
 # torch, numpy and matplotlib are imported by the functions that use them: building the
 # command line (rnnkit --help, argument errors) imports this module and must stay fast.
@@ -61,22 +63,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="run directory: a language model, a tagger or a classifier (default: a fresh language "
         "model, see --cell)",
     )
-    fresh = p.add_argument_group("a fresh model (without RUN)")
-    fresh.add_argument("--cell", default="elman", choices=("elman", "irnn", "gru", "lstm"))
-    fresh.add_argument("--nonlinearity", default="sigmoid", choices=("sigmoid", "tanh", "relu"))
-    fresh.add_argument("--hidden", type=int, default=64, help="hidden size (default: 64)")
-    fresh.add_argument("--layers", type=int, default=1, help="layers (default: 1)")
-    fresh.add_argument("--bidirectional", action="store_true")
-    source = p.add_argument_group(
-        "input (default: generated long-range sequences; with RUN the first --length tokens of its "
-        "validation split, for a tagger or classifier its first validation sentence of --length "
-        "words or more)"
-    )
-    source.add_argument("--text", help="the text to run through the model")
-    source.add_argument("--file", help="a text file: its first --length tokens")
-    source.add_argument("--length", type=int, default=60, help="tokens of input (default: 60)")
-    source.add_argument(
-        "--sequences", type=int, default=8, help="generated sequences to average (default: 8)"
+    _fresh_arguments(p.add_argument_group("a fresh model (without RUN)"))
+    _input_arguments(
+        p.add_argument_group(
+            "input (default: generated long-range sequences; with RUN the first --length tokens of its "
+            "validation split, for a tagger or classifier its first validation sentence of --length "
+            "words or more)"
+        )
     )
     p.add_argument(
         "--what",
@@ -112,6 +105,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the JSON summary (and nothing else)")
 
 
+def _fresh_arguments(fresh: argparse._ArgumentGroup) -> None:
+    """The fresh model's options (without RUN)."""
+    fresh.add_argument("--cell", default="elman", choices=names.CELLS)
+    fresh.add_argument("--nonlinearity", default="sigmoid", choices=names.NONLINEARITIES)
+    fresh.add_argument("--hidden", type=int, default=64, help="hidden size (default: 64)")
+    fresh.add_argument("--layers", type=int, default=1, help="layers (default: 1)")
+    fresh.add_argument("--bidirectional", action="store_true")
+
+
+def _input_arguments(source: argparse._ArgumentGroup) -> None:
+    """What is run through the model."""
+    source.add_argument("--text", help="the text to run through the model")
+    source.add_argument("--file", help="a text file: its first --length tokens")
+    source.add_argument("--length", type=int, default=60, help="tokens of input (default: 60)")
+    source.add_argument(
+        "--sequences", type=int, default=8, help="generated sequences to average (default: 8)"
+    )
+
+
 @dataclass
 class Subject:
     """What diagnose observes: a model, its input (L, N) and the per-step losses to differentiate.
@@ -131,191 +143,64 @@ class Subject:
     task: str = "lm"
 
 
-def diagnose(args: argparse.Namespace) -> int:
-    import numpy as np
+@dataclass
+class Observation:
+    """One observed layer and direction of a subject, its trace, and where its plots go.
 
+    Each diagnostic reads it and returns its entries of ``diagnose.json``; :meth:`draw`
+    writes a plot into ``out`` and notes its name.
+    """
+
+    subject: Subject
+    trace: Trace
+    layer: int
+    index: int
+    cell: nn.Module
+    out: Path
+    distances: list[int]
+    written: list[str] = field(default_factory=list)
+
+    @property
+    def reverse(self) -> bool:
+        """The observed direction is the backward one: E_t's gradient reaches later steps."""
+        return self.trace.reverse
+
+    @property
+    def title(self) -> str:
+        """The plots' name for what is observed: ``Elman (sigmoid), layer 0[, backward direction]``."""
+        return f"{self.subject.cell}, layer {self.layer}" + (", backward direction" if self.reverse else "")
+
+    @property
+    def distance_axis(self) -> str:
+        return "distance d = k - t (backward: toward later steps)" if self.reverse else "distance d = t - k"
+
+    def draw(self, plot, name: str, data, *rest, **options) -> None:
+        """``plot(data, out / name, *rest, **options)``, and ``name`` noted as written."""
+        plot(data, self.out / name, *rest, **options)
+        self.written.append(name)
+
+
+def diagnose(args: argparse.Namespace) -> int:
+    """``rnnkit diagnose``: observe one layer, run each diagnostic wanted, write and print the report."""
     from rnnkit.analysis import gradient_flow as gf
-    from rnnkit.analysis import plots
-    from rnnkit.cells.elman import ElmanCell
     from rnnkit.training.loop import pick_device
 
     device = pick_device(args.device)
     subject = _subject(args, device)
-    model, tokens = subject.model, subject.tokens
-    rnn = model.rnn
-    layer = rnn.num_layers - 1 if args.layer is None else args.layer
-    if not 0 <= layer < rnn.num_layers:
-        raise RnnkitError(f"--layer must be in [0, {rnn.num_layers - 1}], got {layer}")
-    if args.direction >= rnn.num_directions:
-        raise RnnkitError("--direction 1 needs a bidirectional model")
-    index = layer * rnn.num_directions + args.direction
-    cell = rnn.cells[index]
-    gated = hasattr(cell, "gate_values")
-    applicable = [d for d in DIAGNOSTICS if d != "gates" or gated]
-    wanted = applicable if args.what is None else [w.strip() for w in args.what.split(",") if w.strip()]
-    for w in wanted:
-        if w not in applicable:
-            raise RnnkitError(
-                f"--what {w}: not a diagnostic of {type(cell).__name__}; possible: {', '.join(applicable)}"
-            )
+    layer, index = _observed(subject.model.rnn, args)
+    cell = subject.model.rnn.cells[index]
+    wanted = _wanted(cell, args.what)
     out = Path(args.out or (Path(args.run) / "diagnose" if args.run else "rnnkit-diagnose"))
-    tr = gf.trace(model, tokens, index, subject.loss)
-    T, reverse = tr.steps, tr.reverse
-    distances = _distances(args.distances, T, explicit=args.distances != "1,5,10,20,50")
+    tr = gf.trace(subject.model, subject.tokens, index, subject.loss)
+    distances = _distances(args.distances, tr.steps, explicit=args.distances != "1,5,10,20,50")
     replaced = _clear(out)
-    written: list[str] = []
-
-    def draw(plot, name: str, data, *rest, **options) -> None:
-        plot(data, out / name, *rest, **options)
-        written.append(name)
-
-    report: dict = {
-        "model": subject.describe,
-        "task": subject.task,
-        "cell": subject.cell,
-        "layer": layer,
-        "direction": args.direction,
-        "direction_name": "backward" if reverse else "forward",
-        "distance": (
-            "d = k - t: the backward direction ran from the end, so E_t's gradient reaches the later "
-            "steps k = t + d"
-            if reverse
-            else "d = t - k: E_t's gradient reaches the earlier steps k = t - d"
-        ),
-        "steps": T,
-        "sequences": int(tokens.shape[1]),
-        "source": subject.source,
-        "device": str(device),
-    }
-    if subject.text is not None:
-        report["input"] = subject.text
-    if subject.words is not None:
-        report["step_tokens"] = subject.words
-    words = subject.words
-    name = f"{subject.cell}, layer {layer}" + (", backward direction" if reverse else "")
-    sign = "+" if reverse else "-"
-    distance_axis = "distance d = k - t (backward: toward later steps)" if reverse else "distance d = t - k"
-    if "gradients" in wanted:
-        G = gf.gradient_matrix(tr)
-        curve = gf.by_distance(G, reverse)
-        report["gradient_by_distance"] = _finite_or_none(curve)
-        report["gradient_at"] = {str(d): _finite_or_none([curve[d]])[0] for d in distances}
-        if len(tr.loss_steps) > 1:  # a classifier's one loss is a single row: its curve says it all
-            draw(
-                plots.heatmap,
-                "gradient_map.png",
-                G,
-                "k (step of h_k)" + ("; backward: E_t reaches k ≥ t" if reverse else ""),
-                "t (step of E_t)",
-                f"log10 ||∂E_t/∂h_k||: {name}",
-                clabel="log10 ||∂E_t/∂h_k||",
-                xtokens=words,
-                ytokens=words,
-            )
-        draw(
-            plots.curves,
-            "gradient_by_distance.png",
-            {f"mean over t of ||∂E_t/∂h_(t{sign}d)||": (list(range(T)), curve.tolist())},
-            distance_axis,
-            "gradient norm",
-            f"Gradient reaching d steps {'ahead' if reverse else 'back'}: {name}",
-            log_y=True,
-        )
-    if "jacobians" in wanted:
-        jacobians = gf.step_jacobians(tr)
-        norms = gf.spectral_norms(jacobians)
-        products = gf.product_norms(jacobians, T, reverse)
-        of = "(h, c)" if cell.has_cell_state else "h"
-        report["jacobian"] = {
-            "of": of,
-            "step_norms": norms.tolist(),
-            "product_norms_by_distance": products.tolist(),
-        }
-        chain = f"{of}_k/∂{of}_(k+d)" if reverse else f"{of}_t/∂{of}_k"
-        series = {f"||∂{chain}|| measured": (list(range(len(products))), products.tolist())}
-        extra = None
-        bound = gf.elman_bound(tr) if isinstance(cell, ElmanCell) else None
-        if bound is not None:
-            report["bound"] = bound
-            d = np.arange(len(products))
-            extra = {f"||∂{chain}|| bound (β_W β_h)^d": (d.tolist(), (bound["product"] ** d).tolist())}
-        step = f"∂{of}_j/∂{of}_(j{'+' if reverse else '-'}1)"
-        draw(
-            plots.curves,
-            "jacobian_products.png",
-            series,
-            distance_axis,
-            "spectral norm",
-            f"Products of step Jacobians {step}: {name}"
-            + (f"; β_W={bound['beta_W']:.3f}, β_h={bound['beta_h']:.3f}" if bound else ""),
-            log_y=True,
-            extra=extra,
-        )
-        draw(
-            plots.curves,
-            "jacobian_norms.png",
-            {f"||{step}||": (list(range(len(norms))), norms.tolist())},
-            "step j",
-            "spectral norm",
-            f"Step Jacobians: {name}",
-            xtokens=words,
-        )
-    if "spectrum" in wanted:
-        report["spectrum"] = gf.recurrent_spectrum(model, index)
-    if "gates" in wanted:
-        gates = gf.gate_values(tr)
-        report["gates"] = {}
-        for gate, values in gates.items():
-            sat = gf.saturation(values)
-            report["gates"][gate] = {
-                "mean": values.mean().item(),
-                "near_0": float(sat["near_0"].mean()),
-                "near_1": float(sat["near_1"].mean()),
-                "near_0_per_unit": sat["near_0"].tolist(),
-                "near_1_per_unit": sat["near_1"].tolist(),
-            }
-            draw(
-                plots.heatmap,
-                f"gate_{gate}.png",
-                values[:, 0].T.numpy(),
-                "step t",
-                "unit",
-                f"{gate} gate over time (sequence 1): {name}",
-                log=False,
-                limits=(0.0, 1.0),
-                clabel=f"{gate} gate (0 closed, 1 open)",
-                xtokens=words,
-            )
-    if "layers" in wanted:
-        layers = gf.layer_gradients(model, tokens, subject.loss)
-        report["layers"] = layers
-        worst = max(layers, key=lambda r: max((g for g in r["gradient"] if np.isfinite(g)), default=0.0))
-        broken = [r for r in layers if r["first_nonfinite"] is not None]
-        report["explosion"] = {
-            "layer": (broken or [worst])[0]["layer"],
-            "direction": (broken or [worst])[0]["direction"],
-            "step": broken[0]["first_nonfinite"] if broken else worst["peak_step"],
-            "nonfinite": bool(broken),
-            "gradient": None if broken else worst["gradient"][worst["peak_step"]],
-        }
-        draw(
-            plots.curves,
-            "layer_gradients.png",
-            {
-                f"layer {r['layer']}" + (" (backward)" if r["direction"] else ""): (
-                    list(range(len(r["gradient"]))),
-                    r["gradient"],
-                )
-                for r in layers
-            },
-            "step k",
-            "||∂E/∂h_k||",
-            f"Gradient of the whole input's loss at every layer and step: {subject.cell}",
-            log_y=True,
-            xtokens=words,
-        )
+    seen = Observation(subject, tr, layer, index, cell, out, distances)
+    report = _header(seen, args.direction, device)
+    for what in DIAGNOSTICS:
+        if what in wanted:
+            report.update(MEASURES[what](seen))
     report["out"] = str(out)
-    report["files"] = ["diagnose.json", *written]
+    report["files"] = ["diagnose.json", *seen.written]
     report["replaced"] = replaced
     write_text_atomic(out / "diagnose.json", json.dumps(report, indent=1, allow_nan=True) + "\n")
     if args.json:
@@ -323,6 +208,229 @@ def diagnose(args: argparse.Namespace) -> int:
     else:
         _print_summary(report, out)
     return 0
+
+
+def _observed(rnn: nn.Module, args: argparse.Namespace) -> tuple[int, int]:
+    """The layer that ``--layer`` and ``--direction`` name (default: the last), and its index in rnn.cells."""
+    layer = rnn.num_layers - 1 if args.layer is None else args.layer
+    if not 0 <= layer < rnn.num_layers:
+        raise RnnkitError(f"--layer must be in [0, {rnn.num_layers - 1}], got {layer}")
+    if args.direction >= rnn.num_directions:
+        raise RnnkitError("--direction 1 needs a bidirectional model")
+    return layer, layer * rnn.num_directions + args.direction
+
+
+def _wanted(cell: nn.Module, what: str | None) -> list[str]:
+    """The diagnostics ``--what`` asks for (default: all that apply to ``cell``; gates need gates)."""
+    applicable = [d for d in DIAGNOSTICS if d != "gates" or hasattr(cell, "gate_values")]
+    wanted = applicable if what is None else [w.strip() for w in what.split(",") if w.strip()]
+    for w in wanted:
+        if w not in applicable:
+            raise RnnkitError(
+                f"--what {w}: not a diagnostic of {type(cell).__name__}; possible: {', '.join(applicable)}"
+            )
+    return wanted
+
+
+def _header(seen: Observation, direction: int, device: torch.device) -> dict:
+    """What the report says before any measurement: the model, the layer, the input."""
+    subject = seen.subject
+    report: dict = {
+        "model": subject.describe,
+        "task": subject.task,
+        "cell": subject.cell,
+        "layer": seen.layer,
+        "direction": direction,
+        "direction_name": "backward" if seen.reverse else "forward",
+        "distance": (
+            "d = k - t: the backward direction ran from the end, so E_t's gradient reaches the later "
+            "steps k = t + d"
+            if seen.reverse
+            else "d = t - k: E_t's gradient reaches the earlier steps k = t - d"
+        ),
+        "steps": seen.trace.steps,
+        "sequences": int(subject.tokens.shape[1]),
+        "source": subject.source,
+        "device": str(device),
+    }
+    if subject.text is not None:
+        report["input"] = subject.text
+    if subject.words is not None:
+        report["step_tokens"] = subject.words
+    return report
+
+
+def _gradients(seen: Observation) -> dict:
+    """||∂E_t/∂h_k|| for every t and k (a map) and its mean by distance (a curve)."""
+    from rnnkit.analysis import gradient_flow as gf
+    from rnnkit.analysis import plots
+
+    tr, reverse, words = seen.trace, seen.reverse, seen.subject.words
+    G = gf.gradient_matrix(tr)
+    curve = gf.by_distance(G, reverse)
+    found = {
+        "gradient_by_distance": _finite_or_none(curve),
+        "gradient_at": {str(d): _finite_or_none([curve[d]])[0] for d in seen.distances},
+    }
+    if len(tr.loss_steps) > 1:  # a classifier's one loss is a single row: its curve says it all
+        seen.draw(
+            plots.heatmap,
+            "gradient_map.png",
+            G,
+            "k (step of h_k)" + ("; backward: E_t reaches k ≥ t" if reverse else ""),
+            "t (step of E_t)",
+            f"log10 ||∂E_t/∂h_k||: {seen.title}",
+            clabel="log10 ||∂E_t/∂h_k||",
+            xtokens=words,
+            ytokens=words,
+        )
+    seen.draw(
+        plots.curves,
+        "gradient_by_distance.png",
+        {
+            f"mean over t of ||∂E_t/∂h_(t{'+' if reverse else '-'}d)||": (
+                list(range(tr.steps)),
+                curve.tolist(),
+            )
+        },
+        seen.distance_axis,
+        "gradient norm",
+        f"Gradient reaching d steps {'ahead' if reverse else 'back'}: {seen.title}",
+        log_y=True,
+    )
+    return found
+
+
+def _jacobians(seen: Observation) -> dict:
+    """Every step Jacobian's norm, their products by distance and, for Elman cells, the lecture's bound."""
+    import numpy as np
+
+    from rnnkit.analysis import gradient_flow as gf
+    from rnnkit.analysis import plots
+    from rnnkit.cells.elman import ElmanCell
+
+    tr, reverse = seen.trace, seen.reverse
+    jacobians = gf.step_jacobians(tr)
+    norms = gf.spectral_norms(jacobians)
+    products = gf.product_norms(jacobians, tr.steps, reverse)
+    of = "(h, c)" if seen.cell.has_cell_state else "h"
+    found: dict = {
+        "jacobian": {"of": of, "step_norms": norms.tolist(), "product_norms_by_distance": products.tolist()}
+    }
+    chain = f"{of}_k/∂{of}_(k+d)" if reverse else f"{of}_t/∂{of}_k"
+    series = {f"||∂{chain}|| measured": (list(range(len(products))), products.tolist())}
+    extra = None
+    bound = gf.elman_bound(tr) if isinstance(seen.cell, ElmanCell) else None
+    if bound is not None:
+        found["bound"] = bound
+        d = np.arange(len(products))
+        extra = {f"||∂{chain}|| bound (β_W β_h)^d": (d.tolist(), (bound["product"] ** d).tolist())}
+    step = f"∂{of}_j/∂{of}_(j{'+' if reverse else '-'}1)"
+    seen.draw(
+        plots.curves,
+        "jacobian_products.png",
+        series,
+        seen.distance_axis,
+        "spectral norm",
+        f"Products of step Jacobians {step}: {seen.title}"
+        + (f"; β_W={bound['beta_W']:.3f}, β_h={bound['beta_h']:.3f}" if bound else ""),
+        log_y=True,
+        extra=extra,
+    )
+    seen.draw(
+        plots.curves,
+        "jacobian_norms.png",
+        {f"||{step}||": (list(range(len(norms))), norms.tolist())},
+        "step j",
+        "spectral norm",
+        f"Step Jacobians: {seen.title}",
+        xtokens=seen.subject.words,
+    )
+    return found
+
+
+def _spectrum(seen: Observation) -> dict:
+    """Spectral radius and norm of W_hh (per gate block for gated cells)."""
+    from rnnkit.analysis import gradient_flow as gf
+
+    return {"spectrum": gf.recurrent_spectrum(seen.subject.model, seen.index)}
+
+
+def _gates(seen: Observation) -> dict:
+    """Each gate of every unit over time (sequence 1), and how often it is near 0 or near 1."""
+    from rnnkit.analysis import gradient_flow as gf
+    from rnnkit.analysis import plots
+
+    found: dict = {}
+    for gate, values in gf.gate_values(seen.trace).items():
+        sat = gf.saturation(values)
+        found[gate] = {
+            "mean": values.mean().item(),
+            "near_0": float(sat["near_0"].mean()),
+            "near_1": float(sat["near_1"].mean()),
+            "near_0_per_unit": sat["near_0"].tolist(),
+            "near_1_per_unit": sat["near_1"].tolist(),
+        }
+        seen.draw(
+            plots.heatmap,
+            f"gate_{gate}.png",
+            values[:, 0].T.numpy(),
+            "step t",
+            "unit",
+            f"{gate} gate over time (sequence 1): {seen.title}",
+            log=False,
+            limits=(0.0, 1.0),
+            clabel=f"{gate} gate (0 closed, 1 open)",
+            xtokens=seen.subject.words,
+        )
+    return {"gates": found}
+
+
+def _layers(seen: Observation) -> dict:
+    """The whole input's gradient at every layer and step, and where it is largest (or first not finite)."""
+    import numpy as np
+
+    from rnnkit.analysis import gradient_flow as gf
+    from rnnkit.analysis import plots
+
+    subject = seen.subject
+    layers = gf.layer_gradients(subject.model, subject.tokens, subject.loss)
+    worst = max(layers, key=lambda r: max((g for g in r["gradient"] if np.isfinite(g)), default=0.0))
+    broken = [r for r in layers if r["first_nonfinite"] is not None]
+    explosion = {
+        "layer": (broken or [worst])[0]["layer"],
+        "direction": (broken or [worst])[0]["direction"],
+        "step": broken[0]["first_nonfinite"] if broken else worst["peak_step"],
+        "nonfinite": bool(broken),
+        "gradient": None if broken else worst["gradient"][worst["peak_step"]],
+    }
+    seen.draw(
+        plots.curves,
+        "layer_gradients.png",
+        {
+            f"layer {r['layer']}" + (" (backward)" if r["direction"] else ""): (
+                list(range(len(r["gradient"]))),
+                r["gradient"],
+            )
+            for r in layers
+        },
+        "step k",
+        "||∂E/∂h_k||",
+        f"Gradient of the whole input's loss at every layer and step: {subject.cell}",
+        log_y=True,
+        xtokens=subject.words,
+    )
+    return {"layers": layers, "explosion": explosion}
+
+
+MEASURES: dict[str, Callable[[Observation], dict]] = {
+    "gradients": _gradients,
+    "jacobians": _jacobians,
+    "spectrum": _spectrum,
+    "gates": _gates,
+    "layers": _layers,
+}
+"""Each diagnostic of :data:`DIAGNOSTICS`: what it measures (and draws) on an observation."""
 
 
 def _clear(out: Path) -> list[str]:

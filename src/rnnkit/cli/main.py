@@ -5,13 +5,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import rnnkit
+from rnnkit import names
 from rnnkit.errors import RnnkitError
+
+Verbs = argparse._SubParsersAction  # what add_subparsers returns (argparse names no public type)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: the top level, then each verb's parser from its own function."""
     parser = argparse.ArgumentParser(
         prog="rnnkit",
         description=(
@@ -21,8 +25,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'rnnkit COMMAND --help' for a command's options.",
     )
     parser.add_argument("--version", action="version", version=f"rnnkit {rnnkit.__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    demo = commands.add_parser(
+    verbs = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add_verb in VERBS:
+        add_verb(verbs)
+    return parser
+
+
+def _demo_parser(verbs: Verbs) -> None:
+    demo = verbs.add_parser(
         "demo",
         help="see gradients vanish: five cells on the lecture's long-range task (about a minute, CPU)",
         description=(
@@ -43,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="the results as one JSON object on stdout (the table: stderr)",
     )
 
-    train = commands.add_parser(
+
+def _train_parser(verbs: Verbs) -> None:
+    train = verbs.add_parser(
         "train",
         help="train a model (the task comes from the config; lm by default)",
         description=(
@@ -85,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="the final figures as one JSON line (the log goes to stderr)"
     )
 
-    evaluate = commands.add_parser(
+
+def _evaluate_parser(verbs: Verbs) -> None:
+    evaluate = verbs.add_parser(
         "evaluate",
         help="a trained run on a split: perplexity, tagging accuracy/F1 or classification accuracy",
         description=(
@@ -112,7 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--confusion", metavar="PNG", help="taggers and classifiers: draw the confusion matrix"
     )
 
-    generate = commands.add_parser(
+
+def _generate_parser(verbs: Verbs) -> None:
+    generate = verbs.add_parser(
         "generate",
         help="sample text from a trained language model",
         description="Sample continuations of a prompt from a run's best checkpoint.",
@@ -136,7 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: auto)")
     generate.add_argument("--json", action="store_true", help="machine-readable output")
 
-    score = commands.add_parser(
+
+def _score_parser(verbs: Verbs) -> None:
+    score = verbs.add_parser(
         "score",
         help="log-probability, perplexity and per-token surprisal of each line of a file",
         description="Score every line of FILE (- for standard input) as a sentence under a run's model.",
@@ -149,7 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=int, default=64, help="lines scored together (default: 64; 1: one at a time)"
     )
 
-    next_ = commands.add_parser(
+
+def _next_parser(verbs: Verbs) -> None:
+    next_ = verbs.add_parser(
         "next",
         help="the most probable next tokens after a prefix",
         description="Print the top-k next-token distribution after PREFIX.",
@@ -159,7 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     next_.add_argument("-k", "--top-k", dest="k", type=int, default=10, help="how many tokens (default: 10)")
     next_.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: auto)")
     next_.add_argument("--json", action="store_true", help="machine-readable output")
-    predict = commands.add_parser(
+
+
+def _predict_parser(verbs: Verbs) -> None:
+    predict = verbs.add_parser(
         "predict",
         help="tag or classify a file with a trained tagger or classifier",
         description=(
@@ -183,17 +206,21 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: auto)")
     predict.add_argument("--json", action="store_true", help="one JSON object a line (a sentence each)")
 
-    diagnose = commands.add_parser(
+
+def _diagnose_parser(verbs: Verbs) -> None:
+    from rnnkit.cli.diagnose import add_arguments  # light: no torch
+
+    diagnose = verbs.add_parser(
         "diagnose",
         help="gradient flow through time in a trained or fresh model: ||∂E_t/∂h_k||, Jacobians, gates",
     )
-    from rnnkit.cli.diagnose import add_arguments
-
     add_arguments(diagnose)
 
-    experiment = commands.add_parser(
+
+def _experiment_parser(verbs: Verbs) -> None:
+    experiment = verbs.add_parser(
         "experiment",
-        help="the lecture's experiments: adding, clipping, long-range, init",
+        help="the lecture's experiments: " + ", ".join(names.EXPERIMENTS),
         description=(
             "Run one of the lecture's experiments with a fixed seed: adding (the adding problem, tanh "
             "Elman vs IRNN vs GRU vs LSTM), clipping (an IRNN LM at high learning rates, clipped or "
@@ -201,11 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
             "random initialisation). Prints a table; writes results.json and plots to --out."
         ),
     )
-    experiment.add_argument("name", choices=EXPERIMENTS, metavar="NAME", help=", ".join(EXPERIMENTS))
+    experiment.add_argument(
+        "name", choices=names.EXPERIMENTS, metavar="NAME", help=", ".join(names.EXPERIMENTS)
+    )
     experiment.add_argument(
         "--scale",
         default="small",
-        choices=("tiny", "small", "full"),
+        choices=names.SCALES,
         help="tiny (seconds; a smoke test, its numbers mean nothing), small (minutes; default) or full "
         "(the write-up's grid: hours)",
     )
@@ -216,9 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
     _device_argument(experiment, "cpu")
     experiment.add_argument("--json", action="store_true", help="the results as one JSON object on stdout")
 
+
+def _presets_parser(verbs: Verbs) -> None:
     from rnnkit.cli import settings  # light: no torch
 
-    presets = commands.add_parser(
+    presets = verbs.add_parser(
         "presets",
         help="list the shipped run presets: what each is, the figure it reached, the time it took",
         description=(
@@ -228,7 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     settings.add_presets_arguments(presets)
-    config = commands.add_parser(
+
+
+def _config_parser(verbs: Verbs) -> None:
+    from rnnkit.cli import settings  # light: no torch
+
+    config = verbs.add_parser(
         "config",
         help="list every setting: default (or a preset's value), type, allowed values, meaning",
         description=(
@@ -238,10 +274,22 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     settings.add_config_arguments(config)
-    return parser
 
 
-EXPERIMENTS = ("adding", "clipping", "long-range", "init")
+VERBS: tuple[Callable[[Verbs], None], ...] = (
+    _demo_parser,
+    _train_parser,
+    _evaluate_parser,
+    _generate_parser,
+    _score_parser,
+    _next_parser,
+    _predict_parser,
+    _diagnose_parser,
+    _experiment_parser,
+    _presets_parser,
+    _config_parser,
+)
+"""Each verb's parser, in the order ``rnnkit --help`` lists them."""
 
 
 def _device_argument(parser: argparse.ArgumentParser, default: str) -> None:

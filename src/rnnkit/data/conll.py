@@ -375,17 +375,32 @@ def _check_predictions(sentences: Sequence[Sentence], predictions: Sequence[Sequ
 # reads it, so each conversion keeps the chunks of any input in its scheme.
 
 
-def _parse(tags: Sequence[str], prefixes: str, scheme: str) -> list[tuple[str, str | None]]:
-    parsed: list[tuple[str, str | None]] = []
+def split_chunk_tag(tag: object, prefixes: str) -> tuple[str, str] | None:
+    """``tag`` as ``(prefix, type)``: ``"O"`` is ``("O", "")``, ``"B-PER"`` is ``("B", "PER")``.
+
+    None when ``tag`` is neither ``O`` nor ``P-TYPE`` with a one-letter ``P`` in ``prefixes``
+    and a non-empty ``TYPE``: each caller says why in its own words. The one chunk-tag parser:
+    the scheme conversions here and :mod:`rnnkit.tasks.tagging_metrics` use it.
+    """
+    if tag == "O":
+        return "O", ""
+    if not isinstance(tag, str):
+        return None
+    prefix, dash, kind = tag.partition("-")
+    if dash and kind and len(prefix) == 1 and prefix in prefixes:
+        return prefix, kind
+    return None
+
+
+def _parse(tags: Sequence[str], prefixes: str, scheme: str) -> list[tuple[str, str]]:
+    """Every tag of one sentence split by :func:`split_chunk_tag`; an illegal one raises."""
+    parsed: list[tuple[str, str]] = []
     for index, tag in enumerate(tags):
-        prefix, dash, kind = tag.partition("-")
-        if tag == "O":
-            parsed.append(("O", None))
-        elif dash and kind and len(prefix) == 1 and prefix in prefixes:
-            parsed.append((prefix, kind))
-        else:
+        split = split_chunk_tag(tag, prefixes)
+        if split is None:
             allowed = ", ".join(f"{p}-TYPE" for p in prefixes)
             raise RnnkitError(f"tag {index} {tag!r}: expected O, {allowed} ({scheme})")
+        parsed.append(split)
     return parsed
 
 
@@ -415,7 +430,7 @@ def bio_to_bioes(tags: Sequence[str]) -> list[str]:
     parsed = _parse(tags, "BI", "BIO")
     out = []
     for i, (prefix, kind) in enumerate(parsed):
-        if kind is None:
+        if prefix == "O":
             out.append("O")
             continue
         starts = prefix == "B" or i == 0 or parsed[i - 1][1] != kind
@@ -434,5 +449,5 @@ def bioes_to_bio(tags: Sequence[str]) -> list[str]:
     """
     rename = {"O": "O", "B": "B", "S": "B", "I": "I", "E": "I"}
     return [
-        "O" if kind is None else f"{rename[prefix]}-{kind}" for prefix, kind in _parse(tags, "BIES", "BIOES")
+        "O" if prefix == "O" else f"{rename[prefix]}-{kind}" for prefix, kind in _parse(tags, "BIES", "BIOES")
     ]

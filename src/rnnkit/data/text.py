@@ -15,11 +15,12 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from rnnkit import names
 from rnnkit.data.vocab import EOS, UNK
 from rnnkit.errors import RnnkitError
 from rnnkit.fileio import write_text_atomic
 
-LEVELS = ("word", "char", "symbol", "bpe")
+LEVELS = names.LEVELS
 """``word``: whitespace-separated tokens and an ``<eos>`` after every line (PTB, WikiText);
 ``symbol``: the same, for corpora whose tokens are characters written with spaces between
 them (PTB-char, where ``_`` marks word boundaries; report bits per symbol); ``char``:

@@ -5,22 +5,30 @@ exactly two steps (one in the first half, one in the second) and 0 elsewhere. Th
 is the sum of the two marked values. Predicting 1 always (the expected sum) scores a mean
 squared error of Var(U + U') = 2/12 ≈ 0.167: the baseline to beat. The first marker can be
 T steps back, so the task measures how far a network carries information.
+
+``rnnkit experiment adding`` (:func:`experiment`, :func:`draw`): tanh Elman, IRNN, GRU and
+LSTM at T = 50..400 against that baseline.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from rnnkit.analysis import plots
 from rnnkit.errors import RnnkitError
+from rnnkit.experiments.common import TINY_STEPS, mse_flags, suffix
 from rnnkit.registry import rnn
 from rnnkit.training.clipping import clip_gradients
 
 BASELINE = 1.0 / 6.0
 """The MSE of always predicting 1."""
+FILES = ("adding_mse.png",)
+"""What :func:`draw` writes."""
 
 CELLS = {  # label: (cell, options, learning rate); Le et al. 2015 tuned each cell's rate
     "elman-tanh": ("elman", {"nonlinearity": "tanh"}, 1e-3),
@@ -109,3 +117,50 @@ def run(label: str, T: int, setup: Setup, seed: int, device: str | torch.device 
         x, y = (t.to(device) for t in adding_batch(T, setup.eval_sequences, test))
         result.mse = (model(x) - y).pow(2).mean().item()
     return result
+
+
+def experiment(seed: int, scale: str, device: torch.device) -> dict:
+    """The experiment at ``scale``: each cell at each length, a table on stdout; returns the results."""
+    lengths = {"tiny": (10, 20), "small": (50, 100), "full": (50, 100, 200, 400)}[scale]
+    steps = {"tiny": TINY_STEPS, "small": 1500, "full": 5000}[scale]
+    setup = Setup(steps=steps, eval_sequences=100 if scale == "tiny" else 1000)
+    labels = ("elman-tanh", "irnn", "gru", "lstm")
+    print(
+        f"adding problem, seed {seed}, on {device}: {setup}; baseline MSE (always predict 1) {BASELINE:.3f}"
+    )
+    print(f"{'cell':12} {'T':>5} {'lr':>7} {'test MSE':>9} {'solved':>7} {'train s':>8}")
+    rows, curves = [], {}
+    for T in lengths:
+        for label in labels:
+            r = run(label, T, setup, seed, device)
+            lr = CELLS[label][2]
+            row = {"cell": label, "T": T, "lr": lr, "mse": r.mse, "solved": r.solved, "seconds": r.seconds}
+            mse_flags([row], BASELINE)
+            print(
+                f"{label:12} {T:5d} {lr:7.0e} {r.mse:9.4f} {'yes' if r.solved else 'no':>7} {r.seconds:8.1f}"
+                + suffix(row),
+                flush=True,
+            )
+            rows.append(row)
+            curves[f"{label} T={T}"] = r.curve
+    return {"setup": setup.__dict__, "baseline": BASELINE, "rows": rows, "curves": curves}
+
+
+def draw(out: Path, results: dict, caption: str) -> None:
+    """Test MSE by sequence length, one line per cell, the baseline drawn across (:data:`FILES`)."""
+    labels = dict.fromkeys(row["cell"] for row in results["rows"])
+    plots.measured_curves(
+        {
+            label: (
+                [row["T"] for row in results["rows"] if row["cell"] == label],
+                [row["mse"] for row in results["rows"] if row["cell"] == label],
+            )
+            for label in labels
+        },
+        out / "adding_mse.png",
+        "sequence length T",
+        "test MSE",
+        "The adding problem" + caption,
+        log_y=True,
+        hline=(results["baseline"], "always predict 1"),
+    )

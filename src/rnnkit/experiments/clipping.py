@@ -5,6 +5,9 @@ An IRNN language model (a ReLU Elman network whose W_hh starts as the identity, 
 Every run logs the pre-clip gradient norm at every step; an *exploding* step is one whose
 norm exceeds ten times the run's median; a run *diverges* when its loss or gradient stops
 being finite (training stops there) or it ends worse than it began.
+
+``rnnkit experiment clipping`` (:func:`experiment`, :func:`draw`): each rate of
+:class:`Setup`, clipped and not, its losses and pre-clip norms step by step.
 """
 
 from __future__ import annotations
@@ -12,13 +15,19 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
+from rnnkit.analysis import plots
 from rnnkit.config import ModelConfig
 from rnnkit.data.synthetic import LongRange
+from rnnkit.experiments.common import TINY_STEPS, flag, suffix
 from rnnkit.models.config import build_model
 from rnnkit.training.clipping import clip_gradients
+
+FILES = ("clipping_loss.png", "clipping_norms.png")
+"""What :func:`draw` writes."""
 
 
 @dataclass(frozen=True)
@@ -76,3 +85,78 @@ def run(lr: float, clipped: bool, setup: Setup, seed: int, device: str | torch.d
             break
         optimizer.step()
     return result
+
+
+def experiment(seed: int, scale: str, device: torch.device) -> dict:
+    """The experiment at ``scale``: each rate clipped and not, a table on stdout; returns the results."""
+    setup = Setup(steps={"tiny": TINY_STEPS, "small": 400, "full": 2000}[scale])
+    vocab = len(LongRange().tokens)
+    uniform = math.log(vocab)
+    print(f"clipping: an IRNN language model by SGD, seed {seed}, on {device}: {setup}")
+    print(f"{'lr':>5} {'clipped':>8} {'final loss':>10} {'max norm':>10} {'exploding':>9} {'diverged':>9}")
+    rows = []
+    for lr in setup.rates:
+        for clipped in (False, True):
+            r = run(lr, clipped, setup, seed, device)
+            finite = [n for n in r.norms if math.isfinite(n)]
+            row = {
+                "lr": lr,
+                "clipped": clipped,
+                "final_loss": r.losses[-1],
+                "max_norm": max(finite) if finite else math.inf,
+                "exploding_steps": r.exploding,
+                "diverged": r.diverged,
+                "stopped_at": r.stopped_at,
+                "flags": [],
+                "losses": r.losses,
+                "norms": r.norms,
+            }
+            if math.isfinite(r.losses[-1]) and r.losses[-1] >= uniform:
+                flag(row, f"final loss ≥ ln {vocab} = {uniform:.2f}: no better than a uniform guess")
+            rows.append(row)
+            stop = "" if r.stopped_at is None else f" (step {r.stopped_at})"
+            print(
+                f"{lr:5.2g} {'yes' if clipped else 'no':>8} {r.losses[-1]:10.3f} {row['max_norm']:10.2e} "
+                f"{r.exploding:9d} {('yes' + stop) if r.diverged else 'no':>9}" + suffix(row),
+                flush=True,
+            )
+    return {"setup": setup.__dict__, "vocab": vocab, "uniform_loss": uniform, "rows": rows}
+
+
+def draw(out: Path, results: dict, caption: str) -> None:
+    """Each run's loss and pre-clip gradient norm by step (:data:`FILES`); a diverged run ends in an x."""
+    clip = results["setup"]["clip"]
+
+    def series(key: str) -> dict:
+        return {
+            f"lr {row['lr']:g}, {'clipped' if row['clipped'] else 'not clipped'}": (
+                list(range(len(row[key]))),
+                row[key],
+            )
+            for row in results["rows"]
+        }
+
+    stopped = "not finite: the run diverged and stopped here"
+    plots.measured_curves(
+        series("losses"),
+        out / "clipping_loss.png",
+        "training step",
+        "training loss (nats, one batch)",
+        "Clipping: an IRNN language model by SGD" + caption,
+        log_y=True,
+        hline=(results["uniform_loss"], f"uniform guess (ln {results['vocab']})"),
+        lost=stopped,
+    )
+    # clip_gradients returns (and the run logs) the norm *before* clipping; a clipped run's
+    # applied update is then scaled down to norm `clip`, so its plotted norm may exceed it.
+    plots.measured_curves(
+        series("norms"),
+        out / "clipping_norms.png",
+        "training step",
+        "gradient norm before clipping",
+        f"Exploding gradients: the logged norm is before clipping\n"
+        f"(a clipped run's applied update is scaled down to norm {clip:g})" + caption,
+        log_y=True,
+        hline=(clip, f"clipping threshold {clip:g}"),
+        lost=stopped,
+    )

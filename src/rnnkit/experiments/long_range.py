@@ -5,18 +5,23 @@ sequences (the ordinary next-word loss over every token, distances drawn uniform
 largest distance growing over the first 60% of training: a curriculum), then judged by
 their accuracy at the blank as a function of d, next to the gradient norm
 ||∂E_blank/∂h_{blank-d}|| of the trained model (float64, :mod:`rnnkit.analysis.gradient_flow`).
+
+``rnnkit experiment long-range`` (:func:`experiment`, :func:`draw`): every cell of :data:`CELLS`.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
-from rnnkit.analysis import gradient_flow
+from rnnkit.analysis import gradient_flow, plots
 from rnnkit.config import ModelConfig
 from rnnkit.data.synthetic import LongRange
+from rnnkit.experiments.common import TINY_STEPS, flag, suffix
 from rnnkit.models.config import build_model
 from rnnkit.models.language_model import LanguageModel
 from rnnkit.training.clipping import clip_gradients
@@ -28,6 +33,8 @@ CELLS = {  # label: (cell, options)
     "gru": ("gru", {}),
     "lstm": ("lstm", {}),
 }
+FILES = ("long_range_accuracy.png", "long_range_gradient.png")
+"""What :func:`draw` writes."""
 
 
 @dataclass(frozen=True)
@@ -112,3 +119,68 @@ def gradient_by_distance(
     tokens, _, _ = task.batch(torch.full((32,), name_at), setup.length, generator)
     tr = gradient_flow.trace(model, tokens)
     return gradient_flow.gradient_at(tr, tr.steps - 1, distances)
+
+
+def experiment(seed: int, scale: str, device: torch.device) -> dict:
+    """The experiment at ``scale``: each cell's accuracy and gradient by distance; returns the results."""
+    setup = {
+        "tiny": Setup(length=21, steps=TINY_STEPS, hidden=16, eval_sequences=32),
+        "small": Setup(length=101, steps=2000),
+        "full": Setup(length=101, steps=6000),
+    }[scale]
+    task = LongRange()
+    # an accuracy this far under chance (two binomial standard errors) is no forgetting:
+    # the model does not even guess a name at the blank at random
+    floor = task.chance - 2 * math.sqrt(task.chance * (1 - task.chance) / setup.eval_sequences)
+    distances = sorted({d for d in (4, 5, 10, 20, 30, 40, 50, 60, 80, 100) if d <= setup.length - 1})
+    print(f"long-range probe, seed {seed}, on {device}: {setup}; chance {task.chance:.3f}")
+    print(f"{'cell':14} " + " ".join(f"{'d=' + str(d):>6}" for d in distances) + f" {'train s':>8}")
+    rows = []
+    for label in CELLS:
+        model, r = train(label, setup, seed, task, device)
+        acc = {d: accuracy(model, task, d, setup) for d in distances}
+        gradient = gradient_by_distance(model, task, setup, list(range(setup.length - 1)))
+        row = {"cell": label, "accuracy": acc, "gradient": gradient, "seconds": r.seconds, "flags": []}
+        below = [d for d, a in acc.items() if a < floor]
+        if below:
+            flag(
+                row,
+                f"below chance at d = {', '.join(map(str, below))} (under {floor:.3f}): "
+                "degenerate, not a memory effect",
+            )
+        print(
+            f"{label:14} "
+            + " ".join(f"{acc[d]:6.2f}" for d in distances)
+            + f" {r.seconds:8.1f}"
+            + suffix(row),
+            flush=True,
+        )
+        rows.append(row)
+    return {"setup": setup.__dict__, "chance": task.chance, "below_chance_under": floor, "rows": rows}
+
+
+def draw(out: Path, results: dict, caption: str) -> None:
+    """Accuracy at the blank and the gradient reaching back by distance, a line per cell (:data:`FILES`)."""
+    rows = results["rows"]
+    plots.measured_curves(
+        {
+            row["cell"] + (" (below chance: degenerate)" if row["flags"] else ""): (
+                list(row["accuracy"]),
+                list(row["accuracy"].values()),
+            )
+            for row in rows
+        },
+        out / "long_range_accuracy.png",
+        "distance d",
+        "accuracy at the blank",
+        "Who remembers the name d words back?" + caption,
+        hline=(results["chance"], "chance"),
+    )
+    plots.measured_curves(
+        {row["cell"]: (list(row["gradient"]), list(row["gradient"].values())) for row in rows},
+        out / "long_range_gradient.png",
+        "distance d = t - k",
+        "||∂E_t/∂h_(t-d)||",
+        "Gradient reaching d steps back (trained models)" + caption,
+        log_y=True,
+    )

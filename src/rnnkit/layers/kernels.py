@@ -21,16 +21,9 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from rnnkit.cells.elman import derivative
+
 _ACTIVATE = {"sigmoid": torch.sigmoid_, "tanh": torch.tanh_, "relu": torch.relu_}
-
-
-def _derivative(h: Tensor, nonlinearity: str) -> Tensor:
-    """f'(pre-activation) written through the output h = f(pre)."""
-    if nonlinearity == "sigmoid":
-        return h * (1 - h)
-    if nonlinearity == "tanh":
-        return 1 - h * h
-    return (h > 0).to(h.dtype)
 
 
 def _masked(mask: Tensor | None, dy: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
@@ -66,7 +59,7 @@ class ElmanRecurrence(torch.autograd.Function):
         hs, w_hh, mask = ctx.saved_tensors
         L = hs.shape[0] - 1
         dy, m, keep = _masked(mask, dy.contiguous())
-        D = _derivative(hs[1:], ctx.nonlinearity)
+        D = derivative(hs[1:], ctx.nonlinearity)
         if m is not None:
             D.mul_(m)
         dpre = torch.empty_like(D)

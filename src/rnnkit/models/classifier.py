@@ -14,13 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnkit import names
 from rnnkit.errors import RnnkitError
 from rnnkit.layers.dropout import drop_rows, dropout
 from rnnkit.layers.rnn import RNN
 from rnnkit.layers.state import step_mask
 from rnnkit.models.heads import at_least_fp32
 
-POOLINGS = ("final", "max", "mean")
+POOLINGS = names.POOLINGS
 
 
 class Classifier(nn.Module):

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnkit.errors import RnnkitError
 from rnnkit.layers.dropout import drop_rows, dropout
 from rnnkit.layers.rnn import RNN
 from rnnkit.models.crf import CRF
@@ -97,7 +98,7 @@ class Tagger(nn.Module):
         x = F.embedding(words, drop_rows(self.embedding.weight, self.embedding_dropout, self.training), 0)
         if self.chars is not None:
             if chars is None:
-                raise ValueError("this tagger reads characters: pass chars")
+                raise RnnkitError("this tagger reads characters: pass chars")
             char_ids, char_lengths, index = chars
             x = torch.cat([x, self.chars(char_ids, char_lengths)[index]], dim=-1)
         x = dropout(x, self.input_dropout, self.training)

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from rnnkit.data.conll import split_chunk_tag
 from rnnkit.errors import RnnkitError
 
 Corpus = Sequence[Sequence[str]]
@@ -74,14 +75,12 @@ def token_accuracy(gold: Corpus, pred: Corpus) -> float:
 
 
 def _parse(tag: str, allowed: frozenset[str], scheme: str, where: str) -> tuple[str, str]:
-    """Split ``tag`` into (prefix, type): ``"O"`` is ``("O", "")``, ``"B-PER"`` is ``("B", "PER")``."""
-    if tag == "O":
-        return "O", ""
-    prefix, dash, kind = tag.partition("-") if isinstance(tag, str) else ("", "", "")
-    if not dash or not kind or prefix not in allowed:
+    """``tag`` as (prefix, type) by :func:`~rnnkit.data.conll.split_chunk_tag`; an illegal one raises."""
+    split = split_chunk_tag(tag, "".join(sorted(allowed)))
+    if split is None:
         legal = ", ".join(f"{p}-TYPE" for p in sorted(allowed))
         raise RnnkitError(f"{where}: tag {tag!r} is not a {scheme} chunk tag; expected O or {legal}")
-    return prefix, kind
+    return split
 
 
 def _chunks(tags: Sequence[str], scheme: str, where: str) -> list[Chunk]:

@@ -1,0 +1,64 @@
+"""What every experiment shares: the tiny scale, flags on table rows, strict JSON, the folder it writes."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from pathlib import Path
+
+TINY_STEPS = 20  # training steps per run at --scale tiny
+
+
+def strict_json(value):
+    """``value`` with every non-finite float replaced by None: JSON has no NaN or infinity."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
+
+
+def clear_previous(out: Path, names: Iterable[str]) -> tuple[list[str], int]:
+    """Remove the files called ``names`` from ``out`` (an earlier call's output), nothing else.
+
+    Returns the names removed and how many other entries ``out`` holds (left as they are).
+    """
+    names = set(names)
+    removed = []
+    for name in sorted(names):
+        path = out / name
+        if path.is_file() or path.is_symlink():
+            path.unlink()
+            removed.append(name)
+    others = sum(1 for p in out.iterdir() if p.name not in names) if out.is_dir() else 0
+    return removed, others
+
+
+def report_folder(out: Path, written: list[str], removed: list[str], others: int, what: str) -> None:
+    """Print where a call wrote (and what of an earlier call it replaced), for a human."""
+    if removed:
+        print(f"removed an earlier call's {', '.join(removed)} from {out.resolve()}")
+    left = f"; {others} other {'entry' if others == 1 else 'entries'} there left untouched" if others else ""
+    print(f"{what}: {out.resolve()} ({', '.join(written)}{left})")
+
+
+def flag(row: dict, text: str) -> None:
+    """Add ``text`` to the row's ``flags``: a figure that is no evidence of what the table shows."""
+    row.setdefault("flags", []).append(text)
+
+
+def suffix(row: dict) -> str:
+    """The row's flags as the end of its printed table line (``!`` then the flags), or nothing."""
+    return ("  ! " + "; ".join(row["flags"])) if row.get("flags") else ""
+
+
+def mse_flags(rows: list[dict], baseline: float) -> None:
+    """Flag each row whose ``mse`` is not finite or no better than ``baseline``."""
+    for row in rows:
+        row.setdefault("flags", [])
+        if not math.isfinite(row["mse"]):
+            flag(row, "MSE not finite (diverged)")
+        elif row["mse"] >= baseline:
+            flag(row, f"no better than always predicting 1 (MSE {baseline:.3f})")
