@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import nn
@@ -62,12 +63,13 @@ class ParameterAverage:
                 for p, o in zip(self.params, own):
                     p.copy_(o)
 
-    def state(self) -> tuple[dict, dict[str, torch.Tensor]]:
+    def state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         """(JSON record, tensors) to resume from."""
         tensors = {f"average.{i}": a for i, a in enumerate(self.average or [])}
         return {"active": self.active, "count": self.count}, tensors
 
-    def load(self, record: dict, tensors: dict[str, torch.Tensor]) -> None:
+    def load(self, record: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        """Put back what :meth:`state` saved."""
         if not record["active"]:
             self.average, self.count = None, 0
             return

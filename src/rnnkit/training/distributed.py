@@ -27,6 +27,7 @@ import datetime
 import os
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -124,7 +125,9 @@ def teardown(world: World) -> None:
         dist.destroy_process_group()
 
 
-def gather_rank_state(world: World, tensors: dict[str, torch.Tensor], device: torch.device) -> dict:
+def gather_rank_state(
+    world: World, tensors: dict[str, torch.Tensor], device: torch.device
+) -> dict[str, torch.Tensor]:
     """Add every other rank's per-rank tensors to rank 0's ``tensors`` (as ``rank{r}.<name>``).
     A collective: every rank calls it at the same point."""
     if not world.distributed:
@@ -136,7 +139,9 @@ def gather_rank_state(world: World, tensors: dict[str, torch.Tensor], device: to
     return tensors
 
 
-def rank_state(world: World, record: dict, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def rank_state(
+    world: World, record: dict[str, Any], tensors: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """This rank's view of a checkpoint's tensors (its own random state and hidden state);
     refuses a checkpoint written by another number of processes."""
     saved = int(record.get("world_size", 1))

@@ -6,12 +6,21 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm import tqdm
 
-from rnnkit.cells.base import detach_state
 from rnnkit.errors import RnnkitError
+
+if TYPE_CHECKING:
+    from rnnkit.config import TrainConfig
+    from rnnkit.tasks.base import Step
+    from rnnkit.training.state import TrainState
+
+StepFn = Callable[[Any, Any], "Step"]
+"""A task's step (or the same through DistributedDataParallel): ``step(batch, state) -> Step``."""
 
 RECENT = 50
 """How many of the last good steps' losses a spike is measured against."""
@@ -30,11 +39,11 @@ class Rollback:
     model and its optimizer state in memory, a copy's time per step.
     """
 
-    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer):
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
         self.model, self.optimizer = model, optimizer
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.weights = [p.detach().clone() for p in self.params]
-        self.state: dict[int, dict] = {}
+        self.state: dict[int, dict[str, Any]] = {}
         self.saved = False
 
     def save(self) -> None:
@@ -73,8 +82,8 @@ class Rollback:
         self.state = {i: {} for i in range(len(self.params))}
         for key, value in tensors.items():
             if key.startswith("rollback.o."):
-                _, _, i, k = key.split(".", 3)
-                self.state[int(i)][k] = value.to(self.weights[int(i)].device)
+                _, _, index, name = key.split(".", 3)
+                self.state[int(index)][name] = value.to(self.weights[int(index)].device)
 
     def restore(self) -> bool:
         """Undo the last update; False if there was none to undo."""
@@ -96,28 +105,39 @@ class Rollback:
         return True
 
 
+def diagnose(
+    model: torch.nn.Module, step: StepFn, batch: Any, state: Any, loss: float, norm: float, loss_spike: float
+) -> str:
+    """Where a bad step went wrong: for a non-finite loss or gradient, the parameters and the
+    first module output (:func:`nonfinite_origin`, which re-runs ``step`` on ``batch`` from
+    ``state``); for a finite one, that it spiked above ``loss_spike`` x the recent mean."""
+    if math.isfinite(loss) and math.isfinite(norm):
+        return f"a spike: above {loss_spike} x the recent mean"
+    return nonfinite_origin(model, step, batch, state)
+
+
 def guard(
-    task, step, batch, state, loss: float, norm: float, t, history, cursor, log, rollback=None
+    state: TrainState,
+    t: TrainConfig,
+    loss: float,
+    norm: float,
+    where: str,
+    log: Callable[[dict[str, Any]], None],
 ) -> float:
-    """A bad step (non-finite loss or gradient, or a spike): not taken. Say where it went
-    wrong, log it, then do what ``train.on_nonfinite`` says: "skip" it; "reduce": also undo
-    the update before it and cut the learning rate by ``train.nonfinite_factor`` (kept for
-    the rest of the run); "stop". ``train.max_bad_steps`` bad steps in a row stop the run,
-    and so do weights that are no longer finite (no skipped step can heal them) unless
-    the undone update brings them back. Returns the learning rate to go on with.
+    """A bad step (non-finite loss or gradient, or a spike; ``where``: :func:`diagnose`): not
+    taken. Log it, then do what ``t.on_nonfinite`` says: "skip" it; "reduce": also undo the
+    update before it (``state.rollback``) and cut the learning rate by
+    ``t.nonfinite_factor`` (kept for the rest of the run); "stop". ``t.max_bad_steps`` bad
+    steps in a row (``state.cursor.bad``) stop the run, and so do weights that are no longer
+    finite (no skipped step can heal them) unless the undone update brings them back.
+    Returns the learning rate to go on with (``state.history.lr``).
     """
-    model = task.model
-    finite = math.isfinite(loss) and math.isfinite(norm)
-    where = (
-        nonfinite_origin(model, step, batch, state)
-        if not finite
-        else f"a spike: above {t.loss_spike} x the recent mean"
-    )
+    history, bad, rollback = state.history, state.cursor.bad, state.rollback
     what = f"step {history.step}: loss {loss:.4g}, gradient norm {norm:.4g} ({where})"
     entry = {"loss": loss, "grad_norm": norm, "where": where}
-    action = "stop" if t.on_nonfinite == "stop" or cursor.bad >= t.max_bad_steps else t.on_nonfinite
+    action = "stop" if t.on_nonfinite == "stop" or bad >= t.max_bad_steps else t.on_nonfinite
     undone = action == "reduce" and rollback is not None and rollback.restore()
-    broken = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+    broken = [name for name, p in state.model.named_parameters() if not torch.isfinite(p).all()]
     if broken:
         action = "stop"
     log({"step": history.step, "nonfinite": {**entry, "action": action}})
@@ -127,21 +147,18 @@ def guard(
             "resume from the last checkpoint with a lower train.lr or a train.clip_norm"
         )
     if action == "stop":
-        reason = (
-            "train.on_nonfinite = 'stop'" if t.on_nonfinite == "stop" else f"{cursor.bad} such steps in a row"
-        )
+        reason = "train.on_nonfinite = 'stop'" if t.on_nonfinite == "stop" else f"{bad} such steps in a row"
         raise RnnkitError(f"{what}: stopped ({reason}); lower train.lr or set train.clip_norm")
-    lr = history.lr
     if action == "reduce":
         history.lr_factor *= t.nonfinite_factor
-        lr = history.lr = lr * t.nonfinite_factor
+        history.lr *= t.nonfinite_factor
     done = "step skipped" + (", the update before it undone" if undone else "")
-    done += f", lr now {lr:.4g}" if action == "reduce" else ""
+    done += f", lr now {history.lr:.4g}" if action == "reduce" else ""
     tqdm.write(f"rnnkit: {what}: {done}", file=sys.stderr)
-    return lr
+    return history.lr
 
 
-def nonfinite_origin(model: torch.nn.Module, step, batch, state) -> str:
+def nonfinite_origin(model: torch.nn.Module, step: StepFn, batch: Any, state: Any) -> str:
     """Where a non-finite step went wrong: the parameters whose gradient is not finite (or,
     if all are, the largest), and the first module whose output was not finite in a re-run
     of the batch, with the first time step of it."""
@@ -156,8 +173,8 @@ def nonfinite_origin(model: torch.nn.Module, step, batch, state) -> str:
         parts.append(f"largest gradient {name}: {n:.3g}")
     first: list[str] = []
 
-    def watch(name):
-        def hook(module, args, output):
+    def watch(name: str) -> Callable[[torch.nn.Module, Any, Any], None]:
+        def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
             out = output[0] if isinstance(output, tuple) else output
             if first or not isinstance(out, torch.Tensor) or torch.isfinite(out).all():
                 return
@@ -173,7 +190,7 @@ def nonfinite_origin(model: torch.nn.Module, step, batch, state) -> str:
     device = next(model.parameters()).device
     try:  # the re-run draws no random numbers the run would have drawn (dropout masks)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
-            step(batch, None if state is None else detach_state(state))
+            step(batch, state)  # no gradient: the state needs no detaching
     except Exception as err:  # the diagnosis must not hide the fault it reports
         first.append(f"the re-run failed: {type(err).__name__}")
     finally:

@@ -1,4 +1,5 @@
-"""The training loop: train_epoch, fit. Short and flat; the task supplies loss and figures."""
+"""The training loop: :func:`fit` trains a task into a run directory, epoch by epoch, through one
+:class:`~rnnkit.training.state.TrainState`; the task supplies the loss and the figures."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -26,48 +28,19 @@ from rnnkit.errors import RnnkitError
 from rnnkit.fileio import write_text_atomic
 from rnnkit.models.config import check_task_options
 from rnnkit.tasks.base import Step, Task
-from rnnkit.tasks.lm import LanguageModelling
 from rnnkit.training.averaging import ParameterAverage
 from rnnkit.training.checkpoint import RECORD, load_checkpoint, load_state, save_checkpoint
 from rnnkit.training.clipping import clip_gradients
-from rnnkit.training.distributed import World, gather_rank_state, rank_state, setup, teardown
-from rnnkit.training.guard import RECENT, Rollback, guard, spike
+from rnnkit.training.distributed import World, setup, teardown
+from rnnkit.training.guard import RECENT, StepFn, diagnose, guard, spike
 from rnnkit.training.lock import RunLock
 from rnnkit.training.progress import Progress, duration, rate_unit
-from rnnkit.training.resume import capture, restore
 from rnnkit.training.schedules import nonmonotone_trigger, plateau_lr, zaremba_lr
+from rnnkit.training.state import Cursor, Earlier, History, TrainState
 
 SINGLE = World()  # one process, not distributed
-
-
-@dataclass
-class History:
-    """What the loop has seen so far: drives the schedule, early stopping and 'best'."""
-
-    valid_loss: list[float] = field(default_factory=list)  # the task's selection figure: lower is better
-    lr: float = 0.0
-    step: int = 0
-    since_best: int = 0  # epochs ended since the one that saved the best model
-    best_epoch: int = 0
-    checks: list[float] = field(default_factory=list)  # the figure at train.eval_every steps in an epoch
-    lr_factor: float = 1.0  # train.on_nonfinite = "reduce": the cuts so far, kept over epochs
-
-    @property
-    def best(self) -> float:
-        return min(self.valid_loss + self.checks, default=math.inf)
-
-
-@dataclass
-class Cursor:
-    """Where training stands inside an epoch; saved with every resumable checkpoint."""
-
-    epoch: int = 1
-    position: int = 0  # the next window starts here: always a window boundary
-    nll: float = 0.0
-    count: int = 0
-    bad: int = 0
-    recent: list[float] = field(default_factory=list)  # the last good steps' losses (train.loss_spike)
-    state: object = None  # the hidden state carried into the next window (detached)
+Log = Callable[[dict[str, Any]], None]
+"""Where the loop writes its metrics: one JSON-able entry per call."""
 
 
 def pick_device(name: str) -> torch.device:
@@ -107,105 +80,173 @@ def epoch_lr(config: RunConfig, epoch: int, history: History) -> float:
     return t.lr
 
 
+class MetricsLog:
+    """``metrics.jsonl``: one JSON object a line, flushed at once (None: write nothing, as on
+    ranks other than 0)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.file: IO[str] | None = None if path is None else path.open("a", encoding="utf-8")
+
+    def __call__(self, entry: dict[str, Any]) -> None:
+        if self.file is not None:
+            self.file.write(json.dumps(entry) + "\n")
+            self.file.flush()
+
+    def tell(self) -> int | None:
+        """The log's size in bytes (None when nothing is written here)."""
+        return None if self.file is None else self.file.tell()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+@dataclass
+class Session:
+    """What one training session works with besides the :class:`TrainState`: never saved
+    (a resumed run opens its own).
+
+    Args:
+        config: the run's configuration.
+        meter: the progress shown (and the session's clock).
+        step: the task's step, or the same through DistributedDataParallel.
+        log: where metrics go (:class:`MetricsLog` in :func:`fit`).
+        world: this process's place among the training processes.
+        run_dir: the run directory; None: no checks or checkpoints (one epoch on its own).
+    """
+
+    config: RunConfig
+    meter: Progress
+    step: StepFn
+    log: Log
+    world: World = SINGLE
+    run_dir: Path | None = None
+
+    def say(self, line: str) -> None:
+        """A line for the user (rank 0 only), above the progress bar."""
+        if self.world.main:
+            self.meter.write(line)
+
+
 def train_epoch(
     task: Task,
     optimizer: torch.optim.Optimizer,
     config: RunConfig,
     history: History,
     cursor: Cursor,
-    log: Callable[[dict], None],
+    log: Log,
     generator: torch.Generator,
     progress: bool = True,
-    on_window: Callable[[], None] | None = None,
-    average: ParameterAverage | None = None,
-    world: World = SINGLE,
-    step: Callable | None = None,
-    rollback: Rollback | None = None,
-    meter: Progress | None = None,
 ) -> dict[str, float]:
-    """One pass over the task's training batches, from ``cursor`` on.
+    """One epoch on its own (benchmarks, tests): :func:`run_epoch` on a state made of these
+    pieces, one process, no averaging, rollback, checks or checkpoints."""
+    state = TrainState(task.model, optimizer, generator, ParameterAverage([]), history=history, cursor=cursor)
+    meter = Progress(config.train.epochs, rate_unit(config.task, config.data.level), progress)
+    return run_epoch(task, state, Session(config, meter, task.step, log))
 
-    ``cursor`` is advanced after every batch (``on_window`` is then called: it may save a
-    resumable checkpoint); ``average`` (NT-ASGD) takes in the weights after every step.
-    Distributed (``world``), ``step`` is the task's step run through DDP and each rank's
-    loss is weighted by its share of the step's units. Returns the epoch's running figures
-    (summed over ranks). ``rollback`` (train.on_nonfinite = "reduce") keeps the weights
-    before each update so that the guard can undo it. ``meter`` shows the progress (a bar,
-    or plain lines where stderr is not a terminal); by default, one of this epoch alone.
+
+@dataclass
+class _Pace:
+    """An epoch's speed so far: units counted since ``start`` (from ``counted``), last ``rate``."""
+
+    start: float
+    counted: int
+    rate: float = 0.0
+
+
+def run_epoch(task: Task, state: TrainState, session: Session) -> dict[str, float]:
+    """One pass over the task's training batches, from ``state.cursor`` on.
+
+    The cursor is advanced after every batch, and then, in a run directory, the model may be
+    validated (``train.eval_every``) and ``last/`` saved (``train.checkpoint_every``).
+    Distributed, each rank's loss is weighted by its share of the step's units. Returns the
+    epoch's running figures (summed over ranks); ``session.meter`` shows the progress.
     """
-    t, lr, model = config.train, history.lr, task.model
-    step = step or task.step
-    model.train()
-    start, counted_before = time.perf_counter(), cursor.count
-    batches, total, done = task.batches(cursor.epoch, cursor.position, generator)
-    meter = meter or Progress(t.epochs, rate_unit(config.task, config.data.level), progress)
-    meter.begin(cursor.epoch, total, done)
-    rate = 0.0
+    cursor = state.cursor
+    task.model.train()
+    pace = _Pace(time.perf_counter(), cursor.count)
+    batches, total, done = task.batches(cursor.epoch, cursor.position, state.generator)
+    session.meter.begin(cursor.epoch, total, done)
     try:
         for position, batch in batches:
-            # Truncated BPTT: the state flows on from the last window, its gradient stops here.
-            state = None if cursor.state is None else detach_state(cursor.state)
-            with autocast(t.precision, task_device(task)):
-                result = step(batch, state)
-            objective = result.loss
-            if world.distributed and not getattr(task, "equal_shares", False):
-                # DDP averages over ranks: weight each by its share of the step's units
-                (units,) = world.sum([result.count], objective.device)
-                objective = objective * (result.count * world.size / units)
-            for group in optimizer.param_groups:  # AWD-LSTM: shorter windows take smaller steps
-                group["lr"] = lr * result.lr_scale
-            optimizer.zero_grad(set_to_none=True)
-            objective.backward()
-            norm = clip_gradients(model.parameters(), t.clip_norm, t.clip_value)
-            history.step += 1
-            cursor.position = position
-            loss = result.loss.item()
-            if math.isfinite(loss) and math.isfinite(norm) and not spike(loss, cursor.recent, t.loss_spike):
-                if rollback is not None:
-                    rollback.save()
-                optimizer.step()
-                cursor.recent = [*cursor.recent[-(RECENT - 1) :], loss]
-                if average is not None:
-                    average.update()
-                cursor.bad, cursor.state = 0, None if result.state is None else detach_state(result.state)
-                cursor.nll += result.nll
-                cursor.count += result.count
-            else:
-                cursor.bad = cursor.bad + 1
-                lr = guard(task, step, batch, state, loss, norm, t, history, cursor, log, rollback)
-                cursor.state = None  # a non-finite state would poison the windows after it
-            logged = history.step % t.log_every == 0
-            # shown from the first step on; distributed, the sum is a collective: only where
-            # every rank measures (log_every, its session's first step)
-            figures = None
-            if logged or (meter.enabled and not world.distributed) or meter.steps == 0:
-                nll, count, new = world.sum(
-                    [cursor.nll, cursor.count, cursor.count - counted_before], objective.device
-                )
-                figures = task.running(nll, count)
-                rate = new / (time.perf_counter() - start)
-            meter.step(figures, lr, norm, rate)
-            if logged:
-                log(
-                    {
-                        "step": history.step,
-                        "train_loss": figures["loss"],
-                        "lr": lr,
-                        "grad_norm": norm,
-                        "tokens_per_s": rate,
-                    }
-                )
-            if on_window is not None:
-                on_window()
+            norm = _update(task, state, session, batch, position)
+            _show(task, state, session, pace, norm)
+            if session.run_dir is not None:
+                _between_windows(task, state, session)
     finally:
-        meter.end()  # the bar goes, whatever stopped the epoch
-    nll, count, new = world.sum([cursor.nll, cursor.count, cursor.count - counted_before], task_device(task))
+        session.meter.end()  # the bar goes, whatever stopped the epoch
+    nll, count, new = session.world.sum(
+        [cursor.nll, cursor.count, cursor.count - pace.counted], task_device(task)
+    )
     figures = task.running(nll, count)
-    figures["tokens_per_s"] = new / (time.perf_counter() - start)
+    figures["tokens_per_s"] = new / (time.perf_counter() - pace.start)
     return figures
 
 
-def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+def _update(task: Task, state: TrainState, session: Session, batch: Any, position: int) -> float:
+    """One step on ``batch`` (the window ending at ``position``), taken if the guard lets it;
+    returns the gradient norm before clipping."""
+    t, cursor, optimizer, world = session.config.train, state.cursor, state.optimizer, session.world
+    # Truncated BPTT: the state flows on from the last window, its gradient stops here.
+    hidden = None if cursor.state is None else detach_state(cursor.state)
+    with autocast(t.precision, task_device(task)):
+        result = session.step(batch, hidden)
+    objective = result.loss
+    if world.distributed and not getattr(task, "equal_shares", False):
+        # DDP averages over ranks: weight each by its share of the step's units
+        (units,) = world.sum([result.count], objective.device)
+        objective = objective * (result.count * world.size / units)
+    for group in optimizer.param_groups:  # AWD-LSTM: shorter windows take smaller steps
+        group["lr"] = state.history.lr * result.lr_scale
+    optimizer.zero_grad(set_to_none=True)
+    objective.backward()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
+    norm = clip_gradients(task.model.parameters(), t.clip_norm, t.clip_value)
+    state.history.step += 1
+    cursor.position = position
+    loss = result.loss.item()
+    if math.isfinite(loss) and math.isfinite(norm) and not spike(loss, cursor.recent, t.loss_spike):
+        _advance(state, result, loss)
+    else:
+        cursor.bad = cursor.bad + 1
+        where = diagnose(task.model, session.step, batch, hidden, loss, norm, t.loss_spike)
+        guard(state, t, loss, norm, where, session.log)
+        cursor.state = None  # a non-finite state would poison the windows after it
+    return norm
+
+
+def _advance(state: TrainState, result: Step, loss: float) -> None:
+    """A good step: the update (the weights before it kept for the guard), the average, the
+    carried state and the running sums."""
+    cursor = state.cursor
+    if state.rollback is not None:
+        state.rollback.save()
+    state.optimizer.step()
+    cursor.recent = [*cursor.recent[-(RECENT - 1) :], loss]
+    state.average.update()
+    cursor.bad, cursor.state = 0, None if result.state is None else detach_state(result.state)
+    cursor.nll += result.nll
+    cursor.count += result.count
+
+
+def _show(task: Task, state: TrainState, session: Session, pace: _Pace, norm: float) -> None:
+    """The step on the progress meter and, every ``train.log_every`` steps, in the log."""
+    cursor, meter, lr = state.cursor, session.meter, state.history.lr
+    logged = state.history.step % session.config.train.log_every == 0
+    # shown from the first step on; distributed, the sum is a collective: only where
+    # every rank measures (log_every, its session's first step)
+    figures = None
+    if logged or (meter.enabled and not session.world.distributed) or meter.steps == 0:
+        counts = [cursor.nll, cursor.count, cursor.count - pace.counted]
+        nll, count, new = session.world.sum(counts, task_device(task))
+        figures = task.running(nll, count)
+        pace.rate = new / (time.perf_counter() - pace.start)
+    meter.step(figures, lr, norm, pace.rate)
+    if figures is not None and logged:
+        entry = {"step": state.history.step, "train_loss": figures["loss"], "lr": lr, "grad_norm": norm}
+        session.log({**entry, "tokens_per_s": pace.rate})
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
     """``train.precision``: "bf16" runs forward passes under bfloat16 autocast (matrix
     products in bf16, softmax and losses in fp32; weights, gradients and the optimizer stay
     fp32, so no loss scaling is needed); "fp32" changes nothing."""
@@ -221,22 +262,15 @@ def task_device(task: Task) -> torch.device:
 def make_task(config: RunConfig, corpus, device: torch.device, world: World = SINGLE) -> Task:
     """The task ``config.task`` names, on ``corpus``, its model on ``device``; training on
     ``world``'s share of the data."""
+    from rnnkit.tasks import task_kind  # the registry: the one place a task name is looked up
+
     check_task_options(config.model, config.task, config.data)
-    shard = (world.rank, world.size)
-    if config.task == "lm":
-        return LanguageModelling(config, corpus, device, shard)
-    if config.task == "tag":
-        from rnnkit.tasks.tagging import Tagging
-
-        return Tagging(config, corpus, device, shard)
-    if config.task == "classify":
-        from rnnkit.tasks.classification import Classification
-
-        return Classification(config, corpus, device, shard)
-    raise RnnkitError(f"task must be one of ['lm', 'tag', 'classify'], got {config.task!r}")
+    return task_kind(config.task)(config, corpus, device, (world.rank, world.size))
 
 
-def fit(config: RunConfig, corpus, run_dir: str | Path, progress: bool = True, resume: bool = False) -> dict:
+def fit(
+    config: RunConfig, corpus: Any, run_dir: str | Path, progress: bool = True, resume: bool = False
+) -> dict[str, Any]:
     """Train the task ``config.task`` on ``corpus``, keeping best and last checkpoints in ``run_dir``.
 
     ``last`` always holds the full training state, saved at every epoch's end and every
@@ -245,14 +279,7 @@ def fit(config: RunConfig, corpus, run_dir: str | Path, progress: bool = True, r
     """
     t = config.train
     run_dir = Path(run_dir)
-    if corpus.valid is None:
-        raise RnnkitError("the corpus has no validation split: give --valid FILE or a directory with one")
-    if not t.clip_norm > 0:
-        raise RnnkitError(f"train.clip_norm must be above 0 (inf: measure, never clip), got {t.clip_norm}")
-    if not 0 < t.nonfinite_factor < 1:
-        raise RnnkitError(f"train.nonfinite_factor must be in (0, 1), got {t.nonfinite_factor}")
-    if t.loss_spike != 0 and not t.loss_spike > 1:
-        raise RnnkitError(f"train.loss_spike must be 0 (off) or above 1, got {t.loss_spike}")
+    check_settings(config, corpus)
     if t.threads:
         torch.set_num_threads(t.threads)
     world, device_name = setup(t.device, t.backend, t.dist_timeout)
@@ -265,186 +292,207 @@ def fit(config: RunConfig, corpus, run_dir: str | Path, progress: bool = True, r
         teardown(world)
 
 
+def check_settings(config: RunConfig, corpus: Any) -> None:
+    """Refuse, in one line, what training cannot start with."""
+    t = config.train
+    if corpus.valid is None:
+        raise RnnkitError("the corpus has no validation split: give --valid FILE or a directory with one")
+    if not t.clip_norm > 0:
+        raise RnnkitError(f"train.clip_norm must be above 0 (inf: measure, never clip), got {t.clip_norm}")
+    if not 0 < t.nonfinite_factor < 1:
+        raise RnnkitError(f"train.nonfinite_factor must be in (0, 1), got {t.nonfinite_factor}")
+    if t.loss_spike != 0 and not t.loss_spike > 1:
+        raise RnnkitError(f"train.loss_spike must be 0 (off) or above 1, got {t.loss_spike}")
+
+
 def _fit(
-    config: RunConfig, corpus, run_dir: Path, progress: bool, resume: bool, world: World, device
-) -> dict:
+    config: RunConfig,
+    corpus: Any,
+    run_dir: Path,
+    progress: bool,
+    resume: bool,
+    world: World,
+    device: torch.device,
+) -> dict[str, Any]:
+    """:func:`fit` inside the lock: build, start or resume, train every epoch, summarize."""
     t = config.train
     seed_everything(t.seed)
     torch.manual_seed(t.seed + world.rank)  # dropout draws its own masks on each rank
     task = make_task(config, corpus, device, world)
-    model = task.model
-    optimizer = make_optimizer(model, config)
-    generator = torch.Generator().manual_seed(t.seed)
-    history, cursor = History(), Cursor()
-    before = {"seconds": 0.0, "sessions": 0}  # earlier sessions of this run (--resume)
-    average = ParameterAverage(model.parameters())
-    rollback = Rollback(model, optimizer) if t.on_nonfinite == "reduce" else None
-    if resume and not (run_dir / "last" / RECORD).exists():
-        # killed before its first checkpoint: nothing to lose, so start from the beginning
-        if world.main:
-            print(f"rnnkit: {run_dir}: no checkpoint yet; training from the beginning", file=sys.stderr)
-            _truncate_metrics(run_dir / "metrics.jsonl", 0)
-        resume = False
-    if resume:
-        record, tensors = load_state(run_dir / "last")
-        tensors = rank_state(world, record, tensors)
-        load_checkpoint(run_dir / "last", model)
-        restore(record["resume"], tensors, optimizer, history, cursor, generator, device)
-        before = {"seconds": record.get("seconds", 0.0), "sessions": record.get("sessions", 1)}
-        average.load(record["resume"].get("average", {"active": False}), tensors)
-        if rollback is not None:
-            rollback.load(record["resume"].get("rollback", False), tensors)
-        if world.main:
-            _truncate_metrics(run_dir / "metrics.jsonl", history.step, record.get("metrics_bytes"))
+    optimizer = make_optimizer(task.model, config)
+    state = TrainState.create(task.model, optimizer, t.seed, t.on_nonfinite == "reduce", world, device)
+    if _resumable(run_dir, world, resume):
+        _resume(state, run_dir)
     elif world.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(run_dir / "config.json", json.dumps(to_dict(config), indent=1) + "\n")
         task.save(run_dir)
-    step = task.step
-    if world.distributed:  # gradients averaged in the backward pass; rank 0's weights to all
-        step = DistributedDataParallel(
-            _StepModule(task),
-            device_ids=[device] if device.type == "cuda" else None,
-        )
-    progress = progress and world.main
-    meter = Progress(t.epochs, rate_unit(config.task, config.data.level), progress)
-    metrics = (run_dir / "metrics.jsonl").open("a", encoding="utf-8") if world.main else None
-
-    def log(entry: dict) -> None:
-        if metrics is not None:
-            metrics.write(json.dumps(entry) + "\n")
-            metrics.flush()
-
-    def say(line: str) -> None:
-        if world.main:
-            meter.write(line)
-
-    def save_last(extra_record: dict | None = None) -> None:
-        state_record, tensors = capture(optimizer, history, cursor, generator)
-        state_record["average"], average_tensors = average.state()
-        if rollback is not None:
-            state_record["rollback"], rollback_tensors = rollback.state_tensors()
-            tensors.update(rollback_tensors)
-        tensors.update(average_tensors)
-        tensors = gather_rank_state(world, tensors, device)  # every rank joins; rank 0 writes
-        record = {
-            "step": history.step,
-            **(extra_record or {}),
-            "resume": state_record,
-            "world_size": world.size,
-            # the log as it stood: a resume cuts it back to exactly this (lines of the
-            # checkpoint's own step may come before or after it, e.g. an epoch's end)
-            "metrics_bytes": None if metrics is None else metrics.tell(),
-            "rnnkit": rnnkit.__version__,
-            # training time up to here over every session: a resumed run's summary adds them up
-            "seconds": before["seconds"] + meter.seconds(),
-            "sessions": before["sessions"] + 1,
-        }
-        if world.main:
-            save_checkpoint(run_dir / "last", model, record, history.step, extra=tensors)
-
-    def validate(record: dict) -> tuple[dict, bool]:
-        """Validation figures; a new best (no worse than any before) is saved as ``best``."""
-        with average.swapped(), autocast(t.precision, device):  # NT-ASGD: the averaged weights are the model
-            valid = task.evaluate("valid")
-            figure = task.selection(valid)
-            improved = figure <= history.best
-            if improved:
-                if world.main:
-                    save_checkpoint(run_dir / "best", model, {**record, "valid": valid}, history.step)
-                history.best_epoch = record["epoch"]
-        return valid, improved
-
-    def on_window() -> None:
-        if t.eval_every and history.step % t.eval_every == 0:  # selection only: schedules look at epochs
-            valid, improved = validate({"step": history.step, "epoch": cursor.epoch})
-            history.checks.append(task.selection(valid))
-            log({"check": cursor.epoch, "step": history.step, **{f"valid_{k}": v for k, v in valid.items()}})
-            say(f"step {history.step:5d} | {task.describe('valid', valid)}" + (" | best" if improved else ""))
-            model.train()
-        if t.checkpoint_every and history.step % t.checkpoint_every == 0:
-            save_last()
-
+    session = _open_session(config, task, state, run_dir, progress and world.main)
     try:
-        while cursor.epoch <= t.epochs:
-            epoch = cursor.epoch
-            if cursor.position == 0 and cursor.count == 0:
-                history.lr = epoch_lr(config, epoch, history)
-                if t.schedule != "plateau" or epoch == 1:  # plateau carries on from history.lr
-                    history.lr *= history.lr_factor
-            train = train_epoch(
-                task,
-                optimizer,
-                config,
-                history,
-                cursor,
-                log,
-                generator,
-                progress,
-                on_window,
-                average=average,
-                rollback=rollback,
-                world=world,
-                step=step,
-                meter=meter,
-            )
-            valid, _ = validate({"step": history.step, "epoch": epoch})
-            history.valid_loss.append(task.selection(valid))
-            history.since_best = epoch - history.best_epoch
-            log(
-                {
-                    "epoch": epoch,
-                    "step": history.step,
-                    "lr": history.lr,
-                    **{f"train_{k}": v for k, v in train.items() if k != "tokens_per_s"},
-                    **{f"valid_{k}": v for k, v in valid.items()},
-                    "tokens_per_s": train["tokens_per_s"],
-                    "averaging": average.active,
-                }
-            )
-            eta = "" if epoch == t.epochs else f" | ETA {duration(meter.eta())}"
-            say(
-                f"epoch {epoch}/{t.epochs} | lr {history.lr:.4g} | train "
-                + " ".join(f"{k} {v:.4g}" for k, v in train.items() if k != "tokens_per_s")
-                + f" | {task.describe('valid', valid)} | {train['tokens_per_s']:.0f} {meter.unit}{eta}"
-            )
-            if world.main:
-                learning_curve(run_dir / "metrics.jsonl", run_dir / "learning_curve.png")
-            switch = t.optimizer == "ntasgd" and not average.active
-            if switch and nonmonotone_trigger(history.valid_loss, t.nonmono):
-                average.start()
-                say(
-                    f"epoch {epoch}/{t.epochs} | NT-ASGD: validation stopped improving; averaging from now on"
-                )
-            record = {"epoch": epoch, "valid": valid}
-            stop = t.patience is not None and history.since_best > t.patience
-            cursor = Cursor(epoch=t.epochs + 1 if stop else epoch + 1)  # the next epoch starts afresh
-            save_last(record)
-            if stop:
-                say(f"early stop: no better validation loss for {history.since_best} epochs")
+        while state.cursor.epoch <= t.epochs:
+            _train_one_epoch(task, state, session)
     finally:
-        if metrics is not None:
-            metrics.close()
+        if isinstance(session.log, MetricsLog):
+            session.log.close()
     if not world.main:  # rank 0 evaluates the best model and writes the summary
         return {}
-    best = load_checkpoint(run_dir / "best", model)
-    with autocast(t.precision, device):
-        summary = {"best_valid": task.evaluate("valid")}
+    return _summarize(task, state, session, run_dir)
+
+
+def _resumable(run_dir: Path, world: World, resume: bool) -> bool:
+    """Whether to resume: asked, and ``last/`` is there; a run killed before its first
+    checkpoint has nothing to lose, so it starts from the beginning."""
+    if resume and not (run_dir / "last" / RECORD).exists():
+        if world.main:
+            print(f"rnnkit: {run_dir}: no checkpoint yet; training from the beginning", file=sys.stderr)
+            _truncate_metrics(run_dir / "metrics.jsonl", 0)
+        return False
+    return resume
+
+
+def _resume(state: TrainState, run_dir: Path) -> None:
+    """Load ``last/`` into the model and ``state``; cut the log back to the checkpoint."""
+    record, tensors = load_state(run_dir / "last")
+    load_checkpoint(run_dir / "last", state.model)
+    state.restore(record, tensors)
+    if state.world.main:
+        _truncate_metrics(run_dir / "metrics.jsonl", state.history.step, record.get("metrics_bytes"))
+
+
+def _open_session(config: RunConfig, task: Task, state: TrainState, run_dir: Path, progress: bool) -> Session:
+    """This session's meter, metrics log and step (through DDP when distributed: gradients
+    averaged in the backward pass, rank 0's weights broadcast to every rank)."""
+    world, device, step = state.world, state.device, task.step
+    if world.distributed:
+        step = DistributedDataParallel(
+            _StepModule(task), device_ids=[device] if device.type == "cuda" else None
+        )
+    meter = Progress(config.train.epochs, rate_unit(config.task, config.data.level), progress)
+    log = MetricsLog(run_dir / "metrics.jsonl" if world.main else None)
+    return Session(config, meter, step, log, world, run_dir)
+
+
+def _train_one_epoch(task: Task, state: TrainState, session: Session) -> None:
+    """The epoch at the cursor (from its start or where it stopped), then its end: validation,
+    the log and the line, NT-ASGD's trigger, early stopping, and ``last/`` saved."""
+    t, history, epoch = session.config.train, state.history, state.cursor.epoch
+    if state.cursor.position == 0 and state.cursor.count == 0:
+        history.lr = epoch_lr(session.config, epoch, history)
+        if t.schedule != "plateau" or epoch == 1:  # plateau carries on from history.lr
+            history.lr *= history.lr_factor
+    train = run_epoch(task, state, session)
+    valid, _ = validate(task, state, session, {"step": history.step, "epoch": epoch})
+    history.valid_loss.append(task.selection(valid))
+    history.since_best = epoch - history.best_epoch
+    _report_epoch(task, state, session, train, valid)
+    if (
+        t.optimizer == "ntasgd"
+        and not state.average.active
+        and nonmonotone_trigger(history.valid_loss, t.nonmono)
+    ):
+        state.average.start()
+        session.say(
+            f"epoch {epoch}/{t.epochs} | NT-ASGD: validation stopped improving; averaging from now on"
+        )
+    stop = t.patience is not None and history.since_best > t.patience
+    state.cursor = Cursor(epoch=t.epochs + 1 if stop else epoch + 1)  # the next epoch starts afresh
+    save_last(state, session, {"epoch": epoch, "valid": valid})
+    if stop:
+        session.say(f"early stop: no better validation loss for {history.since_best} epochs")
+
+
+def _report_epoch(
+    task: Task, state: TrainState, session: Session, train: dict[str, float], valid: dict[str, float]
+) -> None:
+    """An epoch's end in the log, in a line for the user and in the learning curve."""
+    t, history, meter, epoch = session.config.train, state.history, session.meter, state.cursor.epoch
+    session.log(
+        {
+            "epoch": epoch,
+            "step": history.step,
+            "lr": history.lr,
+            **{f"train_{k}": v for k, v in train.items() if k != "tokens_per_s"},
+            **{f"valid_{k}": v for k, v in valid.items()},
+            "tokens_per_s": train["tokens_per_s"],
+            "averaging": state.average.active,
+        }
+    )
+    eta = "" if epoch == t.epochs else f" | ETA {duration(meter.eta())}"
+    session.say(
+        f"epoch {epoch}/{t.epochs} | lr {history.lr:.4g} | train "
+        + " ".join(f"{k} {v:.4g}" for k, v in train.items() if k != "tokens_per_s")
+        + f" | {task.describe('valid', valid)} | {train['tokens_per_s']:.0f} {meter.unit}{eta}"
+    )
+    if session.world.main and session.run_dir is not None:
+        learning_curve(session.run_dir / "metrics.jsonl", session.run_dir / "learning_curve.png")
+
+
+def validate(
+    task: Task, state: TrainState, session: Session, record: dict[str, Any]
+) -> tuple[dict[str, float], bool]:
+    """Validation figures; a new best (no worse than any before) is saved as ``best``, with
+    ``record`` (its step and epoch). NT-ASGD: the averaged weights are the model."""
+    history = state.history
+    with state.average.swapped(), autocast(session.config.train.precision, state.device):
+        valid = task.evaluate("valid")
+        improved = task.selection(valid) <= history.best
+        if improved:
+            if session.world.main and session.run_dir is not None:
+                best = {**record, "valid": valid}
+                save_checkpoint(session.run_dir / "best", state.model, best, history.step)
+            history.best_epoch = record["epoch"]
+    return valid, improved
+
+
+def save_last(state: TrainState, session: Session, extra: dict[str, Any] | None = None) -> None:
+    """Save the whole training state in ``last/`` (:meth:`TrainState.capture`, with ``extra``
+    in the record). Distributed, every rank joins; rank 0 writes."""
+    metrics_bytes = session.log.tell() if isinstance(session.log, MetricsLog) else None
+    record, tensors = state.capture(session.meter.seconds(), metrics_bytes, extra)
+    if state.world.main and session.run_dir is not None:
+        save_checkpoint(session.run_dir / "last", state.model, record, state.history.step, extra=tensors)
+
+
+def _between_windows(task: Task, state: TrainState, session: Session) -> None:
+    """Within an epoch: validate every ``train.eval_every`` steps (model selection only:
+    schedules look at epochs) and save ``last/`` every ``train.checkpoint_every`` steps."""
+    t, history, cursor = session.config.train, state.history, state.cursor
+    if t.eval_every and history.step % t.eval_every == 0:
+        valid, improved = validate(task, state, session, {"step": history.step, "epoch": cursor.epoch})
+        history.checks.append(task.selection(valid))
+        session.log(
+            {"check": cursor.epoch, "step": history.step, **{f"valid_{k}": v for k, v in valid.items()}}
+        )
+        session.say(
+            f"step {history.step:5d} | {task.describe('valid', valid)}" + (" | best" if improved else "")
+        )
+        task.model.train()
+    if t.checkpoint_every and history.step % t.checkpoint_every == 0:
+        save_last(state, session)
+
+
+def _summarize(task: Task, state: TrainState, session: Session, run_dir: Path) -> dict[str, Any]:
+    """The best model's figures on validation (and test) with the run's facts, in
+    ``summary.json`` (rank 0)."""
+    best = load_checkpoint(run_dir / "best", state.model)
+    with autocast(session.config.train.precision, state.device):
+        summary: dict[str, Any] = {"best_valid": task.evaluate("valid")}
         if task.has_split("test"):
             summary["test"] = task.evaluate("test")
-    summary["run"] = run_facts(run_dir, best, before, meter.seconds(), device)
-    if world.main:
-        write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
+    summary["run"] = run_facts(run_dir, best, state.earlier, session.meter.seconds(), state.device)
+    write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
     return summary
 
 
-def run_facts(run_dir: Path, best: dict, before: dict, seconds: float, device: torch.device) -> dict:
+def run_facts(
+    run_dir: Path, best: dict[str, Any], earlier: Earlier, seconds: float, device: torch.device
+) -> dict[str, Any]:
     """How the run was made, for ``summary.json``: its training time (over every session when
     it was resumed), the best checkpoint, the versions, the command line and the machine."""
     return {
-        "seconds": round(before["seconds"] + seconds, 3),
+        "seconds": round(earlier.seconds + seconds, 3),
         "session_seconds": round(seconds, 3),
-        "sessions": before["sessions"] + 1,
+        "sessions": earlier.sessions + 1,
         "best": {"path": str(run_dir / "best"), "epoch": best.get("epoch"), "step": best.get("step")},
         "rnnkit": rnnkit.__version__,
         "torch": torch.__version__,
@@ -463,7 +511,7 @@ class _StepModule(torch.nn.Module):
         super().__init__()
         self.model, self.task = task.model, task
 
-    def forward(self, batch, state) -> Step:
+    def forward(self, batch: Any, state: Any) -> Step:
         return self.task.step(batch, state)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 from tqdm import tqdm
 
@@ -90,7 +90,7 @@ class Progress:
         self.start = time.perf_counter()
         self.steps = 0  # taken in this session (a resumed run's rate is its own)
         self.epoch, self.total, self.done = 1, 0, 0
-        self.bar: tqdm | None = None
+        self.bar: tqdm[Any] | None = None
         self._last_line = self.start
         self._quarter = 0
 
