@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
@@ -28,7 +29,10 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    import torch
+
     from rnnkit.cells import ElmanCell, GRUCell, LSTMCell, LSTMState, detach_state, irnn_cell
+    from rnnkit.inference import Trained
     from rnnkit.layers import RNN
     from rnnkit.registry import CELLS, rnn
 
@@ -45,15 +49,18 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
-def load(run_dir, which: str = "best", device="cpu"):
-    """A trained run: ``model, vocab, config, codec`` (the model in eval mode on ``device``).
+def load(run_dir: str | os.PathLike[str], which: str = "best", device: str | torch.device = "cpu") -> Trained:
+    """A trained run of any task, rebuilt from its directory with no flags (the model in eval
+    mode on ``device``; ``which``: the ``best`` or ``last`` checkpoint).
 
-    ``codec`` turns text into the run's tokens and back (``codec.prompt_tokens``,
-    ``codec.join``); :mod:`rnnkit.tasks.lm` scores and generates with all four.
+    For a language model: ``generate``, ``score`` and ``next``; for a tagger: ``tag``; for a
+    classifier: ``classify`` (every class's probability). Every run has
+    ``model``, ``config``, ``vocab`` and ``codec``, and unpacks as before:
+    ``model, vocab, config, codec = rnnkit.load(run)``. See :mod:`rnnkit.inference`.
     """
-    from rnnkit.training.run import load as _load
+    from rnnkit.inference import load as load_run
 
-    return _load(run_dir, which, device)
+    return load_run(run_dir, which, device)
 
 
 __all__ = [

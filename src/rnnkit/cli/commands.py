@@ -23,96 +23,40 @@ from rnnkit.data.conll import (
     write_conll2003,
     write_conllu,
 )
-from rnnkit.data.corpora import locate
-from rnnkit.data.sst import CLASS_NAMES, read_sentences
-from rnnkit.data.vocab import Vocab
+from rnnkit.data.sst import read_sentences
 from rnnkit.errors import RnnkitError
-from rnnkit.fileio import read_json, write_text_atomic
-from rnnkit.tasks.classification import Classification, ClassifiedCorpus
-from rnnkit.tasks.classification import corpus_for_run as corpus_for_classifier
-from rnnkit.tasks.lm import (
-    RAW_TEXT_LEVELS,
-    UNITS,
-    describe,
-    evaluate_file,
-    evaluate_tokens,
-    heldout_tokens,
-    next_distribution,
-    score_lines,
-)
-from rnnkit.tasks.lm import generate as sample
-from rnnkit.tasks.tagging import TaggedCorpus, Tagging, corpus_for_run, load_vocabularies
+from rnnkit.fileio import write_text_atomic
+from rnnkit.inference import ClassifierRun, LanguageModelRun, TaggerRun, load, warn_unknown
+from rnnkit.tasks.lm import RAW_TEXT_LEVELS
 from rnnkit.tasks.tagging_metrics import format_label_report
-from rnnkit.training.checkpoint import load_checkpoint
 from rnnkit.training.loop import pick_device
-from rnnkit.training.run import load, read_config
+from rnnkit.training.run import recorded_data
+
+__all__ = ["evaluate", "generate", "next_tokens", "predict", "recorded_data", "score"]
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    device = pick_device(args.device)
-    if read_config(args.run).task in ("tag", "classify"):
-        return _evaluate_task(args, device)
-    if args.report or args.confusion:
-        raise RnnkitError(
-            f"{args.run}: a language model; --report and --confusion are for taggers and classifiers"
-        )
-    model, vocab, config, codec = load(args.run, device=device)
-    if args.data is None:
-        data = recorded_data(Path(args.run))
-    else:
-        data = {"data": args.data, "train": None, "valid": None, "test": None}
-    files = locate(data["data"], data["train"], data["valid"], data["test"], config.data.valid_fraction)
-    batch, bptt = config.train.eval_batch_size, config.train.bptt
-    if files.valid_fraction is None:  # a file per split: streamed, in constant memory
-        path = getattr(files, args.split)
-        if path is None:
-            hint = "; try --split valid" if args.split == "test" and files.valid is not None else ""
-            raise RnnkitError(f"{data['data'] or files.train}: the corpus has no {args.split} split{hint}")
-        figures = evaluate_file(model, path, codec, vocab, batch, bptt, device)
-    else:  # one file split by a fraction: its validation part is read with it
-        if args.split == "test":
-            raise RnnkitError(
-                f"{files.train}: a single file is split into train and valid only, so it has no test "
-                f"split; try --split valid (its last {files.valid_fraction:.0%}), or give a test file"
-            )
-        tokens = heldout_tokens(files.train, files.valid_fraction, codec)
-        figures = evaluate_tokens(model, tokens, codec, vocab, batch, bptt, device, files.train)
+    """Figures of a trained run on a split of its corpus (or ``--data``); ``--report`` adds
+    per-label scores, ``--confusion`` draws the confusion matrix (taggers and classifiers)."""
+    trained = load(args.run, device=pick_device(args.device))
+    report = trained.report(args.split, args.data) if args.report or args.confusion else None
+    figures = trained.evaluate(args.split, args.data)
     if args.json:
-        print(json.dumps({"split": args.split, "unit": UNITS[config.data.level], **figures}))
+        extra = {"report": report} if args.report else {}
+        print(json.dumps({"split": args.split, **trained.fields(), **figures, **extra}))
     else:
-        print(describe(args.split, figures, config.data.level))
-    return 0
-
-
-def _evaluate_task(args: argparse.Namespace, device) -> int:
-    """``rnnkit evaluate`` of a tagger or a classifier: its vocabularies, the data's splits."""
-    run = Path(args.run)
-    config = read_config(run)
-    data = args.data or recorded_data(run)["data"]
-    if config.task == "tag":
-        task = Tagging(config, corpus_for_run(run, data, config.data.column), device)
-    else:
-        task = Classification(config, corpus_for_classifier(run, data), device)
-    load_checkpoint(run / "best", task.model)
-    if not task.has_split(args.split):
-        hint = "; try --split valid" if args.split == "test" and task.has_split("valid") else ""
-        raise RnnkitError(f"{data}: the corpus has no {args.split} split{hint}")
-    figures = task.evaluate(args.split)
-    report = task.report(args.split) if args.report or args.confusion else None
-    if args.json:
-        print(json.dumps({"split": args.split, **figures, **({"report": report} if args.report else {})}))
-    else:
-        print(task.describe(args.split, figures))
-        if args.report:
+        print(trained.describe(args.split, figures))
+        if args.report and report is not None:
             print(
                 "\n"
                 + format_label_report(report)
                 + ("\n" + report["conlleval"] if "conlleval" in report else "")
             )
-    if args.confusion:
+    if args.confusion and report is not None:
         from rnnkit.analysis.plots import confusion  # matplotlib: only when a plot is asked for
 
-        confusion(report["labels"], report["confusion"], args.confusion, f"{run.name}: {args.split}")
+        title = f"{Path(args.run).name}: {args.split}"
+        confusion(report["labels"], report["confusion"], args.confusion, title)
     return 0
 
 
@@ -123,17 +67,16 @@ def predict(args: argparse.Namespace) -> int:
     sentence (its words and tags). The format is read from the file's first lines (a
     warning says so when its name suggests another). Classify a file (a classifier run):
     one line per sentence, see :func:`_classify`. ``-`` reads standard input."""
-    run = Path(args.run)
-    config = read_config(run)
-    if config.task == "classify":
-        return _classify(args, run, config)
-    if config.task != "tag":
-        raise RnnkitError(f"{run}: a {config.task!r} run; predict needs a tagger or a classifier")
+    trained = load(args.run, device=pick_device(args.device))
+    if isinstance(trained, ClassifierRun):
+        return _classify(args, trained)
+    if not isinstance(trained, TaggerRun):
+        raise RnnkitError(
+            f"{args.run}: a {trained.config.task!r} run; predict needs a tagger or a classifier"
+        )
     if args.format == "sst":
         raise RnnkitError("--format sst is for classifiers; this run is a tagger")
-    words, chars, tags, spans = load_vocabularies(run)
-    task = Tagging(config, TaggedCorpus([], None, None, words, chars, tags, spans), pick_device(args.device))
-    load_checkpoint(run / "best", task.model)
+    column = trained.config.data.column
     name, text = _read_input(args.file)
     if _nothing_to_do(name, text, args.out):
         return 0
@@ -143,16 +86,14 @@ def predict(args: argparse.Namespace) -> int:
         if warning:
             print(f"rnnkit predict: warning: {warning}", file=sys.stderr)
     reader = {
-        "conllu": lambda: read_conllu(name, config.data.column, text=text),
+        "conllu": lambda: read_conllu(name, column, text=text),
         "conll2003": lambda: read_conll2003(name, text=text),
         "text": lambda: read_raw(name, text=text),
     }
     sentences = reader[fmt]()
     if not sentences:
         raise RnnkitError(f"{name}: no sentences to tag")
-    for s in sentences:
-        s.tags = None  # predict from the words alone, whatever gold the file holds
-    predictions, _, _ = task.predict(sentences)
+    predictions = trained.tag(sentences)  # from the words alone, whatever gold the file holds
     out = Path(args.out) if args.out else None
     if args.json:
         _write_output(
@@ -212,55 +153,30 @@ def _read_input(file: str) -> tuple[str, str]:
         raise RnnkitError(f"{name}: line {line}, byte offset {err.start}: not UTF-8") from None
 
 
-def recorded_data(run: Path) -> dict:
-    """The corpus a run was trained on, as ``rnnkit train`` recorded it in data.json."""
-    try:
-        return json.loads((run / "data.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise RnnkitError(
-            f"{run}: cannot read data.json, where the run's corpus is recorded ({err}); pass --data"
-        ) from None
-
-
-def _warn_unknown(vocab, tokens: list[str]) -> None:
-    """Warn on standard error that ``tokens`` not in the vocabulary are read as ``<unk>``."""
-    unknown = sorted({t for t in tokens if t not in vocab})
-    if unknown and vocab.unk is not None:
-        more = f" (and {len(unknown) - 10} more)" if len(unknown) > 10 else ""
-        print(
-            f"rnnkit: warning: not in the vocabulary, read as {vocab.unk}: {' '.join(unknown[:10])}{more}",
-            file=sys.stderr,
-        )
-
-
 def generate(args: argparse.Namespace) -> int:
-    model, vocab, config, codec = load(args.run, device=pick_device(args.device))
-    _warn_unknown(vocab, codec.prompt_tokens(args.prompt))
-    if args.max_tokens is None:  # a character is a short token: a few lines of text either way
-        args.max_tokens = 400 if config.data.level in ("char", "symbol") else 50
-    if args.num < 1 or args.max_tokens < 1:
+    trained = _language_model(args)
+    warn_unknown(trained.vocab, trained.codec.prompt_tokens(args.prompt))
+    if args.num < 1 or (args.max_tokens is not None and args.max_tokens < 1):
         raise RnnkitError("--num and --max-tokens must be at least 1")
     gen = torch.Generator().manual_seed(args.seed)
     for _ in range(args.num):
-        tokens = sample(
-            model,
-            vocab,
-            codec,
-            args.prompt,
-            args.max_tokens,
-            args.temperature,
-            args.top_k,
-            args.top_p,
-            gen,
-            stop_at_eos=not args.no_stop,
-        )
-        text = codec.join(tokens)
-        print(
-            json.dumps({"prompt": args.prompt, "text": text})
-            if args.json
-            else codec.join(codec.prompt_tokens(args.prompt) + tokens)
-        )
+        options = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p}
+        options |= {"max_tokens": args.max_tokens, "generator": gen, "stop_at_eos": not args.no_stop}
+        if args.json:
+            print(json.dumps({"prompt": args.prompt, "text": trained.generate(args.prompt, **options)}))
+        else:
+            print(trained.generate(args.prompt, with_prompt=True, **options))
     return 0
+
+
+def _language_model(args: argparse.Namespace) -> LanguageModelRun:
+    """The run ``args.run`` on ``--device``: a language model, or a one-line error."""
+    trained = load(args.run, device=pick_device(args.device))
+    if not isinstance(trained, LanguageModelRun):
+        raise RnnkitError(
+            f"{args.run}: a {trained.config.task!r} run; this needs a language model (task 'lm')"
+        )
+    return trained
 
 
 def score(args: argparse.Namespace) -> int:
@@ -270,7 +186,8 @@ def score(args: argparse.Namespace) -> int:
     error warns and totals them; the throughput goes there too at the end."""
     if args.batch_size < 1:
         raise RnnkitError(f"--batch-size must be at least 1, got {args.batch_size}")
-    model, vocab, _, codec = load(args.run, device=pick_device(args.device))
+    trained = _language_model(args)
+    vocab, codec = trained.vocab, trained.codec
     name, stream, size = _open_input(args.file)
     start = time.perf_counter()
     total, count, oov, number, offset = 0.0, 0, 0, 0, 0
@@ -280,7 +197,7 @@ def score(args: argparse.Namespace) -> int:
     def flush(chunk: list[str]) -> None:
         nonlocal total, count, oov, warned
         out, unknown = [], []
-        for line, result in zip(chunk, score_lines(model, vocab, codec, chunk)):
+        for line, result in zip(chunk, trained.score(chunk)):
             total += result["logprob"]
             count += len(result["surprisal_bits"])
             oov += result["oov"]
@@ -297,7 +214,7 @@ def score(args: argparse.Namespace) -> int:
                 )
         bar.clear()
         if unknown and not warned:  # once, as soon as it is known: a pipe may stop reading early
-            _warn_unknown(vocab, unknown)
+            warn_unknown(vocab, unknown)
             warned = True
         sys.stdout.write("".join(o + "\n" for o in out))
 
@@ -353,9 +270,10 @@ def _open_input(file: str) -> tuple[str, BinaryIO, int | None]:
 
 
 def next_tokens(args: argparse.Namespace) -> int:
-    model, vocab, _, codec = load(args.run, device=pick_device(args.device))
-    _warn_unknown(vocab, codec.prompt_tokens(args.prefix))
-    top = next_distribution(model, vocab, codec, args.prefix, args.k)
+    trained = _language_model(args)
+    codec = trained.codec
+    warn_unknown(trained.vocab, codec.prompt_tokens(args.prefix))
+    top = trained.next(args.prefix, args.k)
     if args.json:
         rows = [{"token": t, "p": p} for t, p in top]
         if codec.level == "bpe":  # byte-level tokens (Ġ<) with the text they stand for (" <")
@@ -369,33 +287,24 @@ def next_tokens(args: argparse.Namespace) -> int:
     return 0
 
 
-def _classify(args: argparse.Namespace, run: Path, config) -> int:
+def _classify(args: argparse.Namespace, trained: ClassifierRun) -> int:
     """``rnnkit predict`` of a classifier: SST trees or raw text, one sentence a line, in;
     ``class TAB name TAB probability TAB sentence`` lines (or JSON lines with every class's
     probability) out, in the file's order."""
     if args.format in ("conllu", "conll2003"):
         raise RnnkitError(f"--format {args.format} is for taggers; a classifier reads sst or text")
-    saved = read_json(run / "classification.json", missing=f"{run}: not a classifier run")
-    classes = int(saved["classes"])
-    corpus = ClassifiedCorpus([], None, None, Vocab.from_json(saved["words"]), classes)
-    task = Classification(config, corpus, pick_device(args.device))
-    load_checkpoint(run / "best", task.model)
     name, text = _read_input(args.file)
     if _nothing_to_do(name, text, args.out):
         return 0
     sentences = read_sentences(name, args.format, text=text)
     if not sentences:
         raise RnnkitError(f"{name}: no sentences to classify")
-    probs = task.log_probs(sentences).exp()
-    names = CLASS_NAMES[classes]
     lines = []
-    for words, p in zip(sentences, probs.tolist()):
-        best = max(range(classes), key=p.__getitem__)
+    for words, result in zip(sentences, trained.classify(sentences)):
+        best, p = result["class"], result["probs"]
         if args.json:
-            lines.append(
-                json.dumps({"class": best, "name": names[best], "probs": p, "text": " ".join(words)})
-            )
+            lines.append(json.dumps({**result, "text": " ".join(words)}))
         else:
-            lines.append(f"{best}\t{names[best]}\t{p[best]:.4f}\t{' '.join(words)}")
+            lines.append(f"{best}\t{result['name']}\t{p[best]:.4f}\t{' '.join(words)}")
     _write_output(Path(args.out) if args.out else None, "".join(line + "\n" for line in lines))
     return 0

@@ -1,4 +1,8 @@
-"""Build a model from its configuration: the one place that turns config strings into modules."""
+"""Build every task's model from its configuration: the one place that turns config strings into modules.
+
+:func:`build_model` (a language model), :func:`build_tagger`, :func:`build_classifier`, each
+over the recurrent stack of :func:`build_encoder`.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,17 @@ import torch
 from rnnkit.config import DataConfig, ModelConfig
 from rnnkit.errors import RnnkitError
 from rnnkit.layers.rnn import RNN
+from rnnkit.models.classifier import Classifier
 from rnnkit.models.heads import AdaptiveSoftmax, FullSoftmax, OutputHead
 from rnnkit.models.language_model import LanguageModel
+from rnnkit.models.tagger import CharFeature, Tagger
 from rnnkit.registry import cell_options, rnn
 
 _DEFAULTS = ModelConfig()
+
+CHAR_CELL = "lstm"
+"""The cell of a tagger's character feature: a BiLSTM over a word's characters (Lample et al.
+2016). The run configuration has no setting for it (``model.cell`` is the word encoder's)."""
 
 # Model settings that only one task's model has; set for another task they are refused, not ignored.
 TASK_ONLY = {
@@ -133,3 +143,41 @@ def _head(config: ModelConfig, out_size: int, vocab_size: int) -> OutputHead:
             f"({config.embed_size}); set model.projection_size = {config.embed_size} to map it there"
         )
     return FullSoftmax(out_size, vocab_size, bias=config.head_bias)
+
+
+def build_tagger(config: ModelConfig, words: int, chars: int, tags: int) -> Tagger:
+    """A tagger as ``config`` describes it (``char_embed`` > 0 adds the character feature, a
+    bidirectional :data:`CHAR_CELL` RNN)."""
+    char = None
+    if config.char_embed > 0:
+        char = CharFeature(
+            chars,
+            config.char_embed,
+            rnn(CHAR_CELL, config.char_embed, config.char_hidden, bidirectional=True),
+        )
+    input_size = config.embed_size + (char.out_size if char is not None else 0)
+    return Tagger(
+        words,
+        config.embed_size,
+        build_encoder(config, input_size),
+        tags,
+        chars=char,
+        dropout=config.dropout,
+        crf=config.crf,
+        input_dropout=config.input_dropout,
+        embedding_dropout=config.embedding_dropout,
+    )
+
+
+def build_classifier(config: ModelConfig, words: int, classes: int) -> Classifier:
+    """A sentence classifier as ``config`` describes it (``pooling`` reads the states into one vector)."""
+    return Classifier(
+        words,
+        config.embed_size,
+        build_encoder(config, config.embed_size),
+        classes,
+        config.pooling,
+        config.dropout,
+        input_dropout=config.input_dropout,
+        embedding_dropout=config.embedding_dropout,
+    )

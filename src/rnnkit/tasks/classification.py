@@ -11,10 +11,11 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from rnnkit.config import ModelConfig, RunConfig
+from rnnkit.config import RunConfig
 from rnnkit.data import download
 from rnnkit.data.sst import CLASS_NAMES, read_sst
 from rnnkit.data.text import word_key
@@ -22,9 +23,10 @@ from rnnkit.data.vocab import Vocab
 from rnnkit.errors import RnnkitError
 from rnnkit.fileio import read_json, write_text_atomic
 from rnnkit.models.classifier import Classifier
-from rnnkit.models.config import build_encoder
-from rnnkit.tasks.base import Step, shuffled_batches
+from rnnkit.models.config import build_classifier  # lived here before models/ built every model
+from rnnkit.tasks.base import Batches, Data, Step, shuffled_batches
 from rnnkit.tasks.tagging_metrics import label_report
+from rnnkit.training.checkpoint import load_checkpoint
 
 PAD, UNK = "<pad>", "<unk>"
 Example = tuple[list[str], int]
@@ -60,22 +62,10 @@ def load_classified(
     return ClassifiedCorpus(train, valid, test, words, classes)
 
 
-def build_classifier(config: ModelConfig, words: int, classes: int) -> Classifier:
-    encoder = build_encoder(config, config.embed_size)
-    return Classifier(
-        words,
-        config.embed_size,
-        encoder,
-        classes,
-        config.pooling,
-        config.dropout,
-        input_dropout=config.input_dropout,
-        embedding_dropout=config.embedding_dropout,
-    )
-
-
 class Classification:
     """The ``classify`` task for :func:`rnnkit.training.loop.fit`."""
+
+    equal_shares = False  # the last batches of an epoch may be smaller
 
     def __init__(
         self,
@@ -86,7 +76,7 @@ class Classification:
     ) -> None:
         self.config, self.corpus, self.device, self.shard = config, corpus, device, shard
         self.key = word_key(config.data.lowercase, config.data.zero_digits)
-        self.model = build_classifier(config.model, len(corpus.words), corpus.classes).to(device)
+        self.model = self.build_model(config, corpus).to(device)
         # Batches of equal lengths, each drawn from across the corpus: SST's phrases of one
         # sentence sit together in the file, and a batch of them would share one sentiment.
         tiebreak = torch.randperm(
@@ -96,7 +86,71 @@ class Classification:
         size = config.train.batch_size
         self.train_batches = [order[i : i + size] for i in range(0, len(order), size)]
 
-    def tensors(self, examples):
+    # -- the registry's side: corpus, model, summary, a trained run --------------------------------
+    @staticmethod
+    def build_model(config: RunConfig, corpus: ClassifiedCorpus) -> Classifier:
+        """The classifier ``config.model`` describes, over the corpus's words and classes."""
+        return build_classifier(config.model, len(corpus.words), corpus.classes)
+
+    @staticmethod
+    def load_corpus(data: Data, config: RunConfig) -> ClassifiedCorpus:
+        if data["data"] is None:
+            raise RnnkitError(
+                "a classifier trains on --data sst, or --data DIR (an SST directory of PTB trees)"
+            )
+        d = config.data
+        return load_classified(
+            data["data"], d.classes, d.phrases, d.min_freq, word_key(d.lowercase, d.zero_digits)
+        )
+
+    @classmethod
+    def resume_corpus(cls, run_dir: Path, data: Data, config: RunConfig) -> ClassifiedCorpus:
+        corpus = cls.load_corpus(data, config)
+        if saved_vocabulary(run_dir)[0] != corpus.words:
+            raise RnnkitError(f"{run_dir}: the corpus at {data['data']} no longer gives the run's vocabulary")
+        return corpus
+
+    @staticmethod
+    def summary(corpus: ClassifiedCorpus) -> str:
+        return f"{len(corpus.words)} words, {corpus.classes} classes, {len(corpus.train)} training examples"
+
+    @classmethod
+    def from_run(
+        cls,
+        run_dir: Path,
+        config: RunConfig,
+        device: torch.device,
+        data: str | Path | None = None,
+        which: str = "best",
+    ) -> Classification:
+        if data is None:
+            corpus = ClassifiedCorpus([], None, None, *saved_vocabulary(run_dir))
+        else:
+            corpus = corpus_for_run(run_dir, data)
+        task = cls(config, corpus, torch.device("cpu"))
+        load_checkpoint(run_dir / which, task.model)
+        task.model.to(device).eval()
+        task.device = device
+        return task
+
+    @staticmethod
+    def line(config: RunConfig, split: str, figures: dict[str, float]) -> str:
+        return Classification.describe(split, figures)
+
+    @staticmethod
+    def fields(config: RunConfig) -> dict[str, str]:
+        return {}
+
+    @staticmethod
+    def next_commands(run: str, split: str) -> list[str]:
+        return [f"rnnkit evaluate {run} --split {split} --report", f"rnnkit predict {run} FILE"]
+
+    @property
+    def class_names(self) -> list[str]:
+        """The classes' names, by class number."""
+        return list(CLASS_NAMES[self.corpus.classes])
+
+    def tensors(self, examples: list[Example]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         lengths = torch.tensor([len(ws) for ws, _ in examples])
         words = torch.zeros(int(lengths.max()), len(examples), dtype=torch.long)
         for n, (ws, _) in enumerate(examples):
@@ -104,12 +158,12 @@ class Classification:
         labels = torch.tensor([label for _, label in examples])
         return words.to(self.device), lengths.to(self.device), labels.to(self.device)
 
-    def batches(self, epoch: int, start: int, generator: torch.Generator):
+    def batches(self, epoch: int, start: int, generator: torch.Generator) -> Batches:
         return shuffled_batches(
             self.corpus.train, self.train_batches, self.config.train.seed, epoch, start, self.shard
         )
 
-    def step(self, batch, state) -> Step:
+    def step(self, batch: list[Example], state: Any) -> Step:
         words, lengths, labels = self.tensors(batch)
         logp = self.model(words, lengths).gather(1, labels[:, None]).squeeze(1)
         return Step(-logp.mean(), -logp.sum().item(), len(batch))
@@ -142,11 +196,11 @@ class Classification:
         correct = sum(g == label for g, (_, label) in zip(guesses, examples))
         return {"loss": nll / len(examples), "accuracy": correct / len(examples), "sentences": len(examples)}
 
-    def report(self, split: str) -> dict:
+    def report(self, split: str) -> dict[str, Any]:
         """Per-class scores and the confusion matrix on ``split``, classes by name."""
         examples = getattr(self.corpus, split)
         guesses, _ = self.predict(examples)
-        names = CLASS_NAMES[self.corpus.classes]
+        names = self.class_names
         gold = [[names[label]] for _, label in examples]
         return label_report(gold, [[names[g]] for g in guesses], labels=names)
 
@@ -168,9 +222,17 @@ class Classification:
         write_text_atomic(run_dir / "classification.json", json.dumps(payload, ensure_ascii=False) + "\n")
 
 
+def saved_vocabulary(run_dir: Path) -> tuple[Vocab, int]:
+    """A trained classifier's word vocabulary and number of classes (classification.json)."""
+    saved = read_json(run_dir / "classification.json", missing=f"{run_dir}: not a classifier run")
+    try:
+        return Vocab.from_json(saved["words"]), int(saved["classes"])
+    except (KeyError, TypeError, ValueError):
+        raise RnnkitError(f"{run_dir / 'classification.json'}: not a classifier's vocabulary") from None
+
+
 def corpus_for_run(run_dir: Path, data: str | Path) -> ClassifiedCorpus:
     """A trained classifier's vocabulary with the dev and test sentences of ``data``."""
-    saved = read_json(run_dir / "classification.json", missing=f"{run_dir}: not a classifier run")
-    words, classes = Vocab.from_json(saved["words"]), int(saved["classes"])
+    words, classes = saved_vocabulary(run_dir)
     corpus = load_classified(data, classes)
     return ClassifiedCorpus([], corpus.valid, corpus.test, words, classes)

@@ -1,24 +1,41 @@
-"""Language modelling: the loss (mean negative log-likelihood) and the reported figures."""
+"""The ``lm`` task: truncated BPTT over a token stream; perplexity, bits and what makes them comparable.
+
+Generating, scoring and next-token distributions of a trained model are :mod:`rnnkit.inference`'s
+(still importable from here).
+"""
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from rnnkit.config import RunConfig
 from rnnkit.data.batching import batchify, bptt_windows, num_windows, stream_windows
-from rnnkit.data.corpora import Corpus, check_known
+from rnnkit.data.corpora import Corpus, check_known, load_corpus, locate
 from rnnkit.data.text import Codec, split_lines
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import RnnkitError
 from rnnkit.fileio import iter_lines, read_text
 from rnnkit.models.config import build_model
 from rnnkit.models.language_model import LanguageModel
-from rnnkit.tasks.base import Step
+from rnnkit.tasks.base import Batches, Data, Step
+from rnnkit.training.checkpoint import load_checkpoint
+from rnnkit.training.run import check_vocab_size
+
+_MOVED = ("generate", "next_distribution", "score_line", "score_lines", "as_read")
+
+
+def __getattr__(name: str) -> Any:
+    """The inference functions that lived here, now in :mod:`rnnkit.inference`."""
+    if name in _MOVED:
+        return getattr(importlib.import_module("rnnkit.inference"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def lm_figures(nll_sum: float, tokens: int) -> dict[str, float]:
@@ -34,7 +51,8 @@ class LanguageModelling:
     The stream is cut into ``train.batch_size`` columns; a batch is one window of
     ``train.bptt`` steps (AWD-LSTM's random lengths with ``train.variable_bptt``, the
     learning rate scaled by length / bptt), and the hidden state flows from window to
-    window (the loop detaches it at each boundary).
+    window (the loop detaches it at each boundary). A corpus with an empty training stream
+    (a trained run rebuilt by :meth:`from_run`) gives a task to evaluate, not to train.
     """
 
     equal_shares = True  # every rank's window has the same number of tokens: no weighting needed
@@ -43,23 +61,82 @@ class LanguageModelling:
         self, config: RunConfig, corpus: Corpus, device: torch.device, shard: tuple[int, int] = (0, 1)
     ) -> None:
         self.config, self.corpus, self.device = config, corpus, device
-        self.model = build_model(config.model, len(corpus.vocab)).to(device)
-        columns = batchify(corpus.train, config.train.batch_size)
+        self.model = self.build_model(config, corpus).to(device)
         rank, world = shard  # distributed: this rank's share of the columns
         if config.train.batch_size % world:
             raise RnnkitError(
                 f"train.batch_size {config.train.batch_size} must be a multiple of the {world} processes"
             )
-        share = config.train.batch_size // world
-        self.columns = columns[:, rank * share : (rank + 1) * share].contiguous().to(device)
+        self.columns = torch.empty(0, 0, dtype=torch.long)
+        if corpus.train.numel():
+            columns = batchify(corpus.train, config.train.batch_size)
+            share = config.train.batch_size // world
+            self.columns = columns[:, rank * share : (rank + 1) * share].contiguous().to(device)
 
-    def batches(self, epoch: int, start: int, generator: torch.Generator):
+    # -- the registry's side: corpus, model, summary, a trained run --------------------------------
+    @staticmethod
+    def build_model(config: RunConfig, corpus: Corpus) -> LanguageModel:
+        """The language model ``config.model`` describes, over the corpus's vocabulary."""
+        return build_model(config.model, len(corpus.vocab))
+
+    @classmethod
+    def load_corpus(
+        cls, data: Data, config: RunConfig, vocab: Vocab | None = None, codec: Codec | None = None
+    ) -> Corpus:
+        d = config.data
+        files = locate(data["data"], data["train"], data["valid"], data["test"], d.valid_fraction)
+        return load_corpus(files, d.level, d.min_freq, d.max_size, vocab=vocab, codec=codec)
+
+    @classmethod
+    def resume_corpus(cls, run_dir: Path, data: Data, config: RunConfig) -> Corpus:
+        codec = Codec.load(run_dir, config.data.level)
+        return cls.load_corpus(data, config, vocab=Vocab.load(run_dir / "vocab.json"), codec=codec)
+
+    @staticmethod
+    def summary(corpus: Corpus) -> str:
+        return f"vocabulary {len(corpus.vocab)}, {corpus.train.numel()} training tokens"
+
+    @classmethod
+    def from_run(
+        cls,
+        run_dir: Path,
+        config: RunConfig,
+        device: torch.device,
+        data: str | Path | None = None,
+        which: str = "best",
+    ) -> LanguageModelling:
+        """A trained language model with its vocabulary and codec (``data`` is not read: a
+        language model evaluates a file streamed, see :func:`evaluate_file`)."""
+        vocab = Vocab.load(run_dir / "vocab.json")
+        codec = Codec.load(run_dir, config.data.level)
+        empty = torch.empty(0, dtype=torch.long)
+        task = cls(config, Corpus(vocab, codec, empty, None, None), torch.device("cpu"))
+        check_vocab_size(run_dir / which, len(vocab))
+        load_checkpoint(run_dir / which, task.model)
+        task.model.to(device).eval()
+        task.device = device
+        return task
+
+    @staticmethod
+    def line(config: RunConfig, split: str, figures: dict[str, float]) -> str:
+        return describe(split, figures, config.data.level)
+
+    @staticmethod
+    def fields(config: RunConfig) -> dict[str, str]:
+        return {"unit": UNITS[config.data.level]}
+
+    @staticmethod
+    def next_commands(run: str, split: str) -> list[str]:
+        return [f"rnnkit evaluate {run} --split {split}", f"rnnkit generate {run}"]
+
+    # -- what the loop calls ----------------------------------------------------------------------
+    def batches(self, epoch: int, start: int, generator: torch.Generator) -> Batches:
         t = self.config.train
         windows = bptt_windows(self.columns, t.bptt, t.variable_bptt, generator, start=start)
         total = num_windows(self.columns.shape[0], t.bptt)
         return ((i + x.shape[0], (x, y)) for i, x, y in windows), total, start // t.bptt
 
-    def step(self, batch, state) -> Step:
+    def step(self, batch: tuple[torch.Tensor, torch.Tensor], state: Any) -> Step:
         x, y = batch
         logp, state = self.model.log_prob(x, y, state)
         t = self.config.train
@@ -77,6 +154,11 @@ class LanguageModelling:
     def evaluate(self, split: str) -> dict[str, float]:
         t = self.config.train
         return evaluate_lm(self.model, getattr(self.corpus, split), t.eval_batch_size, t.bptt, self.device)
+
+    def report(self, split: str) -> dict[str, Any]:
+        raise RnnkitError(
+            "a language model; per-label reports and confusion matrices are for taggers and classifiers"
+        )
 
     def selection(self, figures: dict[str, float]) -> float:
         return figures["loss"]
@@ -177,7 +259,7 @@ def evaluate_lm(
 @torch.no_grad()
 def evaluate_file(
     model: LanguageModel,
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     codec: Codec,
     vocab: Vocab,
     batch_size: int,
@@ -206,7 +288,7 @@ def evaluate_file(
         words, nbytes = words + line_words, nbytes + line_bytes
     if total == 0:
         raise RnnkitError(f"{path}: the corpus file is empty")
-    check_known(vocab, unknown, total, path)
+    check_known(vocab, unknown, total, os.fspath(path))
     T = total // batch_size
     starts, seen, wanted = {}, 0, [j * T for j in range(batch_size)]
     for offset, line in iter_lines(path, "corpus file"):  # (line offset, tokens to skip) per column
@@ -222,7 +304,7 @@ def evaluate_file(
     return text_figures(figures, codec.level, total, None if vocab.unk is None else unknown, words, nbytes)
 
 
-def heldout_tokens(path: str | os.PathLike, valid_fraction: float, codec: Codec) -> list[str]:
+def heldout_tokens(path: str | os.PathLike[str], valid_fraction: float, codec: Codec) -> list[str]:
     """The validation tokens of one corpus file split by a fraction, cut exactly as
     :func:`rnnkit.data.corpora.load_corpus` cuts them (by characters for ``bpe``, whose
     tokenizer never saw them, by tokens otherwise)."""
@@ -242,14 +324,14 @@ def evaluate_tokens(
     batch_size: int,
     bptt: int,
     device: torch.device,
-    source: str | os.PathLike = "text",
+    source: str | os.PathLike[str] = "text",
 ) -> dict[str, float]:
     """:func:`evaluate_lm` of a text's ``tokens`` with :func:`text_figures` (out of
     vocabulary; per word and per byte for raw-text levels)."""
     if not tokens:
         raise RnnkitError(f"{source}: no tokens to evaluate")
     unknown = sum(t not in vocab for t in tokens)
-    check_known(vocab, unknown, len(tokens), source)
+    check_known(vocab, unknown, len(tokens), os.fspath(source))
     figures = evaluate_lm(model, vocab.encode(tokens), batch_size, bptt, device)
     words = nbytes = 0
     if codec.level in RAW_TEXT_LEVELS:
@@ -271,147 +353,3 @@ def _evaluate_windows(
         nll -= logp.sum().item()
         count += y.numel()
     return lm_figures(nll, count)
-
-
-def _context(vocab, codec: Codec, tokens: list[str]) -> list[int]:
-    """Ids of ``tokens`` conditioned like a fresh line: after the previous sentence's end."""
-    start = codec.sentence_end
-    ids = ([vocab.index(start)] if start in vocab else []) + [vocab.index(t) for t in tokens]
-    if not ids:
-        raise RnnkitError("the prompt is empty and the vocabulary has no sentence start")
-    return ids
-
-
-def as_read(vocab: Vocab, tokens: list[str]) -> tuple[list[str], list[str]]:
-    """``tokens`` as the model reads them (each unknown one replaced by ``<unk>``) and the
-    unknown ones, in order."""
-    if vocab.unk is None:
-        return tokens, []
-    unknown = [t for t in tokens if t not in vocab]
-    return ([t if t in vocab else vocab.unk for t in tokens] if unknown else tokens), unknown
-
-
-def _scored(tokens: list[str], unknown: list[str], logp: torch.Tensor | None) -> dict:
-    """One line's figures: the tokens read (``<unk>`` where a word was unknown), their
-    surprisal in bits, log P (nats), perplexity, and the out-of-vocabulary words."""
-    if logp is None or logp.numel() == 0:
-        tokens, logp = tokens[:0], torch.zeros(0, dtype=torch.float64)
-    total = logp.sum().item()
-    return {
-        "tokens": tokens[len(tokens) - logp.numel() :],
-        "surprisal_bits": (-logp / math.log(2)).tolist(),
-        "logprob": total,
-        "ppl": math.exp(-total / logp.numel()) if logp.numel() else 1.0,
-        "oov": len(unknown),
-        "unknown": unknown,
-    }
-
-
-@torch.no_grad()
-def score_line(model: LanguageModel, vocab, codec: Codec, line: str) -> dict:
-    """log P(line) under the model, conditioned on a sentence start, one token at a time.
-
-    Returns the tokens as the model read them, their surprisal -log2 P (bits), the total
-    log-probability (nats), the line's perplexity, and ``oov``/``unknown``: how many and
-    which tokens are not in the vocabulary. Those are read and scored as ``<unk>`` (the
-    probability of *some* rare word, not of that word), and ``tokens`` shows ``<unk>``.
-    """
-    tokens, unknown = as_read(vocab, codec.corpus_tokens(line + "\n"))  # the line, its sentence end
-    ids = torch.tensor(_context(vocab, codec, tokens))
-    if ids.numel() < 2:
-        return _scored(tokens, unknown, None)
-    device = next(model.parameters()).device
-    ids = ids.to(device)
-    logp, _ = model.log_prob(ids[:-1, None], ids[1:, None])
-    return _scored(tokens, unknown, logp[:, 0].double().cpu())
-
-
-@torch.no_grad()
-def score_lines(model: LanguageModel, vocab, codec: Codec, lines: list[str]) -> list[dict]:
-    """:func:`score_line` of every line, computed as one padded batch (lines of similar
-    length together): the same figures to float rounding, many times faster."""
-    read = [as_read(vocab, codec.corpus_tokens(line + "\n")) for line in lines]
-    tokens, unknown = [r[0] for r in read], [r[1] for r in read]
-    ids = [_context(vocab, codec, t) for t in tokens]
-    order = sorted(range(len(lines)), key=lambda i: len(ids[i]))
-    results: list[dict] = [{}] * len(lines)
-    device = next(model.parameters()).device
-    longest = max((len(i) for i in ids), default=0)
-    if longest >= 2:
-        batch = torch.zeros(longest, len(lines), dtype=torch.long)
-        for column, i in enumerate(order):
-            batch[: len(ids[i]), column] = torch.tensor(ids[i])
-        batch = batch.to(device)
-        h, _ = model(batch[:-1])  # padding comes after each line: it never leaks back
-        counts = torch.tensor([len(ids[i]) - 1 for i in order], device=device).clamp(min=0)
-        real = torch.arange(longest - 1, device=device)[None, :] < counts[:, None]  # (N, L)
-        # the output layer on real positions only, one line after another
-        logp = model.head.log_prob(h.transpose(0, 1)[real], batch[1:].T[real]).double().cpu()
-        ends = counts.cumsum(0).tolist()
-    for column, i in enumerate(order):
-        n = len(ids[i]) - 1
-        line_logp = logp[ends[column] - n : ends[column]] if n >= 1 else None
-        results[i] = _scored(tokens[i], unknown[i], line_logp)
-    return results
-
-
-@torch.no_grad()
-def next_distribution(
-    model: LanguageModel, vocab, codec: Codec, prefix: str, k: int = 10
-) -> list[tuple[str, float]]:
-    """The ``k`` most probable next tokens after ``prefix`` with their probabilities."""
-    ids = torch.tensor(_context(vocab, codec, codec.prompt_tokens(prefix)))
-    device = next(model.parameters()).device
-    h, _ = model(ids[:, None].to(device))
-    probs = model.head.log_probs(h[-1]).exp()[0]
-    top = probs.topk(min(k, probs.numel()))
-    return [(vocab.tokens[i], p) for p, i in zip(top.values.tolist(), top.indices.tolist())]
-
-
-@torch.no_grad()
-def generate(
-    model: LanguageModel,
-    vocab,
-    codec: Codec,
-    prompt: str = "",
-    max_tokens: int = 50,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    generator: torch.Generator | None = None,
-    stop_at_eos: bool = True,
-) -> list[str]:
-    """Sample a continuation of ``prompt``: softmax(logits / temperature), optionally cut to
-    the ``top_k`` tokens or the smallest set of probability ``top_p`` (nucleus sampling).
-
-    With ``stop_at_eos`` it stops where :meth:`Codec.ends_text` says the text ends (the end
-    of the sentence; for characters, a blank line), else after ``max_tokens``."""
-    if temperature <= 0:
-        raise RnnkitError(f"temperature must be positive, got {temperature}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise RnnkitError(f"top_p must be in (0, 1], got {top_p}")
-    prompt_tokens = codec.prompt_tokens(prompt)
-    ids = _context(vocab, codec, prompt_tokens)
-    device = next(model.parameters()).device
-    h, state = model(torch.tensor(ids, device=device)[:, None])
-    out: list[str] = []
-    previous = prompt_tokens[-1] if prompt_tokens else None
-    for _ in range(max_tokens):
-        logits = model.head.log_probs(h[-1])[0] / temperature
-        if top_k is not None:
-            cut = logits.topk(min(top_k, logits.numel())).values[-1]
-            logits = logits.masked_fill(logits < cut, -math.inf)
-        if top_p is not None:
-            sorted_logits, order = logits.sort(descending=True)
-            keep = sorted_logits.softmax(-1).cumsum(-1) - sorted_logits.softmax(-1) < top_p
-            logits = torch.full_like(logits, -math.inf).scatter(0, order[keep], sorted_logits[keep])
-        next_id = int(torch.multinomial(logits.softmax(-1).cpu(), 1, generator=generator))
-        token = vocab.tokens[next_id]
-        if stop_at_eos and codec.ends_text(previous, token):
-            if out and codec.ends_sentence(out[-1]):  # a char passage's blank line: keep no newline
-                out.pop()
-            break
-        out.append(token)
-        previous = token
-        h, state = model(torch.tensor([[next_id]], device=device), state)
-    return out

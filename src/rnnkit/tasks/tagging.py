@@ -15,10 +15,11 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from rnnkit.config import ModelConfig, RunConfig
+from rnnkit.config import RunConfig
 from rnnkit.data import download
 from rnnkit.data.conll import (
     Sentence,
@@ -33,11 +34,11 @@ from rnnkit.data.text import word_key
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import RnnkitError
 from rnnkit.fileio import read_json, write_text_atomic
-from rnnkit.models.config import build_encoder
-from rnnkit.models.tagger import CharFeature, Tagger
-from rnnkit.registry import rnn
-from rnnkit.tasks.base import Step, shuffled_batches
+from rnnkit.models.config import build_tagger  # lived here before models/ built every model
+from rnnkit.models.tagger import Tagger
+from rnnkit.tasks.base import Batches, Data, Step, shuffled_batches
 from rnnkit.tasks.tagging_metrics import format_report, label_report, span_scores, token_accuracy
+from rnnkit.training.checkpoint import load_checkpoint
 
 PAD, UNK = "<pad>", "<unk>"
 _SPAN = re.compile(r"^(O|[BIES]-.+)$")
@@ -65,7 +66,7 @@ def locate_tagged(data: str | Path) -> tuple[str, Path, Path | None, Path | None
     conllu = {split: sorted(root.glob(f"*{split}.conllu")) for split in ("train", "dev", "test")}
     if conllu["train"]:
         pick = {k: (v[0] if v else None) for k, v in conllu.items()}
-        return "conllu", pick["train"], pick["dev"], pick["test"]
+        return "conllu", conllu["train"][0], pick["dev"], pick["test"]
     if (root / "eng.train").is_file():
         optional = [root / n if (root / n).is_file() else None for n in ("eng.testa", "eng.testb")]
         return "conll2003", root / "eng.train", optional[0], optional[1]
@@ -89,12 +90,19 @@ def load_tagged(
     train = read_tagged(train_path, fmt, column)
     valid = None if valid_path is None else read_tagged(valid_path, fmt, column)
     test = None if test_path is None else read_tagged(test_path, fmt, column)
-    all_tags = {t for s in train for t in s.tags}
+    all_tags = {t for s in train for t in gold_tags(s)}
     spans = fmt == "conll2003" and all(_SPAN.match(t) for t in all_tags)
     words = Vocab.build((key(w) for s in train for w in s.words), min_freq=min_freq, specials=(PAD, UNK))
     chars = Vocab.build((c for s in train for w in s.words for c in w), specials=(PAD, UNK))
-    tag_list = sorted({t for s in train for t in internal_tags(s.tags, spans)})
+    tag_list = sorted({t for s in train for t in internal_tags(gold_tags(s), spans)})
     return TaggedCorpus(train, valid, test, words, chars, Vocab(tag_list, unk=None), spans)
+
+
+def gold_tags(sentence: Sentence) -> list[str]:
+    """The tags a sentence of a tagged corpus has (one read as raw text has none: an error)."""
+    if sentence.tags is None:
+        raise RnnkitError(f"{sentence.source}: sentence at line {sentence.line} has no tags")
+    return sentence.tags
 
 
 def internal_tags(tags: Sequence[str], spans: bool) -> list[str]:
@@ -107,45 +115,90 @@ def external_tags(tags: Sequence[str], spans: bool) -> list[str]:
     return bio_to_iob1(bioes_to_bio(tags)) if spans else list(tags)
 
 
-def build_tagger(config: ModelConfig, words: int, chars: int, tags: int) -> Tagger:
-    """A tagger as ``config`` describes it (``char_embed`` > 0 adds the character feature)."""
-    char = None
-    if config.char_embed > 0:
-        char = CharFeature(
-            chars, config.char_embed, rnn("lstm", config.char_embed, config.char_hidden, bidirectional=True)
-        )
-    input_size = config.embed_size + (char.out_size if char is not None else 0)
-    encoder = build_encoder(config, input_size)
-    return Tagger(
-        words,
-        config.embed_size,
-        encoder,
-        tags,
-        chars=char,
-        dropout=config.dropout,
-        crf=config.crf,
-        input_dropout=config.input_dropout,
-        embedding_dropout=config.embedding_dropout,
-    )
+CharTensors = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+"""A batch's characters: ids (C, W) of its W distinct words, their lengths (W,), and the
+index (L, N) of each word's row."""
 
 
 class Tagging:
     """The ``tag`` task for :func:`rnnkit.training.loop.fit`."""
+
+    equal_shares = False  # ranks' batches hold different numbers of words
 
     def __init__(
         self, config: RunConfig, corpus: TaggedCorpus, device: torch.device, shard: tuple[int, int] = (0, 1)
     ) -> None:
         self.config, self.corpus, self.device, self.shard = config, corpus, device, shard
         self.key = word_key(config.data.lowercase, config.data.zero_digits)
-        self.model = build_tagger(config.model, len(corpus.words), len(corpus.chars), len(corpus.tags)).to(
-            device
-        )
+        self.model = self.build_model(config, corpus).to(device)
         order = sorted(range(len(corpus.train)), key=lambda i: len(corpus.train[i].words))
         size = config.train.batch_size
         self.train_batches = [order[i : i + size] for i in range(0, len(order), size)]
 
+    # -- the registry's side: corpus, model, summary, a trained run --------------------------------
+    @staticmethod
+    def build_model(config: RunConfig, corpus: TaggedCorpus) -> Tagger:
+        """The tagger ``config.model`` describes, over the corpus's words, characters and tags."""
+        return build_tagger(config.model, len(corpus.words), len(corpus.chars), len(corpus.tags))
+
+    @staticmethod
+    def load_corpus(data: Data, config: RunConfig) -> TaggedCorpus:
+        if data["data"] is None:
+            raise RnnkitError(
+                "a tagger trains on --data ud-english-ewt, or --data DIR (a UD treebank or CoNLL-2003 "
+                "directory)"
+            )
+        d = config.data
+        return load_tagged(data["data"], d.column, d.min_freq, word_key(d.lowercase, d.zero_digits))
+
+    @classmethod
+    def resume_corpus(cls, run_dir: Path, data: Data, config: RunConfig) -> TaggedCorpus:
+        corpus = cls.load_corpus(data, config)
+        if load_vocabularies(run_dir)[:3] != (corpus.words, corpus.chars, corpus.tags):
+            raise RnnkitError(
+                f"{run_dir}: the corpus at {data['data']} no longer gives the run's vocabularies"
+            )
+        return corpus
+
+    @staticmethod
+    def summary(corpus: TaggedCorpus) -> str:
+        return f"{len(corpus.words)} words, {len(corpus.tags)} tags, {len(corpus.train)} training sentences"
+
+    @classmethod
+    def from_run(
+        cls,
+        run_dir: Path,
+        config: RunConfig,
+        device: torch.device,
+        data: str | Path | None = None,
+        which: str = "best",
+    ) -> Tagging:
+        if data is None:
+            corpus = TaggedCorpus([], None, None, *load_vocabularies(run_dir))
+        else:
+            corpus = corpus_for_run(run_dir, data, config.data.column)
+        task = cls(config, corpus, torch.device("cpu"))
+        load_checkpoint(run_dir / which, task.model)
+        task.model.to(device).eval()
+        task.device = device
+        return task
+
+    @staticmethod
+    def line(config: RunConfig, split: str, figures: dict[str, float]) -> str:
+        return Tagging.describe(split, figures)
+
+    @staticmethod
+    def fields(config: RunConfig) -> dict[str, str]:
+        return {}
+
+    @staticmethod
+    def next_commands(run: str, split: str) -> list[str]:
+        return [f"rnnkit evaluate {run} --split {split} --report", f"rnnkit predict {run} FILE"]
+
     # -- batches ---------------------------------------------------------------------------
-    def tensors(self, sentences: Sequence[Sentence], with_tags: bool = True):
+    def tensors(
+        self, sentences: Sequence[Sentence], with_tags: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor, CharTensors | None, torch.Tensor | None]:
         """words (L, N), lengths (N,), characters (ids, lengths, index), tags (L, N) or None.
 
         Built as padded Python lists and turned into tensors once each (one torch call per
@@ -156,7 +209,7 @@ class Tagging:
         lengths = [len(s.words) for s in sentences]
         L = max(lengths)
         words = _padded([[c.words.index(key(w)) for w in s.words] for s in sentences], L)
-        chars = None
+        chars: CharTensors | None = None
         if self.model.chars is not None:
             unique: dict[str, int] = {}
             index = _padded([[unique.setdefault(w, len(unique)) for w in s.words] for s in sentences], L)
@@ -168,7 +221,7 @@ class Tagging:
         tags = None
         if with_tags:
             tags = _padded(
-                [[self._tag_id(t, s) for t in internal_tags(s.tags, c.spans)] for s in sentences], L
+                [[self._tag_id(t, s) for t in internal_tags(gold_tags(s), c.spans)] for s in sentences], L
             ).to(self.device)
         return words.to(self.device), torch.tensor(lengths, device=self.device), chars, tags
 
@@ -180,13 +233,14 @@ class Tagging:
             )
         return self.corpus.tags.index(tag)
 
-    def batches(self, epoch: int, start: int, generator: torch.Generator):
+    def batches(self, epoch: int, start: int, generator: torch.Generator) -> Batches:
         return shuffled_batches(
             self.corpus.train, self.train_batches, self.config.train.seed, epoch, start, self.shard
         )
 
-    def step(self, batch, state) -> Step:
+    def step(self, batch: list[Sentence], state: Any) -> Step:
         words, lengths, chars, tags = self.tensors(batch)
+        assert tags is not None  # with_tags: a training sentence's tags, or an error naming it
         scores = self.model(words, lengths, chars)
         ll = self.model.log_likelihood(scores, tags, lengths)
         tokens = int(lengths.sum())
@@ -210,7 +264,7 @@ class Tagging:
             chunk = [sentences[i] for i in order[b : b + size]]
             words, lengths, chars, tags = self.tensors(chunk, with_tags)
             scores = self.model(words, lengths, chars)
-            if with_tags:
+            if tags is not None:
                 nll -= self.model.log_likelihood(scores, tags, lengths).sum().item()
                 tokens += int(lengths.sum())
             for i, path in zip(order[b : b + size], self.model.decode(scores, lengths)):
@@ -231,7 +285,7 @@ class Tagging:
             figures.update(precision=spans["precision"], recall=spans["recall"], f1=spans["f1"])
         return figures
 
-    def report(self, split: str) -> dict:
+    def report(self, split: str) -> dict[str, Any]:
         """Per-tag scores and the confusion matrix on ``split`` (tags as the file writes them);
         for entity tags also conlleval's report (``conlleval`` text, ``per_type`` scores)."""
         sentences = getattr(self.corpus, split)

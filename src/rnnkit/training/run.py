@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError, safe_open
 
 from rnnkit.config import RunConfig, from_dict
-from rnnkit.data.text import Codec
-from rnnkit.data.vocab import Vocab
 from rnnkit.errors import RnnkitError
 from rnnkit.fileio import read_json
-from rnnkit.models.config import build_model
-from rnnkit.models.language_model import LanguageModel
-from rnnkit.training.checkpoint import check_format, load_checkpoint, read_record
+from rnnkit.training.checkpoint import check_format, read_record
+
+if TYPE_CHECKING:
+    from rnnkit.inference import Trained
 
 
 def read_config(run_dir: str | Path) -> RunConfig:
@@ -31,34 +31,27 @@ def read_config(run_dir: str | Path) -> RunConfig:
     return from_dict(data, str(path))
 
 
-class Trained(NamedTuple):
-    """A trained run, ready to score or generate: ``model, vocab, config, codec = load(run)``."""
-
-    model: LanguageModel
-    vocab: Vocab
-    config: RunConfig
-    codec: Codec
+def recorded_data(run: Path) -> dict[str, str | None]:
+    """The corpus a run was trained on, as ``rnnkit train`` recorded it in data.json."""
+    try:
+        data = json.loads((run / "data.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise RnnkitError(
+            f"{run}: cannot read data.json, where the run's corpus is recorded ({err}); pass --data"
+        ) from None
+    if not isinstance(data, dict):
+        raise RnnkitError(f"{run / 'data.json'}: not a record of the run's corpus; pass --data")
+    return {k: data.get(k) for k in ("data", "train", "valid", "test")}
 
 
 def load(run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu") -> Trained:
-    """The trained model (in eval mode, on ``device``), its vocabulary, configuration and codec.
+    """:func:`rnnkit.inference.load` (kept here for older imports)."""
+    from rnnkit.inference import load as load_run  # inference sits above training
 
-    Works for a run trained on a GPU and loaded on a CPU: weights are plain tensors.
-    """
-    if which not in ("best", "last"):
-        raise RnnkitError(f"which must be 'best' or 'last', got {which!r}")
-    run_dir = Path(run_dir)
-    config = read_config(run_dir)
-    if config.task != "lm":
-        raise RnnkitError(f"{run_dir}: a {config.task!r} run; this needs a language model (task 'lm')")
-    vocab = Vocab.load(run_dir / "vocab.json")
-    model = build_model(config.model, len(vocab))
-    _check_vocab_size(run_dir / which, len(vocab))
-    load_checkpoint(run_dir / which, model)
-    return Trained(model.to(device).eval(), vocab, config, Codec.load(run_dir, config.data.level))
+    return load_run(run_dir, which, device)
 
 
-def _check_vocab_size(checkpoint: Path, size: int) -> None:
+def check_vocab_size(checkpoint: Path, size: int) -> None:
     """vocab.json and the weights must agree on |V| (say so, rather than a shape error)."""
     record = read_record(checkpoint)
     name = record.get("weights")
