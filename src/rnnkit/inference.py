@@ -31,6 +31,7 @@ from rnnkit.tasks.classification import Classification
 from rnnkit.tasks.lm import LanguageModelling, evaluate_file, evaluate_tokens, heldout_tokens
 from rnnkit.tasks.tagging import Tagging
 from rnnkit.training.run import read_config, recorded_data
+from rnnkit.training.rundir import RunDir
 
 
 def load(run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu") -> Trained:
@@ -39,8 +40,7 @@ def load(run_dir: str | Path, which: str = "best", device: str | torch.device = 
     ``which`` is the checkpoint: ``best`` (by validation) or ``last``. Works for a run trained
     on a GPU and loaded on a CPU: weights are plain tensors.
     """
-    if which not in ("best", "last"):
-        raise RnnkitError(f"which must be 'best' or 'last', got {which!r}")
+    RunDir(run_dir).checkpoint(which)  # "best" or "last", else a one-line error
     run_dir = Path(run_dir)
     config = read_config(run_dir)
     device = torch.device(device)

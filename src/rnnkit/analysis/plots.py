@@ -46,12 +46,13 @@ def learning_curve(
     below the axes, where nothing is drawn; values that cannot be drawn (a diverged run's
     infinite loss) are left out and counted in the title.
     """
-    from rnnkit.tasks.lm import UNITS
+    from rnnkit.tasks import task_kind
+    from rnnkit.training.rundir import RunDir
 
     plt = _pyplot()
     path = Path(metrics)
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    config_file = path.parent / "config.json"
+    config_file = RunDir(path.parent).config
     config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
     epochs, last_step = [], 0
     for r in rows:  # an epoch sits at its own step, or after the last logged one
@@ -62,13 +63,14 @@ def learning_curve(
     if task is None:
         task = config.get("task") or ("lm" if any("valid_ppl" in r for r in epochs) else "tag")
     level = level or config.get("data", {}).get("level", "word")
-    log_axis = task == "lm" and level not in ("char", "symbol")
-    if task != "lm":
-        shown, ylabel = float, f"loss (nats per {'sentence' if task == 'classify' else 'word'})"
+    kind = task_kind(task)
+    log_axis = kind.perplexity and level not in ("char", "symbol")
+    if not kind.perplexity:
+        shown, ylabel = float, f"loss (nats per {kind.count_unit(level)})"
     elif log_axis:
-        shown, ylabel = _ppl, f"perplexity per {UNITS.get(level, 'token')}"
+        shown, ylabel = _ppl, f"perplexity per {kind.count_unit(level)}"
     else:  # PTB-char's convention, as describe() prints it
-        shown, ylabel = (lambda loss: loss / math.log(2)), f"bits per {UNITS[level]}"
+        shown, ylabel = (lambda loss: loss / math.log(2)), f"bits per {kind.count_unit(level)}"
     skipped = 0
 
     def drawable(values: list[float], scale=shown) -> list[float]:
@@ -82,7 +84,7 @@ def learning_curve(
     # the epoch's end (the only points of a run shorter than log_every steps).
     train = [r for r in rows if "epoch" not in r and "check" not in r and "train_loss" in r]
     train = sorted([*train, *(r for r in epochs if "train_loss" in r)], key=lambda r: r["step"])
-    metric = None if task == "lm" else ("f1" if any("valid_f1" in r for r in epochs) else "accuracy")
+    metric = None if kind.perplexity else ("f1" if any("valid_f1" in r for r in epochs) else "accuracy")
     fig, axes = plt.subplots(
         2 if metric else 1, 1, figsize=(7, 6.4 if metric else 4.2), dpi=120, sharex=True, squeeze=False
     )

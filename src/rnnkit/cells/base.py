@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -37,7 +37,11 @@ def map_state(state, fn):
     raise TypeError(f"a state must be a tensor or a tuple/list of them, got {type(state)!r}")
 
 
-def detach_state(state):
+S = TypeVar("S")
+"""Any state: a tensor, an :class:`LSTMState`, or a nesting of tuples/lists of them."""
+
+
+def detach_state(state: S) -> S:
     """Cut the autograd graph behind ``state`` (a tensor, or any nesting of tuples/lists).
 
     Truncated BPTT calls this at every window boundary, whatever the cell.

@@ -23,12 +23,14 @@ from rnnkit import names
 from rnnkit.config import ModelConfig
 from rnnkit.errors import RnnkitError
 from rnnkit.fileio import iter_lines, read_json, read_text, write_text_atomic
+from rnnkit.training.rundir import DATA, RunDir
 
 if TYPE_CHECKING:
     import torch
     from torch import Tensor, nn
 
     from rnnkit.analysis.gradient_flow import Loss, Trace
+    from rnnkit.inference import ClassifierRun, LanguageModelRun, TaggerRun
 
 # torch, numpy and matplotlib are imported by the functions that use them: building the
 # command line (rnnkit --help, argument errors) imports this module and must stay fast.
@@ -190,7 +192,7 @@ def diagnose(args: argparse.Namespace) -> int:
     layer, index = _observed(subject.model.rnn, args)
     cell = subject.model.rnn.cells[index]
     wanted = _wanted(cell, args.what)
-    out = Path(args.out or (Path(args.run) / "diagnose" if args.run else "rnnkit-diagnose"))
+    out = Path(args.out or (RunDir(args.run).diagnose if args.run else "rnnkit-diagnose"))
     tr = gf.trace(subject.model, subject.tokens, index, subject.loss)
     distances = _distances(args.distances, tr.steps, explicit=args.distances != "1,5,10,20,50")
     replaced = _clear(out)
@@ -500,24 +502,23 @@ def _subject(args, device: torch.device) -> Subject:
     if args.length < 3:
         raise RnnkitError(f"--length must be at least 3 tokens, got {args.length}")
     if args.run:
-        from rnnkit.training.run import read_config
+        from rnnkit.inference import ClassifierRun, TaggerRun, load
 
-        run = Path(args.run)
-        config = read_config(run)
-        build = {"tag": _tagger, "classify": _classifier}.get(config.task, _language_model)
-        subject = build(args, run, config, device)
+        trained = load(args.run, device=device)  # any task's run, rebuilt as the Python API does
+        build = {TaggerRun: _tagger, ClassifierRun: _classifier}.get(type(trained), _language_model)
+        subject = build(args, trained)
         _enough(subject.tokens)
         return subject
     return _fresh(args, device)
 
 
-def _language_model(args, run: Path, config, device: torch.device) -> Subject:
+def _language_model(args, trained: LanguageModelRun) -> Subject:
     import torch
 
     from rnnkit.analysis import gradient_flow as gf
-    from rnnkit.training.run import load
 
-    model, vocab, config, codec = load(run, device=device)
+    model, vocab, config, codec = trained
+    run = trained.run_dir
     text, source = _given_text(args)
     if text is None:
         tokens, source = _validation_tokens(run, config, codec, args.length)
@@ -527,7 +528,7 @@ def _language_model(args, run: Path, config, device: torch.device) -> Subject:
     read = vocab.decode(ids[:, 0].tolist())  # what the model reads (<unk> for words it does not know)
     return Subject(
         model,
-        ids.to(device),
+        ids.to(trained.device),
         gf.lm_loss,
         f"{run} ({_shape(config.model)})",
         _cell_name(config.model),
@@ -539,12 +540,12 @@ def _language_model(args, run: Path, config, device: torch.device) -> Subject:
 
 def _recorded(run: Path) -> dict:
     data = read_json(
-        run / "data.json",
-        missing=f"{run}: no data.json recording the run's corpus; give --text or --file",
+        RunDir(run).data,
+        missing=f"{run}: no {DATA} recording the run's corpus; give --text or --file",
         what="the run's corpus record",
     )
     if not isinstance(data, dict) or not (data.get("data") or data.get("train")):
-        raise RnnkitError(f"{run / 'data.json'}: records no corpus; give --text or --file")
+        raise RnnkitError(f"{RunDir(run).data}: records no corpus; give --text or --file")
     return data
 
 
@@ -586,15 +587,12 @@ def _validation_tokens(run: Path, config, codec, length: int) -> tuple[list[str]
     return tokens[:length], f"the first {length} tokens of the validation part of {files.train}"
 
 
-def _tagger(args, run: Path, config, device: torch.device) -> Subject:
+def _tagger(args, trained: TaggerRun) -> Subject:
     from rnnkit.analysis import gradient_flow as gf
     from rnnkit.data.conll import Sentence
-    from rnnkit.tasks.tagging import TaggedCorpus, Tagging, load_vocabularies, locate_tagged, read_tagged
-    from rnnkit.training.checkpoint import load_checkpoint
+    from rnnkit.tasks.tagging import locate_tagged, read_tagged
 
-    words, chars, tags, spans = load_vocabularies(run)
-    task = Tagging(config, TaggedCorpus([], None, None, words, chars, tags, spans), device)
-    load_checkpoint(run / "best", task.model)
+    task, config, run = trained.task, trained.config, trained.run_dir
     text, source = _given_text(args)
     if text is not None:
         sentence = Sentence(text.split()[: args.length])
@@ -625,22 +623,16 @@ def _tagger(args, run: Path, config, device: torch.device) -> Subject:
         text=" ".join(sentence.words),
         words=list(sentence.words),
         source=source + ("; E_t of the gold tags" if gold is not None else "; E_t of the predicted tags"),
-        task="tag",
+        task=config.task,
     )
 
 
-def _classifier(args, run: Path, config, device: torch.device) -> Subject:
+def _classifier(args, trained: ClassifierRun) -> Subject:
     from rnnkit.analysis import gradient_flow as gf
     from rnnkit.data.sst import read_sst
-    from rnnkit.data.vocab import Vocab
-    from rnnkit.tasks.classification import Classification, ClassifiedCorpus
-    from rnnkit.training.checkpoint import load_checkpoint
 
-    saved = read_json(run / "classification.json", missing=f"{run}: not a classifier run")
-    classes = int(saved["classes"])
-    corpus = ClassifiedCorpus([], None, None, Vocab.from_json(saved["words"]), classes)
-    task = Classification(config, corpus, device)
-    load_checkpoint(run / "best", task.model)
+    task, config, run = trained.task, trained.config, trained.run_dir
+    classes = task.corpus.classes
     text, source = _given_text(args)
     label = None
     if text is not None:
@@ -669,7 +661,7 @@ def _classifier(args, run: Path, config, device: torch.device) -> Subject:
         text=" ".join(sentence),
         words=list(sentence),
         source=source + ("; E of the gold class" if label is not None else "; E of the predicted class"),
-        task="classify",
+        task=config.task,
     )
 
 

@@ -13,14 +13,11 @@ from rnnkit.errors import RnnkitError
 from rnnkit.fileio import write_text_atomic
 from rnnkit.models.config import check_task_options
 from rnnkit.tasks import task_kind
-from rnnkit.training.checkpoint import RECORD
 from rnnkit.training.distributed import is_main_process
 from rnnkit.training.loop import fit
 from rnnkit.training.progress import duration
 from rnnkit.training.run import read_config, recorded_data
-
-NOT_A_RUN_YET = {"data.json", ".lock"}
-"""What a run directory holds when its run was killed before it began: ``--out`` may reuse it."""
+from rnnkit.training.rundir import NOT_A_RUN_YET, RunDir
 
 
 def train(args: argparse.Namespace, overrides: list[str]) -> int:
@@ -32,6 +29,7 @@ def train(args: argparse.Namespace, overrides: list[str]) -> int:
     check_task_options(config.model, config.task, config.data)  # before any data is read
     out = Path(args.out)
     main = is_main_process()  # distributed: rank 0 alone checks, writes and prints
+    # What a run directory holds when its run was killed before it began: --out may reuse it.
     if main and out.exists() and any(p.name not in NOT_A_RUN_YET for p in out.iterdir()):
         raise RnnkitError(
             f"--out {out}: the run directory exists and is not empty; choose another or --resume it"
@@ -55,7 +53,7 @@ def train(args: argparse.Namespace, overrides: list[str]) -> int:
             file=sys.stderr if args.json else sys.stdout,
         )
         out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out / "data.json", json.dumps(data, indent=1) + "\n")
+        write_text_atomic(RunDir(out).data, json.dumps(data, indent=1) + "\n")
     return _report(_train(config, corpus, out, args), config, args.json, out)
 
 
@@ -73,11 +71,11 @@ def _how_to_continue(run: Path) -> str:
     """What to type after an interrupted training of ``run`` (the path as the user gave it)."""
     command = f"rnnkit train --resume {shlex.quote(str(run))}"
     try:
-        record = json.loads((run / "last" / RECORD).read_text(encoding="utf-8"))
+        record = json.loads(RunDir(run).record("last").read_text(encoding="utf-8"))
         where = f"from its last checkpoint (step {record['step']})"
     except (OSError, ValueError, KeyError, TypeError):
         where = "from the beginning (stopped before its first checkpoint)"
-        if not (run / "config.json").exists():
+        if not RunDir(run).config.exists():
             return "rnnkit train: stopped before the run's settings were saved: start it again the same way"
     return f"rnnkit train: stopped; to continue {where}: {command}"
 
@@ -86,7 +84,7 @@ def _resume(args: argparse.Namespace, overrides: list[str]) -> int:
     if args.out or args.data or args.train_file or args.config or overrides:
         raise RnnkitError("--resume RUN_DIR takes no other settings: the run directory holds them all")
     run = Path(args.resume)
-    if not (run / "config.json").exists() and (run / "data.json").exists():
+    if not RunDir(run).config.exists() and RunDir(run).data.exists():
         raise RnnkitError(
             f"{run}: killed before its settings were saved, so nothing was trained: start it again "
             "with the same rnnkit train --out command"
@@ -125,8 +123,9 @@ def _afterword(summary: dict, task: str, run: Path) -> str:
     best = facts["best"]
     split = "test" if "test" in summary else "valid"
     commands = task_kind(task).next_commands(quoted, split)
+    paths = RunDir(run)
     return (
-        f"trained in {took}; best checkpoint: {run / 'best'} (epoch {best['epoch']}, step {best['step']}); "
-        f"details: {run / 'summary.json'}\n"
+        f"trained in {took}; best checkpoint: {paths.best} (epoch {best['epoch']}, step {best['step']}); "
+        f"details: {paths.summary}\n"
         f"next: {commands[0]}\n      {commands[1]}"
     )

@@ -20,6 +20,10 @@ LAYOUTS = (
     ("wiki.train.tokens", "wiki.valid.tokens", "wiki.test.tokens"),
 )
 
+TASK = "lm"
+"""The task (:data:`rnnkit.tasks.TASKS`) these corpora are for: :func:`locate` resolves and
+names only its named corpora (:data:`rnnkit.data.download.TASKS`)."""
+
 
 @dataclass(frozen=True)
 class CorpusFiles:
@@ -55,11 +59,11 @@ def locate(
         return files
     if data is None:
         raise RnnkitError("no corpus given: pass --data DIR_OR_NAME or --train FILE")
-    path = download.resolve(data, task="lm")
+    path = download.resolve(data, task=TASK)
     if path.is_file():
         return _single(path, valid_fraction)
     if not path.is_dir():
-        named = ", ".join(n for n in sorted(download.NAMED) if download.TASKS.get(n) == "lm")
+        named = ", ".join(n for n in sorted(download.NAMED) if download.TASKS.get(n) == TASK)
         raise RnnkitError(f"{data}: no such corpus directory or file, and not a named corpus ({named})")
     for names in LAYOUTS:
         if (path / names[0]).is_file():

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterable
-from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -19,6 +18,7 @@ from rnnkit import names
 from rnnkit.data.vocab import EOS, UNK
 from rnnkit.errors import RnnkitError
 from rnnkit.fileio import write_text_atomic
+from rnnkit.training.rundir import TOKENIZER, RunDir
 
 LEVELS = names.LEVELS
 """``word``: whitespace-separated tokens and an ``<eos>`` after every line (PTB, WikiText);
@@ -28,7 +28,7 @@ every character of the raw text, newlines included (Tiny Shakespeare); ``bpe``: 
 BPE subwords of the raw text (Sennrich et al. 2016; GPT-2's byte alphabet, so no text is
 ever unknown), newlines included."""
 
-TOKENIZER_FILE = "tokenizer.json"
+TOKENIZER_FILE = TOKENIZER  # the name in a run directory (see rnnkit.training.rundir)
 DEFAULT_BPE_SIZE = 8192
 
 
@@ -148,14 +148,14 @@ class Codec:
     def save(self, run_dir: str | os.PathLike) -> None:
         """Write the tokenizer (``bpe`` only) as JSON into ``run_dir``, atomically."""
         if self.tokenizer is not None:
-            write_text_atomic(Path(run_dir) / TOKENIZER_FILE, self.tokenizer.to_str() + "\n")
+            write_text_atomic(RunDir(run_dir).tokenizer, self.tokenizer.to_str() + "\n")
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike, level: str) -> Codec:
         """The codec a run was trained with (its tokenizer from ``run_dir`` for ``bpe``)."""
         if level != "bpe":
             return cls(level)
-        path = Path(run_dir) / TOKENIZER_FILE
+        path = RunDir(run_dir).tokenizer
         try:
             return cls("bpe", Tokenizer.from_str(path.read_text(encoding="utf-8")))
         except FileNotFoundError:

@@ -99,7 +99,7 @@ class Task(Protocol):
         """What model selection, schedules and early stopping minimise (e.g. the loss, or -F1)."""
         ...
 
-    def running(self, nll: float, count: int) -> dict[str, float]:
+    def running(self, nll: float, count: float) -> dict[str, float]:
         """The progress bar's figures from the running sums."""
         ...
 
@@ -120,6 +120,11 @@ directory, a file or a named corpus) and ``train``/``valid``/``test`` files (or 
 class TaskKind(Protocol):
     """A task class as the registry (:data:`rnnkit.tasks.TASKS`) holds it: it builds the task
     and owns how its corpus is read, summarised, and a trained run rebuilt."""
+
+    perplexity: bool
+    """Whether the task's loss is a cross-entropy per token shown as perplexity, or bits per
+    character or symbol (a language model's); else it is drawn in nats, beside the figure
+    that selects the best checkpoint."""
 
     def __call__(
         self, config: RunConfig, corpus: Any, device: torch.device, shard: tuple[int, int] = (0, 1)
@@ -164,4 +169,9 @@ class TaskKind(Protocol):
 
     def next_commands(self, run: str, split: str) -> list[str]:
         """The two commands to try on a trained run (after ``rnnkit train``)."""
+        ...
+
+    def count_unit(self, level: str) -> str:
+        """What one of :attr:`Step.count` is, singular (``word``, ``character``, ``sentence`` …),
+        for a corpus read at ``level``: the unit of the training speed and of the loss."""
         ...

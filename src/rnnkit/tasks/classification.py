@@ -27,6 +27,7 @@ from rnnkit.models.config import build_classifier  # lived here before models/ b
 from rnnkit.tasks.base import Batches, Data, Step, shuffled_batches
 from rnnkit.tasks.tagging_metrics import label_report
 from rnnkit.training.checkpoint import load_checkpoint
+from rnnkit.training.rundir import RunDir
 
 PAD, UNK = "<pad>", "<unk>"
 Example = tuple[list[str], int]
@@ -66,6 +67,7 @@ class Classification:
     """The ``classify`` task for :func:`rnnkit.training.loop.fit`."""
 
     equal_shares = False  # the last batches of an epoch may be smaller
+    perplexity = False  # its loss is drawn in nats, beside the accuracy or F1 that selects
 
     def __init__(
         self,
@@ -128,7 +130,7 @@ class Classification:
         else:
             corpus = corpus_for_run(run_dir, data)
         task = cls(config, corpus, torch.device("cpu"))
-        load_checkpoint(run_dir / which, task.model)
+        load_checkpoint(RunDir(run_dir).checkpoint(which), task.model)
         task.model.to(device).eval()
         task.device = device
         return task
@@ -140,6 +142,10 @@ class Classification:
     @staticmethod
     def fields(config: RunConfig) -> dict[str, str]:
         return {}
+
+    @staticmethod
+    def count_unit(level: str) -> str:
+        return "sentence"
 
     @staticmethod
     def next_commands(run: str, split: str) -> list[str]:
@@ -207,7 +213,7 @@ class Classification:
     def selection(self, figures: dict[str, float]) -> float:
         return -figures["accuracy"]
 
-    def running(self, nll: float, count: int) -> dict[str, float]:
+    def running(self, nll: float, count: float) -> dict[str, float]:
         return {"loss": nll / max(count, 1)}
 
     @staticmethod
@@ -219,16 +225,16 @@ class Classification:
 
     def save(self, run_dir: Path) -> None:
         payload = {"words": self.corpus.words.to_json(), "classes": self.corpus.classes}
-        write_text_atomic(run_dir / "classification.json", json.dumps(payload, ensure_ascii=False) + "\n")
+        write_text_atomic(RunDir(run_dir).classification, json.dumps(payload, ensure_ascii=False) + "\n")
 
 
 def saved_vocabulary(run_dir: Path) -> tuple[Vocab, int]:
     """A trained classifier's word vocabulary and number of classes (classification.json)."""
-    saved = read_json(run_dir / "classification.json", missing=f"{run_dir}: not a classifier run")
+    saved = read_json(RunDir(run_dir).classification, missing=f"{run_dir}: not a classifier run")
     try:
         return Vocab.from_json(saved["words"]), int(saved["classes"])
     except (KeyError, TypeError, ValueError):
-        raise RnnkitError(f"{run_dir / 'classification.json'}: not a classifier's vocabulary") from None
+        raise RnnkitError(f"{RunDir(run_dir).classification}: not a classifier's vocabulary") from None
 
 
 def corpus_for_run(run_dir: Path, data: str | Path) -> ClassifiedCorpus:

@@ -27,6 +27,7 @@ from rnnkit.models.language_model import LanguageModel
 from rnnkit.tasks.base import Batches, Data, Step
 from rnnkit.training.checkpoint import load_checkpoint
 from rnnkit.training.run import check_vocab_size
+from rnnkit.training.rundir import RunDir
 
 _MOVED = ("generate", "next_distribution", "score_line", "score_lines", "as_read")
 
@@ -38,7 +39,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def lm_figures(nll_sum: float, tokens: int) -> dict[str, float]:
+def lm_figures(nll_sum: float, tokens: float) -> dict[str, float]:
     """Mean loss in nats, perplexity exp(loss) and bits per token (loss / ln 2)."""
     loss = nll_sum / max(tokens, 1)
     ppl = math.exp(loss) if loss < 700 else math.inf
@@ -56,6 +57,7 @@ class LanguageModelling:
     """
 
     equal_shares = True  # every rank's window has the same number of tokens: no weighting needed
+    perplexity = True  # its loss is shown as perplexity (bits per character or symbol)
 
     def __init__(
         self, config: RunConfig, corpus: Corpus, device: torch.device, shard: tuple[int, int] = (0, 1)
@@ -90,7 +92,7 @@ class LanguageModelling:
     @classmethod
     def resume_corpus(cls, run_dir: Path, data: Data, config: RunConfig) -> Corpus:
         codec = Codec.load(run_dir, config.data.level)
-        return cls.load_corpus(data, config, vocab=Vocab.load(run_dir / "vocab.json"), codec=codec)
+        return cls.load_corpus(data, config, vocab=Vocab.load(RunDir(run_dir).vocab), codec=codec)
 
     @staticmethod
     def summary(corpus: Corpus) -> str:
@@ -107,12 +109,13 @@ class LanguageModelling:
     ) -> LanguageModelling:
         """A trained language model with its vocabulary and codec (``data`` is not read: a
         language model evaluates a file streamed, see :func:`evaluate_file`)."""
-        vocab = Vocab.load(run_dir / "vocab.json")
+        run = RunDir(run_dir)
+        vocab = Vocab.load(run.vocab)
         codec = Codec.load(run_dir, config.data.level)
         empty = torch.empty(0, dtype=torch.long)
         task = cls(config, Corpus(vocab, codec, empty, None, None), torch.device("cpu"))
-        check_vocab_size(run_dir / which, len(vocab))
-        load_checkpoint(run_dir / which, task.model)
+        check_vocab_size(run.checkpoint(which), len(vocab))
+        load_checkpoint(run.checkpoint(which), task.model)
         task.model.to(device).eval()
         task.device = device
         return task
@@ -128,6 +131,10 @@ class LanguageModelling:
     @staticmethod
     def next_commands(run: str, split: str) -> list[str]:
         return [f"rnnkit evaluate {run} --split {split}", f"rnnkit generate {run}"]
+
+    @staticmethod
+    def count_unit(level: str) -> str:
+        return UNITS.get(level, "token")
 
     # -- what the loop calls ----------------------------------------------------------------------
     def batches(self, epoch: int, start: int, generator: torch.Generator) -> Batches:
@@ -163,7 +170,7 @@ class LanguageModelling:
     def selection(self, figures: dict[str, float]) -> float:
         return figures["loss"]
 
-    def running(self, nll: float, count: int) -> dict[str, float]:
+    def running(self, nll: float, count: float) -> dict[str, float]:
         figures = lm_figures(nll, count)
         return {"loss": figures["loss"], "ppl": figures["ppl"]}
 
@@ -171,7 +178,7 @@ class LanguageModelling:
         return describe(split, figures, self.config.data.level)
 
     def save(self, run_dir: Path) -> None:
-        self.corpus.vocab.save(run_dir / "vocab.json")
+        self.corpus.vocab.save(RunDir(run_dir).vocab)
         self.corpus.codec.save(run_dir)
 
 

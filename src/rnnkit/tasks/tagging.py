@@ -39,6 +39,7 @@ from rnnkit.models.tagger import Tagger
 from rnnkit.tasks.base import Batches, Data, Step, shuffled_batches
 from rnnkit.tasks.tagging_metrics import format_report, label_report, span_scores, token_accuracy
 from rnnkit.training.checkpoint import load_checkpoint
+from rnnkit.training.rundir import TAGGING, RunDir
 
 PAD, UNK = "<pad>", "<unk>"
 _SPAN = re.compile(r"^(O|[BIES]-.+)$")
@@ -124,6 +125,7 @@ class Tagging:
     """The ``tag`` task for :func:`rnnkit.training.loop.fit`."""
 
     equal_shares = False  # ranks' batches hold different numbers of words
+    perplexity = False  # its loss is drawn in nats, beside the accuracy or F1 that selects
 
     def __init__(
         self, config: RunConfig, corpus: TaggedCorpus, device: torch.device, shard: tuple[int, int] = (0, 1)
@@ -178,7 +180,7 @@ class Tagging:
         else:
             corpus = corpus_for_run(run_dir, data, config.data.column)
         task = cls(config, corpus, torch.device("cpu"))
-        load_checkpoint(run_dir / which, task.model)
+        load_checkpoint(RunDir(run_dir).checkpoint(which), task.model)
         task.model.to(device).eval()
         task.device = device
         return task
@@ -190,6 +192,10 @@ class Tagging:
     @staticmethod
     def fields(config: RunConfig) -> dict[str, str]:
         return {}
+
+    @staticmethod
+    def count_unit(level: str) -> str:
+        return "word"
 
     @staticmethod
     def next_commands(run: str, split: str) -> list[str]:
@@ -300,7 +306,7 @@ class Tagging:
     def selection(self, figures: dict[str, float]) -> float:
         return -figures["f1"] if self.corpus.spans else -figures["accuracy"]
 
-    def running(self, nll: float, count: int) -> dict[str, float]:
+    def running(self, nll: float, count: float) -> dict[str, float]:
         return {"loss": nll / max(count, 1)}
 
     @staticmethod
@@ -323,11 +329,11 @@ class Tagging:
             "tags": c.tags.to_json(),
             "spans": c.spans,
         }
-        write_text_atomic(run_dir / "tagging.json", json.dumps(payload, ensure_ascii=False) + "\n")
+        write_text_atomic(RunDir(run_dir).tagging, json.dumps(payload, ensure_ascii=False) + "\n")
 
 
 def load_vocabularies(run_dir: Path) -> tuple[Vocab, Vocab, Vocab, bool]:
-    data = read_json(run_dir / "tagging.json", missing=f"{run_dir}: not a tagger run (no tagging.json)")
+    data = read_json(RunDir(run_dir).tagging, missing=f"{run_dir}: not a tagger run (no {TAGGING})")
     try:
         return (
             Vocab.from_json(data["words"]),
@@ -336,7 +342,7 @@ def load_vocabularies(run_dir: Path) -> tuple[Vocab, Vocab, Vocab, bool]:
             bool(data["spans"]),
         )
     except (KeyError, TypeError):
-        raise RnnkitError(f"{run_dir / 'tagging.json'}: not a tagger's vocabularies") from None
+        raise RnnkitError(f"{RunDir(run_dir).tagging}: not a tagger's vocabularies") from None
 
 
 def corpus_for_run(run_dir: Path, data: str | Path, column: str) -> TaggedCorpus:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -137,7 +138,7 @@ def chunks(tags: Sequence[str], scheme: str = "auto") -> list[Chunk]:
     return _chunks(tags, scheme, "")
 
 
-def _ratio(num: int, den: int) -> float:
+def _ratio(num: float, den: float) -> float:
     return num / den if den else 0.0
 
 
@@ -147,7 +148,7 @@ def _prf(correct: int, predicted: int, support: int) -> dict[str, float]:
     return {"precision": precision, "recall": recall, "f1": f1}
 
 
-def span_scores(gold: Corpus, pred: Corpus, scheme: str = "auto") -> dict:
+def span_scores(gold: Corpus, pred: Corpus, scheme: str = "auto") -> dict[str, Any]:
     """Chunk precision, recall and F1 over a corpus, as conlleval.pl counts them.
 
     Chunks come from :func:`chunks`, sentence by sentence (a chunk never spans two
@@ -167,7 +168,9 @@ def span_scores(gold: Corpus, pred: Corpus, scheme: str = "auto") -> dict:
         RnnkitError: for mismatched shapes or tags ``scheme`` does not allow.
     """
     _check_corpus(gold, pred)
-    n_gold, n_pred, n_right = Counter(), Counter(), Counter()
+    n_gold: Counter[str] = Counter()
+    n_pred: Counter[str] = Counter()
+    n_right: Counter[str] = Counter()
     for i, (g, p) in enumerate(zip(gold, pred)):
         g_chunks = _chunks(g, scheme, f"gold sentence {i}, ")
         p_chunks = _chunks(p, scheme, f"pred sentence {i}, ")
@@ -218,7 +221,7 @@ def confusion_matrix(
         if repeated:
             raise RnnkitError(f"labels must be distinct; {repeated} appear more than once")
     index = {label: k for k, label in enumerate(labels)}
-    cells = []
+    cells: list[int] = []
     for i, (g, p) in enumerate(zip(gold, pred)):
         for name, sentence in (("gold", g), ("pred", p)):
             for t in sentence:
@@ -239,10 +242,11 @@ def label_scores(gold: Corpus, pred: Corpus) -> dict[str, dict[str, float]]:
     predicted as it that are right, ``recall`` the fraction of its gold tokens tagged
     right (per-label accuracy), ``support`` its gold token count. 0/0 is 0.0.
     """
-    return label_report(gold, pred)["per_label"]
+    per_label: dict[str, dict[str, float]] = label_report(gold, pred)["per_label"]
+    return per_label
 
 
-def label_report(gold: Corpus, pred: Corpus, labels: Sequence[str] | None = None) -> dict:
+def label_report(gold: Corpus, pred: Corpus, labels: Sequence[str] | None = None) -> dict[str, Any]:
     """Per-label scores (:func:`label_scores`), their averages and the confusion matrix, as
     plain JSON data: ``{"labels": [...], "per_label": {label: {...}}, "accuracy": ...,
     "tokens": ..., "macro": {...}, "weighted": {...}, "confusion": [[...]]}`` (rows gold).
@@ -278,7 +282,7 @@ MAX_WIDTH = 120
 number the columns and put the number before each row's label."""
 
 
-def format_label_report(report: dict) -> str:
+def format_label_report(report: dict[str, Any]) -> str:
     """:func:`label_report` as text: a precision/recall/F1/support line per label (all in
     percent), the accuracy and the macro and weighted averages, then the confusion matrix
     (rows gold, columns predicted; zeros shown as ``.``). Labels are never shortened: the
@@ -287,7 +291,7 @@ def format_label_report(report: dict) -> str:
     labels = report["labels"]
     width = max([12, *(len(label) for label in labels)])  # 12: "weighted avg"
 
-    def line(name: str, s: dict) -> str:
+    def line(name: str, s: dict[str, Any]) -> str:
         return (
             f"{name:>{width}}  {100 * s['precision']:8.2f}%  {100 * s['recall']:6.2f}%  "
             f"{100 * s['f1']:6.2f}%  {s['support']:7d}"
@@ -327,7 +331,7 @@ def format_label_report(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def format_report(scores: dict) -> str:
+def format_report(scores: dict[str, Any]) -> str:
     """conlleval.pl's text report for the output of :func:`span_scores`, in percent.
 
     The overall block (tokens, chunk counts, accuracy, precision, recall, FB1), then one

@@ -21,7 +21,9 @@ import hashlib
 import json
 import os
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import safetensors.torch
 import torch
@@ -30,8 +32,8 @@ from torch import nn
 
 from rnnkit.errors import RnnkitError
 from rnnkit.fileio import read_json, write_bytes_atomic, write_text_atomic
+from rnnkit.training.rundir import RECORD as RECORD  # re-exported: the record a checkpoint directory holds
 
-RECORD = "checkpoint.json"
 FORMAT = 1
 """The checkpoint format this rnnkit writes and the newest it reads; raise it when a change
 makes older rnnkit versions misread new checkpoints."""
@@ -39,9 +41,9 @@ FORMAT_KEY = "rnnkit_format"
 
 
 def save_checkpoint(
-    directory: str | os.PathLike,
+    directory: str | os.PathLike[str],
     model: nn.Module,
-    record: dict,
+    record: dict[str, Any],
     step: int,
     extra: dict[str, torch.Tensor] | None = None,
 ) -> None:
@@ -82,7 +84,7 @@ def save_checkpoint(
     _remove_unreferenced(directory, {full.get("weights"), full.get("state")})
 
 
-def _remove_unreferenced(directory: Path, keep: set) -> None:
+def _remove_unreferenced(directory: Path, keep: set[str | None]) -> None:
     """Delete checkpoint files the record no longer names: the previous save's, and any a
     killed save left behind (half-written temporary files, files it never pointed to)."""
     for path in directory.iterdir():
@@ -93,7 +95,7 @@ def _remove_unreferenced(directory: Path, keep: set) -> None:
             path.unlink(missing_ok=True)
 
 
-def read_record(directory: str | os.PathLike) -> dict:
+def read_record(directory: str | os.PathLike[str]) -> dict[str, Any]:
     """The JSON record of the checkpoint in ``directory``, checked to name existing weights."""
     directory = Path(directory)
     path = directory / RECORD
@@ -105,7 +107,7 @@ def read_record(directory: str | os.PathLike) -> dict:
     return record
 
 
-def _verified(directory: Path, record: dict, key: str) -> dict[str, torch.Tensor]:
+def _verified(directory: Path, record: dict[str, Any], key: str) -> dict[str, torch.Tensor]:
     """Read the safetensors file the record names under ``key``, after checking its sha256."""
     name = record.get(key)
     if not isinstance(name, str) or Path(name).name != name:
@@ -125,7 +127,7 @@ def _verified(directory: Path, record: dict, key: str) -> dict[str, torch.Tensor
         ) from None
 
 
-def _metadata(data: bytes) -> dict:
+def _metadata(data: bytes) -> dict[str, Any]:
     """The ``__metadata__`` of a safetensors file's header (8 bytes of length, then JSON);
     {} when there is none or the header does not parse (loading then says what is wrong)."""
     size = int.from_bytes(data[:8], "little") if len(data) >= 8 else 0
@@ -137,7 +139,7 @@ def _metadata(data: bytes) -> dict:
     return metadata if isinstance(metadata, dict) else {}
 
 
-def check_format(metadata: dict | None, path: str | os.PathLike) -> int:
+def check_format(metadata: Mapping[str, Any] | None, path: str | os.PathLike[str]) -> int:
     """The checkpoint format in a safetensors file's ``metadata`` (0: written before formats
     were recorded). Raises RnnkitError for a format newer than this rnnkit reads."""
     value = (metadata or {}).get(FORMAT_KEY)
@@ -159,7 +161,7 @@ def check_format(metadata: dict | None, path: str | os.PathLike) -> int:
     return found
 
 
-def verify_checkpoint(directory: str | os.PathLike) -> dict:
+def verify_checkpoint(directory: str | os.PathLike[str]) -> dict[str, Any]:
     """Check that the checkpoint in ``directory`` is whole: its record parses and every
     file it names is there, matches its sha256 and reads as safetensors. Returns the record.
     """
@@ -171,7 +173,7 @@ def verify_checkpoint(directory: str | os.PathLike) -> dict:
     return record
 
 
-def load_checkpoint(directory: str | os.PathLike, model: nn.Module) -> dict:
+def load_checkpoint(directory: str | os.PathLike[str], model: nn.Module) -> dict[str, Any]:
     """Load the weights saved in ``directory`` into ``model``; return the record.
 
     Weights of another architecture (other names or shapes: a different cell, size,
@@ -212,7 +214,7 @@ def weight_differences(saved: dict[str, torch.Tensor], expected: dict[str, torch
     return out
 
 
-def load_state(directory: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
+def load_state(directory: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """The record and the training-state tensors of the checkpoint in ``directory``."""
     directory = Path(directory)
     record = read_record(directory)

@@ -15,56 +15,59 @@ import os
 import socket
 import sys
 import time
-from pathlib import Path
+from typing import Any, TextIO
 
 from rnnkit.errors import RnnkitError
+from rnnkit.training.rundir import RunDir
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
+if sys.platform == "win32":  # pragma: no cover - no fcntl there
     fcntl = None
+else:
+    import fcntl
 
 
 class RunLock:
     """``with RunLock(run_dir):`` — refuse (RnnkitError) when another process trains ``run_dir``."""
 
-    def __init__(self, run_dir: str | os.PathLike) -> None:
-        self.path = Path(run_dir) / ".lock"
-        self.file = None
-        self.stale: dict | None = None  # the record of a dead holder found on entry
+    def __init__(self, run_dir: str | os.PathLike[str]) -> None:
+        self.path = RunDir(run_dir).lock
+        self.file: TextIO | None = None  # open and locked while held
+        self.stale: dict[str, Any] | None = None  # the record of a dead holder found on entry
 
     def __enter__(self) -> RunLock:
         if fcntl is None:
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        while not self._acquired():
-            pass  # the holder removed the file we had opened as it finished: try the new one
-        self.stale = self._holder()
+        file = self._acquired()
+        while file is None:  # the holder removed the file we had opened as it finished: try the new one
+            file = self._acquired()
+        self.stale = self._holder(file)
         if self.stale:
             print(
                 f"rnnkit: {self.path.parent}: a stale lock from pid {self.stale.get('pid')} "
                 f"(since {self.stale.get('since')}) was found: that run was killed; taking over",
                 file=sys.stderr,
             )
-        self.file.seek(0)
-        self.file.truncate()
+        file.seek(0)
+        file.truncate()
         record = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "since": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
+        file.write(json.dumps(record) + "\n")
+        file.flush()
         return self
 
-    def _acquired(self) -> bool:
-        """Lock ``.lock``: True when held; False when the file was replaced meanwhile."""
-        self.file = self.path.open("a+", encoding="utf-8")
+    def _acquired(self) -> TextIO | None:
+        """Lock ``.lock``: the open file when held; None when the file was replaced meanwhile."""
+        file = self.path.open("a+", encoding="utf-8")
+        self.file = file
         try:
-            fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            holder = self._holder()
-            self.file.close()
+            holder = self._holder(file)
+            file.close()
             self.file = None
             who = (
                 f"pid {holder.get('pid')} on {holder.get('host')}, since {holder.get('since')}"
@@ -81,13 +84,13 @@ class RunLock:
             current = os.stat(self.path)
         except FileNotFoundError:
             current = None
-        if current is not None and os.path.samestat(os.fstat(self.file.fileno()), current):
-            return True
-        self.file.close()
+        if current is not None and os.path.samestat(os.fstat(file.fileno()), current):
+            return file
+        file.close()
         self.file = None
-        return False
+        return None
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self.file is not None:
             # Removed while still held, so that no one can lock the old file and take it
             # for the run's lock; whatever ended the run, it leaves no holder behind.
@@ -96,10 +99,13 @@ class RunLock:
             self.file.close()
             self.file = None
 
-    def _holder(self) -> dict | None:
+    @staticmethod
+    def _holder(file: TextIO) -> dict[str, Any] | None:
+        """The record in the open ``.lock`` file; None when it is empty or not a JSON object."""
         try:
-            self.file.seek(0)
-            text = self.file.read().strip()
-            return json.loads(text) if text else None
+            file.seek(0)
+            text = file.read().strip()
+            record = json.loads(text) if text else None
         except (OSError, ValueError):
             return None
+        return record if isinstance(record, dict) else None

@@ -29,12 +29,13 @@ from rnnkit.fileio import write_text_atomic
 from rnnkit.models.config import check_task_options
 from rnnkit.tasks.base import Step, Task
 from rnnkit.training.averaging import ParameterAverage
-from rnnkit.training.checkpoint import RECORD, load_checkpoint, load_state, save_checkpoint
+from rnnkit.training.checkpoint import load_checkpoint, load_state, save_checkpoint
 from rnnkit.training.clipping import clip_gradients
 from rnnkit.training.distributed import World, setup, teardown
 from rnnkit.training.guard import RECENT, StepFn, diagnose, guard, spike
 from rnnkit.training.lock import RunLock
 from rnnkit.training.progress import Progress, duration, rate_unit
+from rnnkit.training.rundir import RunDir
 from rnnkit.training.schedules import nonmonotone_trigger, plateau_lr, zaremba_lr
 from rnnkit.training.state import Cursor, Earlier, History, TrainState
 
@@ -259,7 +260,7 @@ def task_device(task: Task) -> torch.device:
     return next(task.model.parameters()).device
 
 
-def make_task(config: RunConfig, corpus, device: torch.device, world: World = SINGLE) -> Task:
+def make_task(config: RunConfig, corpus: Any, device: torch.device, world: World = SINGLE) -> Task:
     """The task ``config.task`` names, on ``corpus``, its model on ``device``; training on
     ``world``'s share of the data."""
     from rnnkit.tasks import task_kind  # the registry: the one place a task name is looked up
@@ -325,7 +326,7 @@ def _fit(
         _resume(state, run_dir)
     elif world.main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(run_dir / "config.json", json.dumps(to_dict(config), indent=1) + "\n")
+        write_text_atomic(RunDir(run_dir).config, json.dumps(to_dict(config), indent=1) + "\n")
         task.save(run_dir)
     session = _open_session(config, task, state, run_dir, progress and world.main)
     try:
@@ -342,21 +343,21 @@ def _fit(
 def _resumable(run_dir: Path, world: World, resume: bool) -> bool:
     """Whether to resume: asked, and ``last/`` is there; a run killed before its first
     checkpoint has nothing to lose, so it starts from the beginning."""
-    if resume and not (run_dir / "last" / RECORD).exists():
+    if resume and not RunDir(run_dir).record("last").exists():
         if world.main:
             print(f"rnnkit: {run_dir}: no checkpoint yet; training from the beginning", file=sys.stderr)
-            _truncate_metrics(run_dir / "metrics.jsonl", 0)
+            _truncate_metrics(RunDir(run_dir).metrics, 0)
         return False
     return resume
 
 
 def _resume(state: TrainState, run_dir: Path) -> None:
     """Load ``last/`` into the model and ``state``; cut the log back to the checkpoint."""
-    record, tensors = load_state(run_dir / "last")
-    load_checkpoint(run_dir / "last", state.model)
+    record, tensors = load_state(RunDir(run_dir).last)
+    load_checkpoint(RunDir(run_dir).last, state.model)
     state.restore(record, tensors)
     if state.world.main:
-        _truncate_metrics(run_dir / "metrics.jsonl", state.history.step, record.get("metrics_bytes"))
+        _truncate_metrics(RunDir(run_dir).metrics, state.history.step, record.get("metrics_bytes"))
 
 
 def _open_session(config: RunConfig, task: Task, state: TrainState, run_dir: Path, progress: bool) -> Session:
@@ -368,7 +369,7 @@ def _open_session(config: RunConfig, task: Task, state: TrainState, run_dir: Pat
             _StepModule(task), device_ids=[device] if device.type == "cuda" else None
         )
     meter = Progress(config.train.epochs, rate_unit(config.task, config.data.level), progress)
-    log = MetricsLog(run_dir / "metrics.jsonl" if world.main else None)
+    log = MetricsLog(RunDir(run_dir).metrics if world.main else None)
     return Session(config, meter, step, log, world, run_dir)
 
 
@@ -424,7 +425,8 @@ def _report_epoch(
         + f" | {task.describe('valid', valid)} | {train['tokens_per_s']:.0f} {meter.unit}{eta}"
     )
     if session.world.main and session.run_dir is not None:
-        learning_curve(session.run_dir / "metrics.jsonl", session.run_dir / "learning_curve.png")
+        files = RunDir(session.run_dir)
+        learning_curve(files.metrics, files.learning_curve)
 
 
 def validate(
@@ -439,7 +441,7 @@ def validate(
         if improved:
             if session.world.main and session.run_dir is not None:
                 best = {**record, "valid": valid}
-                save_checkpoint(session.run_dir / "best", state.model, best, history.step)
+                save_checkpoint(RunDir(session.run_dir).best, state.model, best, history.step)
             history.best_epoch = record["epoch"]
     return valid, improved
 
@@ -450,7 +452,7 @@ def save_last(state: TrainState, session: Session, extra: dict[str, Any] | None 
     metrics_bytes = session.log.tell() if isinstance(session.log, MetricsLog) else None
     record, tensors = state.capture(session.meter.seconds(), metrics_bytes, extra)
     if state.world.main and session.run_dir is not None:
-        save_checkpoint(session.run_dir / "last", state.model, record, state.history.step, extra=tensors)
+        save_checkpoint(RunDir(session.run_dir).last, state.model, record, state.history.step, extra=tensors)
 
 
 def _between_windows(task: Task, state: TrainState, session: Session) -> None:
@@ -474,13 +476,13 @@ def _between_windows(task: Task, state: TrainState, session: Session) -> None:
 def _summarize(task: Task, state: TrainState, session: Session, run_dir: Path) -> dict[str, Any]:
     """The best model's figures on validation (and test) with the run's facts, in
     ``summary.json`` (rank 0)."""
-    best = load_checkpoint(run_dir / "best", state.model)
+    best = load_checkpoint(RunDir(run_dir).best, state.model)
     with autocast(session.config.train.precision, state.device):
         summary: dict[str, Any] = {"best_valid": task.evaluate("valid")}
         if task.has_split("test"):
             summary["test"] = task.evaluate("test")
     summary["run"] = run_facts(run_dir, best, state.earlier, session.meter.seconds(), state.device)
-    write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
+    write_text_atomic(RunDir(run_dir).summary, json.dumps(summary, indent=1) + "\n")
     return summary
 
 
@@ -493,7 +495,7 @@ def run_facts(
         "seconds": round(earlier.seconds + seconds, 3),
         "session_seconds": round(seconds, 3),
         "sessions": earlier.sessions + 1,
-        "best": {"path": str(run_dir / "best"), "epoch": best.get("epoch"), "step": best.get("step")},
+        "best": {"path": str(RunDir(run_dir).best), "epoch": best.get("epoch"), "step": best.get("step")},
         "rnnkit": rnnkit.__version__,
         "torch": torch.__version__,
         "python": platform.python_version(),

@@ -16,6 +16,8 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
+from rnnkit.tasks import task_kind
+
 QUARTERS = 4  # plain lines: one at each quarter of an epoch
 
 
@@ -49,14 +51,9 @@ def duration(seconds: float | None) -> str:
 
 def rate_unit(task: str, level: str = "word") -> str:
     """What the speed counts: a language model's tokens (words, characters, subwords, symbols),
-    a tagger's words, a classifier's sentences (what each task's ``Step.count`` adds up)."""
-    if task == "classify":
-        return "sentences/s"
-    if task == "tag":
-        return "words/s"
-    return {"word": "words/s", "char": "characters/s", "bpe": "subwords/s", "symbol": "symbols/s"}.get(
-        level, "tokens/s"
-    )
+    a tagger's words, a classifier's sentences (what each task's ``Step.count`` adds up, as the
+    task's class says: :meth:`rnnkit.tasks.base.TaskKind.count_unit`)."""
+    return f"{task_kind(task).count_unit(level)}s/s"
 
 
 def is_terminal(stream: TextIO) -> bool:

@@ -13,15 +13,16 @@ from rnnkit.config import RunConfig, from_dict
 from rnnkit.errors import RnnkitError
 from rnnkit.fileio import read_json
 from rnnkit.training.checkpoint import check_format, read_record
+from rnnkit.training.rundir import CONFIG, DATA, RunDir
 
 if TYPE_CHECKING:
     from rnnkit.inference import Trained
 
 
 def read_config(run_dir: str | Path) -> RunConfig:
-    path = Path(run_dir) / "config.json"
+    path = RunDir(run_dir).config
     data = read_json(
-        path, missing=f"{run_dir}: not a run directory (missing config.json)", what="run configuration"
+        path, missing=f"{run_dir}: not a run directory (missing {CONFIG})", what="run configuration"
     )
     model = data.get("model") if isinstance(data, dict) else None
     if isinstance(model, dict) and model.get("head") == "adaptive" and "div_value" not in model:
@@ -34,13 +35,13 @@ def read_config(run_dir: str | Path) -> RunConfig:
 def recorded_data(run: Path) -> dict[str, str | None]:
     """The corpus a run was trained on, as ``rnnkit train`` recorded it in data.json."""
     try:
-        data = json.loads((run / "data.json").read_text(encoding="utf-8"))
+        data = json.loads(RunDir(run).data.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise RnnkitError(
-            f"{run}: cannot read data.json, where the run's corpus is recorded ({err}); pass --data"
+            f"{run}: cannot read {DATA}, where the run's corpus is recorded ({err}); pass --data"
         ) from None
     if not isinstance(data, dict):
-        raise RnnkitError(f"{run / 'data.json'}: not a record of the run's corpus; pass --data")
+        raise RnnkitError(f"{RunDir(run).data}: not a record of the run's corpus; pass --data")
     return {k: data.get(k) for k in ("data", "train", "valid", "test")}
 
 
@@ -65,7 +66,7 @@ def check_vocab_size(checkpoint: Path, size: int) -> None:
                 rows = f.get_slice("embedding.weight").get_shape()[0]
                 if rows != size:
                     raise RnnkitError(
-                        f"{checkpoint.parent / 'vocab.json'} has {size} tokens but the weights in "
+                        f"{RunDir(checkpoint.parent).vocab} has {size} tokens but the weights in "
                         f"{checkpoint} were trained for {rows}: the vocabulary does not belong to this run"
                     )
     except (OSError, SafetensorError):
