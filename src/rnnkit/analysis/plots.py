@@ -46,116 +46,45 @@ def learning_curve(
     below the axes, where nothing is drawn; values that cannot be drawn (a diverged run's
     infinite loss) are left out and counted in the title.
     """
-    from rnnkit.tasks import task_kind
-    from rnnkit.training.rundir import RunDir
-
     plt = _pyplot()
     path = Path(metrics)
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    config_file = RunDir(path.parent).config
-    config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
-    epochs, last_step = [], 0
-    for r in rows:  # an epoch sits at its own step, or after the last logged one
-        last_step = r.get("step", last_step)
-        if "epoch" in r:
-            epochs.append({**r, "step": last_step})
-    checks = [r for r in rows if "check" in r]  # train.eval_every: validation within epochs
-    if task is None:
-        task = config.get("task") or ("lm" if any("valid_ppl" in r for r in epochs) else "tag")
-    level = level or config.get("data", {}).get("level", "word")
-    kind = task_kind(task)
-    log_axis = kind.perplexity and level not in ("char", "symbol")
-    if not kind.perplexity:
-        shown, ylabel = float, f"loss (nats per {kind.count_unit(level)})"
-    elif log_axis:
-        shown, ylabel = _ppl, f"perplexity per {kind.count_unit(level)}"
-    else:  # PTB-char's convention, as describe() prints it
-        shown, ylabel = (lambda loss: loss / math.log(2)), f"bits per {kind.count_unit(level)}"
-    skipped = 0
-
-    def drawable(values: list[float], scale=shown) -> list[float]:
-        nonlocal skipped
-        ys = [scale(v) for v in values]
-        bad = [not math.isfinite(y) or (log_axis and scale is shown and y <= 0) for y in ys]
-        skipped += sum(bad)
-        return [math.nan if b else y for y, b in zip(ys, bad)]
-
-    # The training figure is the mean over the epoch so far: every log_every steps and at
-    # the epoch's end (the only points of a run shorter than log_every steps).
-    train = [r for r in rows if "epoch" not in r and "check" not in r and "train_loss" in r]
-    train = sorted([*train, *(r for r in epochs if "train_loss" in r)], key=lambda r: r["step"])
-    metric = None if kind.perplexity else ("f1" if any("valid_f1" in r for r in epochs) else "accuracy")
+    run = _Metrics.read(path, task, level)
+    metric = run.selecting_metric()
     fig, axes = plt.subplots(
         2 if metric else 1, 1, figsize=(7, 6.4 if metric else 4.2), dpi=120, sharex=True, squeeze=False
     )
     ax, handles = axes[0][0], []
-    if train:
+    if run.train:
         handles += ax.plot(
-            [r["step"] for r in train],
-            drawable([r["train_loss"] for r in train]),
+            [r["step"] for r in run.train],
+            run.drawable([r["train_loss"] for r in run.train]),
             ".-",
             lw=1,
             ms=7,
             color="C0",
             label="train (mean of the epoch so far)",
         )
-    for label, points, style in (("validation", epochs, "o-"), ("validation within an epoch", checks, "x")):
+    for label, points, style in (
+        ("validation", run.epochs, "o-"),
+        ("validation within an epoch", run.checks, "x"),
+    ):
         if points:
             handles += ax.plot(
                 [r["step"] for r in points],
-                drawable([r["valid_loss"] for r in points]),
+                run.drawable([r["valid_loss"] for r in points]),
                 style,
                 color="C1",
                 label=label,
             )
-    # The best checkpoint: lowest validation loss for a language model, else highest
-    # F1/accuracy; a later tie wins, as in fit().
-    best_ax, best_key = (ax, "valid_loss") if metric is None else (axes[1][0], f"valid_{metric}")
-    candidates = sorted((r for r in [*epochs, *checks] if best_key in r), key=lambda r: r["step"])
-    scale = shown if metric is None else (lambda v: 100 * v)
     if metric is not None:
-        metric_ax = axes[1][0]
-        label = "entity F1" if metric == "f1" else "accuracy"
-        for points, style, name in ((epochs, "o-", "validation"), (checks, "x", "validation within")):
-            if points:
-                metric_ax.plot(
-                    [r["step"] for r in points],
-                    drawable([r[f"valid_{metric}"] for r in points], scale),
-                    style,
-                    color="C2",
-                    label=f"{name} {label}",
-                )
-        metric_ax.set_ylabel(f"validation {label} (%)")
-        bottom, top = metric_ax.get_ylim()  # a percentage: within 0-100, at least a point tall
-        bottom, top = max(bottom, 0.0), min(top, 100.0)
-        metric_ax.set_ylim(bottom, max(top, min(bottom + 1.0, 100.0)))
-        metric_ax.grid(True, alpha=0.3)
-        handles += metric_ax.get_lines()[:1]
-    if candidates:
-        sign = 1 if metric is None else -1
-        best = min(reversed(candidates), key=lambda r: sign * r[best_key])
-        handles += best_ax.plot(
-            [best["step"]],
-            drawable([best[best_key]], scale),
-            "o",
-            ms=14,
-            mfc="none",
-            mec="black",
-            mew=1.5,
-            label=f"best checkpoint (step {best['step']})",
-        )
-    ax.set_ylabel(ylabel)
+        handles += _metric_panel(axes[1][0], run, metric)
+    handles += _ring_best(ax if metric is None else axes[1][0], run, metric)
+    ax.set_ylabel(run.ylabel)
     ax.grid(True, which="both", alpha=0.3)
-    if log_axis:
+    if run.log_axis:
         ax.set_yscale("log")
         _log_ticks(ax.yaxis, *ax.get_ylim(), plain=True)
-    lr_points = sorted((r["step"], r["lr"]) for r in [*rows, *epochs] if "lr" in r and "check" not in r)
-    if lr_points:
-        lr = ax.twinx()
-        xs, ys = [0, *(s for s, _ in lr_points)], [lr_points[0][1], *(v for _, v in lr_points)]
-        handles += lr.step(xs, ys, where="pre", color="gray", alpha=0.6, lw=1.2, label="learning rate")
-        lr.set_ylim(0, max(ys) * 1.1 or 1)
-        lr.set_ylabel("learning rate", color="gray")
+    handles += _learning_rate(ax, run)
     bottom = axes[-1][0]
     bottom.set_xlabel("training step (batch)")
     bottom.set_xlim(left=0)
@@ -168,9 +97,125 @@ def learning_curve(
         frameon=False,
     )
     name = title or path.parent.name
-    note = f" ({skipped} non-finite values not drawn)" if skipped else ""
+    note = f" ({run.skipped} non-finite values not drawn)" if run.skipped else ""
     ax.set_title(f"{name}{note}")
     save(fig, out)
+
+
+class _Metrics:
+    """A run's metrics.jsonl as the learning curve draws it: the records, the unit, and a
+    count of the values it could not draw."""
+
+    def __init__(self, rows: list[dict], task: str, level: str) -> None:
+        from rnnkit.tasks import task_kind
+
+        self.rows, self.epochs, last_step = rows, [], 0
+        for r in rows:  # an epoch sits at its own step, or after the last logged one
+            last_step = r.get("step", last_step)
+            if "epoch" in r:
+                self.epochs.append({**r, "step": last_step})
+        self.checks = [r for r in rows if "check" in r]  # train.eval_every: validation within epochs
+        # The training figure is the mean over the epoch so far: every log_every steps and at
+        # the epoch's end (the only points of a run shorter than log_every steps).
+        train = [r for r in rows if "epoch" not in r and "check" not in r and "train_loss" in r]
+        self.train = sorted([*train, *(r for r in self.epochs if "train_loss" in r)], key=lambda r: r["step"])
+        self.kind = task_kind(task)
+        unit = self.kind.count_unit(level)
+        self.log_axis = self.kind.perplexity and level not in ("char", "symbol")
+        if not self.kind.perplexity:
+            self.shown, self.ylabel = float, f"loss (nats per {unit})"
+        elif self.log_axis:
+            self.shown, self.ylabel = _ppl, f"perplexity per {unit}"
+        else:  # PTB-char's convention, as describe() prints it
+            self.shown, self.ylabel = (lambda loss: loss / math.log(2)), f"bits per {unit}"
+        self.skipped = 0
+
+    @classmethod
+    def read(cls, path: Path, task: str | None, level: str | None) -> _Metrics:
+        """The records of ``path``; the task and level from the run's config.json beside it
+        unless given (a run without one: a language model if it logged perplexities)."""
+        from rnnkit.training.rundir import RunDir
+
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        config_file = RunDir(path.parent).config
+        config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
+        if task is None:
+            task = config.get("task") or ("lm" if any("valid_ppl" in r for r in rows) else "tag")
+        return cls(rows, task, level or config.get("data", {}).get("level", "word"))
+
+    def selecting_metric(self) -> str | None:
+        """The validation figure that picks a tagger's or classifier's best checkpoint; None
+        for a language model (its validation loss does)."""
+        if self.kind.perplexity:
+            return None
+        return "f1" if any("valid_f1" in r for r in self.epochs) else "accuracy"
+
+    def drawable(self, values: list[float], scale=None) -> list[float]:
+        """``values`` in the unit drawn (``scale``, default the loss's unit), with NaN (a gap)
+        for those that cannot be drawn, counted in :attr:`skipped`."""
+        scale = scale or self.shown
+        ys = [scale(v) for v in values]
+        bad = [not math.isfinite(y) or (self.log_axis and scale is self.shown and y <= 0) for y in ys]
+        self.skipped += sum(bad)
+        return [math.nan if b else y for y, b in zip(ys, bad)]
+
+
+def _percent(value: float) -> float:
+    return 100 * value
+
+
+def _metric_panel(metric_ax, run: _Metrics, metric: str) -> list:
+    """The second panel of a tagger or classifier: the validation F1 or accuracy in percent."""
+    label = "entity F1" if metric == "f1" else "accuracy"
+    for points, style, name in ((run.epochs, "o-", "validation"), (run.checks, "x", "validation within")):
+        if points:
+            metric_ax.plot(
+                [r["step"] for r in points],
+                run.drawable([r[f"valid_{metric}"] for r in points], _percent),
+                style,
+                color="C2",
+                label=f"{name} {label}",
+            )
+    metric_ax.set_ylabel(f"validation {label} (%)")
+    bottom, top = metric_ax.get_ylim()  # a percentage: within 0-100, at least a point tall
+    bottom, top = max(bottom, 0.0), min(top, 100.0)
+    metric_ax.set_ylim(bottom, max(top, min(bottom + 1.0, 100.0)))
+    metric_ax.grid(True, alpha=0.3)
+    return metric_ax.get_lines()[:1]
+
+
+def _ring_best(best_ax, run: _Metrics, metric: str | None) -> list:
+    """Ring the best checkpoint: the lowest validation loss for a language model, else the
+    highest F1/accuracy; a later tie wins, as in fit()."""
+    key = "valid_loss" if metric is None else f"valid_{metric}"
+    candidates = sorted((r for r in [*run.epochs, *run.checks] if key in r), key=lambda r: r["step"])
+    if not candidates:
+        return []
+    sign = 1 if metric is None else -1
+    best = min(reversed(candidates), key=lambda r: sign * r[key])
+    return best_ax.plot(
+        [best["step"]],
+        run.drawable([best[key]], run.shown if metric is None else _percent),
+        "o",
+        ms=14,
+        mfc="none",
+        mec="black",
+        mew=1.5,
+        label=f"best checkpoint (step {best['step']})",
+    )
+
+
+def _learning_rate(ax, run: _Metrics) -> list:
+    """The learning rate as a step function on a twin axis (right, grey)."""
+    points = sorted((r["step"], r["lr"]) for r in [*run.rows, *run.epochs] if "lr" in r and "check" not in r)
+    if not points:
+        return []
+    lr = ax.twinx()
+    xs, ys = [0, *(s for s, _ in points)], [points[0][1], *(v for _, v in points)]
+    handles = lr.step(xs, ys, where="pre", color="gray", alpha=0.6, lw=1.2, label="learning rate")
+    lr.set_ylim(0, max(ys) * 1.1 or 1)
+    lr.set_ylabel("learning rate", color="gray")
+    return handles
 
 
 def save(fig, out: str | os.PathLike) -> None:
