@@ -67,6 +67,7 @@ def test_the_old_run_loads_from_python(old_run):
         trained = rnnkit.load(run, which)
         model, vocab, config, codec = trained  # the old 4-tuple still unpacks
         assert config.model.hidden_size == 8 and len(vocab) == 10
+        assert model is trained.model and codec is trained.codec
         scored = trained.score(["w1 w2 w3"])[0]
         assert scored["ppl"] > 1 and len(scored["surprisal_bits"]) == 4  # three words and <eos>
 
