@@ -175,3 +175,20 @@ class TaskKind(Protocol):
         """What one of :attr:`Step.count` is, singular (``word``, ``character``, ``sentence`` …),
         for a corpus read at ``level``: the unit of the training speed and of the loss."""
         ...
+
+
+def rebuilt(task: Any, run_dir: Path, which: str, device: torch.device) -> Any:
+    """``task`` (built on the CPU from a run's saved vocabularies) with the checkpoint
+    ``which`` of ``run_dir`` loaded into its model, in eval mode on ``device``."""
+    from rnnkit.training.checkpoint import load_checkpoint
+    from rnnkit.training.rundir import RunDir
+
+    load_checkpoint(RunDir(run_dir).checkpoint(which), task.model)
+    task.model.to(device).eval()
+    task.device = device
+    return task
+
+
+def sentence_task_commands(run: str, split: str) -> list[str]:
+    """What to try next on a trained tagger or classifier (:meth:`TaskKind.next_commands`)."""
+    return [f"rnnkit evaluate {run} --split {split} --report", f"rnnkit predict {run} FILE"]

@@ -24,9 +24,8 @@ from rnnkit.errors import RnnkitError
 from rnnkit.fileio import read_json, write_text_atomic
 from rnnkit.models.classifier import Classifier
 from rnnkit.models.config import build_classifier  # lived here before models/ built every model
-from rnnkit.tasks.base import Batches, Data, Step, shuffled_batches
+from rnnkit.tasks.base import Batches, Data, Step, rebuilt, sentence_task_commands, shuffled_batches
 from rnnkit.tasks.tagging_metrics import label_report
-from rnnkit.training.checkpoint import load_checkpoint
 from rnnkit.training.rundir import RunDir
 
 PAD, UNK = "<pad>", "<unk>"
@@ -129,10 +128,7 @@ class Classification:
             corpus = ClassifiedCorpus([], None, None, *saved_vocabulary(run_dir))
         else:
             corpus = corpus_for_run(run_dir, data)
-        task = cls(config, corpus, torch.device("cpu"))
-        load_checkpoint(RunDir(run_dir).checkpoint(which), task.model)
-        task.model.to(device).eval()
-        task.device = device
+        task: Classification = rebuilt(cls(config, corpus, torch.device("cpu")), run_dir, which, device)
         return task
 
     @staticmethod
@@ -147,9 +143,7 @@ class Classification:
     def count_unit(level: str) -> str:
         return "sentence"
 
-    @staticmethod
-    def next_commands(run: str, split: str) -> list[str]:
-        return [f"rnnkit evaluate {run} --split {split} --report", f"rnnkit predict {run} FILE"]
+    next_commands = staticmethod(sentence_task_commands)
 
     @property
     def class_names(self) -> list[str]:

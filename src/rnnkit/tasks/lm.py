@@ -24,8 +24,7 @@ from rnnkit.errors import RnnkitError
 from rnnkit.fileio import iter_lines, read_text
 from rnnkit.models.config import build_model
 from rnnkit.models.language_model import LanguageModel
-from rnnkit.tasks.base import Batches, Data, Step
-from rnnkit.training.checkpoint import load_checkpoint
+from rnnkit.tasks.base import Batches, Data, Step, rebuilt
 from rnnkit.training.run import check_vocab_size
 from rnnkit.training.rundir import RunDir
 
@@ -115,9 +114,7 @@ class LanguageModelling:
         empty = torch.empty(0, dtype=torch.long)
         task = cls(config, Corpus(vocab, codec, empty, None, None), torch.device("cpu"))
         check_vocab_size(run.checkpoint(which), len(vocab))
-        load_checkpoint(run.checkpoint(which), task.model)
-        task.model.to(device).eval()
-        task.device = device
+        rebuilt(task, run_dir, which, device)
         return task
 
     @staticmethod

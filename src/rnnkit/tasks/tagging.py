@@ -36,9 +36,8 @@ from rnnkit.errors import RnnkitError
 from rnnkit.fileio import read_json, write_text_atomic
 from rnnkit.models.config import build_tagger  # lived here before models/ built every model
 from rnnkit.models.tagger import Tagger
-from rnnkit.tasks.base import Batches, Data, Step, shuffled_batches
+from rnnkit.tasks.base import Batches, Data, Step, rebuilt, sentence_task_commands, shuffled_batches
 from rnnkit.tasks.tagging_metrics import format_report, label_report, span_scores, token_accuracy
-from rnnkit.training.checkpoint import load_checkpoint
 from rnnkit.training.rundir import TAGGING, RunDir
 
 PAD, UNK = "<pad>", "<unk>"
@@ -179,10 +178,7 @@ class Tagging:
             corpus = TaggedCorpus([], None, None, *load_vocabularies(run_dir))
         else:
             corpus = corpus_for_run(run_dir, data, config.data.column)
-        task = cls(config, corpus, torch.device("cpu"))
-        load_checkpoint(RunDir(run_dir).checkpoint(which), task.model)
-        task.model.to(device).eval()
-        task.device = device
+        task: Tagging = rebuilt(cls(config, corpus, torch.device("cpu")), run_dir, which, device)
         return task
 
     @staticmethod
@@ -197,9 +193,7 @@ class Tagging:
     def count_unit(level: str) -> str:
         return "word"
 
-    @staticmethod
-    def next_commands(run: str, split: str) -> list[str]:
-        return [f"rnnkit evaluate {run} --split {split} --report", f"rnnkit predict {run} FILE"]
+    next_commands = staticmethod(sentence_task_commands)
 
     # -- batches ---------------------------------------------------------------------------
     def tensors(
