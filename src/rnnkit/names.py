@@ -22,7 +22,16 @@ POOLINGS = ("final", "max", "mean")
 LEVELS = ("word", "symbol", "char", "bpe")
 """What a language model's token is (:class:`rnnkit.data.text.Codec`)."""
 
-TASKS = ("lm", "tag", "classify")
+TASK_CLASSES = {
+    "lm": "rnnkit.tasks.lm:LanguageModelling",
+    "tag": "rnnkit.tasks.tagging:Tagging",
+    "classify": "rnnkit.tasks.classification:Classification",
+}
+"""Every task by the name a run's configuration gives it, and the class that implements it
+(``module:Class``; :data:`rnnkit.tasks.TASKS` imports them). A new task is a new module and
+one line here: the setting's allowed values and the registry both come from this."""
+
+TASKS = tuple(TASK_CLASSES)
 """What a run learns: next word, a tag per token, a label per sentence."""
 
 EXPERIMENTS = ("adding", "clipping", "long-range", "init")

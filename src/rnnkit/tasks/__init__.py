@@ -3,23 +3,28 @@
 :data:`TASKS` is the only place a task's name (``task`` in a run's configuration) is looked up.
 A task class builds its model on a corpus and is what :func:`rnnkit.training.loop.fit` trains;
 the class itself reads its corpus, rebuilds a trained run and names its figures (see
-:class:`rnnkit.tasks.base.TaskKind`). A new task is one new module and one line here.
+:class:`rnnkit.tasks.base.TaskKind`). A new task is one new module and one line in
+:data:`rnnkit.names.TASK_CLASSES`.
 """
 
 from __future__ import annotations
 
+import importlib
+
+from rnnkit import names
 from rnnkit.errors import RnnkitError
 from rnnkit.tasks.base import Task, TaskKind
-from rnnkit.tasks.classification import Classification
-from rnnkit.tasks.lm import LanguageModelling
-from rnnkit.tasks.tagging import Tagging
 
-TASKS: dict[str, TaskKind] = {
-    "lm": LanguageModelling,
-    "tag": Tagging,
-    "classify": Classification,
-}
-"""Every task by the name a run's configuration gives it."""
+
+def _task_class(path: str) -> TaskKind:
+    module, name = path.split(":")
+    kind: TaskKind = getattr(importlib.import_module(module), name)
+    return kind
+
+
+TASKS: dict[str, TaskKind] = {name: _task_class(path) for name, path in names.TASK_CLASSES.items()}
+"""Every task by the name a run's configuration gives it, from :data:`rnnkit.names.TASK_CLASSES`
+(names and modules only, so that the configuration is validated without importing torch)."""
 
 
 def task_kind(name: str) -> TaskKind:
