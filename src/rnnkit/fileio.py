@@ -82,6 +82,26 @@ def read_json(path: str | os.PathLike, missing: str, what: str = "JSON file"):
         raise RnnkitError(f"{path}: corrupted {what} ({err})") from None
 
 
+def make_dir(path: str | os.PathLike, what: str = "--out") -> Path:
+    """Create the directory ``path`` (and its parents) if it is not there yet.
+
+    Raises:
+        RnnkitError: in one line naming ``what`` and the path, when it is a file, cannot be
+            created (no permission, read-only or full disk, a path inside /proc, a symlink
+            loop) or is not a directory.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise RnnkitError(f"{what} {path}: exists and is not a directory") from None
+    except OSError as err:
+        raise RnnkitError(f"{what} {path}: cannot create the directory ({err.strerror})") from None
+    if not path.is_dir():
+        raise RnnkitError(f"{what} {path}: exists and is not a directory")
+    return path
+
+
 def sha256(path: str | os.PathLike) -> str:
     """Hex sha256 of a file, read in 1 MiB blocks."""
     h = hashlib.sha256()

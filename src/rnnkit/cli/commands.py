@@ -15,6 +15,7 @@ from typing import BinaryIO
 import torch
 from tqdm import tqdm
 
+from rnnkit.cli import checks
 from rnnkit.data.conll import (
     detect_format,
     read_conll2003,
@@ -154,10 +155,13 @@ def _read_input(file: str) -> tuple[str, str]:
 
 
 def generate(args: argparse.Namespace) -> int:
+    checks.at_least("--num", args.num, 1)
+    checks.at_least("--max-tokens", args.max_tokens, 1)
+    checks.at_least("--top-k", args.top_k, 1)
+    checks.positive_finite("--temperature", args.temperature)
+    checks.probability_mass("--top-p", args.top_p)
     trained = _language_model(args)
     warn_unknown(trained.vocab, trained.codec.prompt_tokens(args.prompt))
-    if args.num < 1 or (args.max_tokens is not None and args.max_tokens < 1):
-        raise RnnkitError("--num and --max-tokens must be at least 1")
     gen = torch.Generator().manual_seed(args.seed)
     for _ in range(args.num):
         options = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p}
@@ -270,6 +274,7 @@ def _open_input(file: str) -> tuple[str, BinaryIO, int | None]:
 
 
 def next_tokens(args: argparse.Namespace) -> int:
+    checks.at_least("-k/--top-k", args.k, 1)
     trained = _language_model(args)
     codec = trained.codec
     warn_unknown(trained.vocab, codec.prompt_tokens(args.prefix))

@@ -22,7 +22,7 @@ from rnnkit.analysis import plots
 from rnnkit.data.synthetic import LongRange
 from rnnkit.errors import RnnkitError
 from rnnkit.experiments import clear_previous, long_range, report_folder, strict_json
-from rnnkit.fileio import write_text_atomic
+from rnnkit.fileio import make_dir, write_text_atomic
 
 TABLE_DISTANCES = (5, 20, 50)
 PLOT_DISTANCES = (4, 5, 10, 15, 20, 30, 40, 50, 60)
@@ -99,7 +99,7 @@ def run_demo(
         raise RnnkitError(f"--steps must be at least 1, got {setup.steps}")
     target = pick_device(device)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out)
     with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
         summary = _run(out, seed, setup, target, start)
     if as_json:

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rnnkit import names
+from rnnkit.cli import checks
 from rnnkit.config import ModelConfig
 from rnnkit.errors import RnnkitError
-from rnnkit.fileio import iter_lines, read_json, read_text, write_text_atomic
+from rnnkit.fileio import iter_lines, make_dir, read_json, read_text, write_text_atomic
 from rnnkit.training.rundir import DATA, RunDir
 
 if TYPE_CHECKING:
@@ -187,6 +188,11 @@ def diagnose(args: argparse.Namespace) -> int:
     from rnnkit.analysis import gradient_flow as gf
     from rnnkit.training.loop import pick_device
 
+    bound = "every step's state and gradient are kept in float64"
+    checks.between("--hidden", args.hidden, 1, 4096, bound)
+    checks.between("--layers", args.layers, 1, 16, bound)
+    checks.between("--sequences", args.sequences, 1, 1024, bound)
+    checks.at_most("--length", args.length, 2000, "every E_t is traced back over every step")
     device = pick_device(args.device)
     subject = _subject(args, device)
     layer, index = _observed(subject.model.rnn, args)
@@ -439,7 +445,7 @@ def _clear(out: Path) -> list[str]:
     """Make ``out`` and remove an earlier call's files from it (only diagnose's own); their names."""
     if out.exists() and not out.is_dir():
         raise RnnkitError(f"--out {out}: not a directory")
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out)
     removed = []
     for name in FILES:
         try:

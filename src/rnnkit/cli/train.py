@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rnnkit.config import RunConfig, load_config
 from rnnkit.errors import RnnkitError
-from rnnkit.fileio import write_text_atomic
+from rnnkit.fileio import make_dir, write_text_atomic
 from rnnkit.models.config import check_task_options
 from rnnkit.tasks import task_kind
 from rnnkit.training.distributed import is_main_process
@@ -52,7 +52,7 @@ def train(args: argparse.Namespace, overrides: list[str]) -> int:
             f"rnnkit train: {config.task}, {shape}, {what} -> {out}",
             file=sys.stderr if args.json else sys.stdout,
         )
-        out.mkdir(parents=True, exist_ok=True)
+        make_dir(out)
         write_text_atomic(RunDir(out).data, json.dumps(data, indent=1) + "\n")
     return _report(_train(config, corpus, out, args), config, args.json, out)
 

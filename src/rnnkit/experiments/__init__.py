@@ -30,7 +30,7 @@ from types import ModuleType
 from rnnkit.errors import RnnkitError
 from rnnkit.experiments import adding, clipping, initialisation, long_range
 from rnnkit.experiments.common import TINY_STEPS, clear_previous, report_folder, strict_json
-from rnnkit.fileio import write_text_atomic
+from rnnkit.fileio import make_dir, write_text_atomic
 from rnnkit.names import SCALES
 
 __all__ = [
@@ -98,7 +98,7 @@ def run_experiment(
             warning = TINY_WARNING.format(steps=TINY_STEPS)
             print(warning)
         raw = module.experiment(seed, scale, target)
-        out.mkdir(parents=True, exist_ok=True)
+        make_dir(out)
         removed, others = clear_previous(out, OWNED)
         module.draw(out, raw, "" if warning is None else f"\n{SMOKE_CAPTION}")
         results = strict_json(
