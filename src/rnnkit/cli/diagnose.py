@@ -188,11 +188,7 @@ def diagnose(args: argparse.Namespace) -> int:
     from rnnkit.analysis import gradient_flow as gf
     from rnnkit.training.loop import pick_device
 
-    bound = "every step's state and gradient are kept in float64"
-    checks.between("--hidden", args.hidden, 1, 4096, bound)
-    checks.between("--layers", args.layers, 1, 16, bound)
-    checks.between("--sequences", args.sequences, 1, 1024, bound)
-    checks.at_most("--length", args.length, 2000, "every E_t is traced back over every step")
+    _check_sizes(args)
     device = pick_device(args.device)
     subject = _subject(args, device)
     layer, index = _observed(subject.model.rnn, args)
@@ -439,6 +435,15 @@ MEASURES: dict[str, Callable[[Observation], dict]] = {
     "layers": _layers,
 }
 """Each diagnostic of :data:`DIAGNOSTICS`: what it measures (and draws) on an observation."""
+
+
+def _check_sizes(args: argparse.Namespace) -> None:
+    """The sizes asked for fit: a diagnosis keeps every step's state and gradient in float64."""
+    bound = "every step's state and gradient are kept in float64"
+    checks.between("--hidden", args.hidden, 1, 4096, bound)
+    checks.between("--layers", args.layers, 1, 16, bound)
+    checks.between("--sequences", args.sequences, 1, 1024, bound)
+    checks.at_most("--length", args.length, 2000, "every E_t is traced back over every step")
 
 
 def _clear(out: Path) -> list[str]:

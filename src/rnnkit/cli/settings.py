@@ -62,12 +62,14 @@ def show_config(args: argparse.Namespace) -> int:
         (
             row["name"],
             _value(row["value"]) + ("*" if row["value"] != row["default"] else ""),
-            "|".join(map(str, row["choices"])) if row["choices"] else row["type"],
+            "|".join(map(str, row["choices"]))
+            if row["choices"]
+            else row["type"] + (f", {row['range']}" if row.get("range") else ""),
             row["doc"],
         )
         for row in rows
     ]
-    title = ("setting", "default" if args.preset is None else "value", "type", "what it does")
+    title = ("setting", "default" if args.preset is None else "value", "allowed", "what it does")
     widths = [max(len(c[i]) for c in [title, *cells]) for i in range(3)]
     for cell in [title, *cells]:
         print("  ".join(text.ljust(width) for text, width in zip(cell, widths)) + "  " + cell[3])
