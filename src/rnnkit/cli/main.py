@@ -114,7 +114,7 @@ def _evaluate_parser(verbs: Verbs) -> None:
         "--data", help="corpus directory, file or name (default: the corpus the run was trained on)"
     )
     evaluate.add_argument("--split", choices=("valid", "test"), default="test")
-    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: auto)")
+    _device_argument(evaluate, "auto")
     evaluate.add_argument("--json", action="store_true", help="machine-readable output")
     evaluate.add_argument(
         "--report",
@@ -149,7 +149,7 @@ def _generate_parser(verbs: Verbs) -> None:
     )
     generate.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     generate.add_argument("--no-stop", action="store_true", help="do not stop at the end of a sentence")
-    generate.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: auto)")
+    _device_argument(generate, "auto")
     generate.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -161,7 +161,7 @@ def _score_parser(verbs: Verbs) -> None:
     )
     score.add_argument("run", help="run directory")
     score.add_argument("file", help="text file, one sentence a line, or - for standard input")
-    score.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: auto)")
+    _device_argument(score, "auto")
     score.add_argument("--json", action="store_true", help="one JSON object a line")
     score.add_argument(
         "--batch-size", type=int, default=64, help="lines scored together (default: 64; 1: one at a time)"
@@ -177,7 +177,7 @@ def _next_parser(verbs: Verbs) -> None:
     next_.add_argument("run", help="run directory")
     next_.add_argument("prefix", help="the text so far")
     next_.add_argument("-k", "--top-k", dest="k", type=int, default=10, help="how many tokens (default: 10)")
-    next_.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: auto)")
+    _device_argument(next_, "auto")
     next_.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -203,7 +203,7 @@ def _predict_parser(verbs: Verbs) -> None:
         help="the file's format (default: from its first lines; a warning when its name suggests another)",
     )
     predict.add_argument("--out", default=None, help="output file (default: standard output)")
-    predict.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: auto)")
+    _device_argument(predict, "auto")
     predict.add_argument("--json", action="store_true", help="one JSON object a line (a sentence each)")
 
 
