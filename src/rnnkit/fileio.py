@@ -1,15 +1,56 @@
-"""Files in and out: strict UTF-8 reading with exact error positions, atomic writes."""
+"""Files in and out: strict UTF-8 reading with exact error positions, atomic writes that fail in one line."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from rnnkit.errors import RnnkitError
+
+
+class WriteError(RnnkitError):
+    """A file could not be written (disk full, read-only file system, no permission, quota):
+    one line naming the file, the reason and what is left intact.
+
+    Args:
+        message: the whole line.
+        path: the file that could not be written.
+        reason: the system's words for why (``No space left on device``).
+    """
+
+    def __init__(self, message: str, path: Path, reason: str) -> None:
+        super().__init__(message)
+        self.path, self.reason = path, reason
+
+    def adding(self, note: str) -> WriteError:
+        """The same error with ``note`` (more of what is intact, or what stopped) after it."""
+        return WriteError(f"{self}; {note}", self.path, self.reason)
+
+
+def stopped_writing(err: WriteError, out: Path, names: Iterable[str], what: str) -> WriteError:
+    """``err`` (a file of ``names`` that could not be written to ``out``), with which of them
+    this call did write before it: an earlier call's were removed first, so these are all
+    ``out`` holds of them."""
+    there = [name for name in names if (out / name).is_file()]
+    return err.adding(
+        f"{what} stopped there, having written {', '.join(there) if there else 'none of its files'}"
+    )
+
+
+def reason(err: OSError) -> str:
+    """Why ``err`` happened, in the system's words (``No space left on device``)."""
+    return err.strerror or str(err)
+
+
+def cannot_write(path: Path, err: OSError, intact: str) -> WriteError:
+    """The one-line error for ``path`` not written because of ``err``; ``intact`` says what is
+    left as it was."""
+    return WriteError(f"{path}: cannot write it ({reason(err)}); {intact}", path, reason(err))
 
 
 def _unreadable(path: Path, what: str, err: OSError) -> RnnkitError:
@@ -78,6 +119,8 @@ def read_json(path: str | os.PathLike, missing: str, what: str = "JSON file"):
         raise RnnkitError(missing) from None
     except OSError as err:
         raise _unreadable(path, what, err) from None
+    except RecursionError:  # json's parser recurses once per nested bracket
+        raise RnnkitError(f"{path}: corrupted {what} (nested too deeply)") from None
     except (ValueError, UnicodeDecodeError) as err:
         raise RnnkitError(f"{path}: corrupted {what} ({err})") from None
 
@@ -85,10 +128,14 @@ def read_json(path: str | os.PathLike, missing: str, what: str = "JSON file"):
 def make_dir(path: str | os.PathLike, what: str = "--out") -> Path:
     """Create the directory ``path`` (and its parents) if it is not there yet.
 
+    The directory is also tried with an empty file (removed at once), so that a read-only
+    file system or a directory without write permission is refused before minutes of work,
+    not after.
+
     Raises:
         RnnkitError: in one line naming ``what`` and the path, when it is a file, cannot be
             created (no permission, read-only or full disk, a path inside /proc, a symlink
-            loop) or is not a directory.
+            loop), is not a directory, or no file can be created in it.
     """
     path = Path(path)
     try:
@@ -96,9 +143,15 @@ def make_dir(path: str | os.PathLike, what: str = "--out") -> Path:
     except FileExistsError:
         raise RnnkitError(f"{what} {path}: exists and is not a directory") from None
     except OSError as err:
-        raise RnnkitError(f"{what} {path}: cannot create the directory ({err.strerror})") from None
+        raise RnnkitError(f"{what} {path}: cannot create the directory ({reason(err)})") from None
     if not path.is_dir():
         raise RnnkitError(f"{what} {path}: exists and is not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".rnnkit-", suffix=".tmp")
+    except OSError as err:
+        raise RnnkitError(f"{what} {path}: cannot write in this directory ({reason(err)})") from None
+    os.close(fd)
+    _remove_temp(probe)
     return path
 
 
@@ -116,6 +169,11 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
     A crash or Ctrl-C at any moment leaves either the old file or the new one, never
     half of one.
+
+    Raises:
+        WriteError: the file could not be written (a full disk, a read-only file system, no
+            permission): the temporary file is removed and the previous file, if any, is
+            unchanged; the message says which.
     """
     write_bytes_atomic(path, text.encode("utf-8"))
 
@@ -145,15 +203,32 @@ def open_temp_beside(path: Path, suffix: str = ".tmp") -> tuple[int, str]:
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` as :func:`write_text_atomic` writes text: temporary file, fsync, rename."""
+    """Write ``data`` as :func:`write_text_atomic` writes text: temporary file, fsync, rename.
+
+    Raises:
+        WriteError: as :func:`write_text_atomic`.
+    """
     path = Path(path)
-    fd, tmp = open_temp_beside(path)
+    existed = path.is_file()
+    tmp = None
     try:
+        fd, tmp = open_temp_beside(path)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        _remove_temp(tmp)
+        intact = f"the previous {path.name} is unchanged" if existed else f"no {path.name} was written"
+        raise cannot_write(path, err, intact) from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        _remove_temp(tmp)
         raise
+
+
+def _remove_temp(tmp: str | None) -> None:
+    """Remove a temporary file a failed write left (quietly: the write's error is the news)."""
+    if tmp is not None:
+        with contextlib.suppress(OSError):
+            Path(tmp).unlink(missing_ok=True)

@@ -222,13 +222,17 @@ def save(fig, out: str | os.PathLike) -> None:
     """Write ``fig`` as PNG atomically (a crash never leaves half a picture) and close it.
 
     A figure made with a layout engine (``layout="constrained"``) keeps it; others are
-    laid out tight, so no title or label is cut off."""
+    laid out tight, so no title or label is cut off. The picture is drawn in memory and
+    written in one piece, so a full or read-only disk is one :class:`~rnnkit.fileio.WriteError`
+    naming ``out`` (the previous picture, if any, unchanged), never matplotlib's traceback."""
     plt = _pyplot()
-    if fig.get_layout_engine() is None:
-        fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
+    try:
+        if fig.get_layout_engine() is None:
+            fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+    finally:
+        plt.close(fig)  # a figure left open holds its memory until the process ends
     write_bytes_atomic(out, buffer.getvalue())
 
 

@@ -22,7 +22,7 @@ from rnnkit.analysis import plots
 from rnnkit.data.synthetic import LongRange
 from rnnkit.errors import RnnkitError
 from rnnkit.experiments import clear_previous, long_range, report_folder, strict_json
-from rnnkit.fileio import make_dir, write_text_atomic
+from rnnkit.fileio import WriteError, make_dir, stopped_writing, write_text_atomic
 
 TABLE_DISTANCES = (5, 20, 50)
 PLOT_DISTANCES = (4, 5, 10, 15, 20, 30, 40, 50, 60)
@@ -157,7 +157,10 @@ def _run(out: Path, seed: int, setup: long_range.Setup, device: torch.device, st
     print()
     removed, others = clear_previous(out, FILES)
     seconds = time.perf_counter() - start
-    summary = _write(out, setup, seed, task, results, gradient_curves, checked, seconds, device, warning)
+    try:
+        summary = _write(out, setup, seed, task, results, gradient_curves, checked, seconds, device, warning)
+    except WriteError as err:  # a full disk: say which files this call did write
+        raise stopped_writing(err, out, FILES, "the demo") from None
     report_folder(out, list(FILES), removed, others, "plots and a summary page")
     print(f"open {(out / 'index.html').resolve()}")
     print(f"total time {time.perf_counter() - start:.0f} s")

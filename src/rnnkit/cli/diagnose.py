@@ -23,7 +23,15 @@ from rnnkit import names
 from rnnkit.cli import checks
 from rnnkit.config import ModelConfig
 from rnnkit.errors import RnnkitError
-from rnnkit.fileio import iter_lines, make_dir, read_json, read_text, write_text_atomic
+from rnnkit.fileio import (
+    WriteError,
+    iter_lines,
+    make_dir,
+    read_json,
+    read_text,
+    stopped_writing,
+    write_text_atomic,
+)
 from rnnkit.training.rundir import DATA, RunDir
 
 if TYPE_CHECKING:
@@ -200,13 +208,16 @@ def diagnose(args: argparse.Namespace) -> int:
     replaced = _clear(out)
     seen = Observation(subject, tr, layer, index, cell, out, distances)
     report = _header(seen, args.direction, device)
-    for what in DIAGNOSTICS:
-        if what in wanted:
-            report.update(MEASURES[what](seen))
-    report["out"] = str(out)
-    report["files"] = ["diagnose.json", *seen.written]
-    report["replaced"] = replaced
-    write_text_atomic(out / "diagnose.json", json.dumps(report, indent=1, allow_nan=True) + "\n")
+    try:
+        for what in DIAGNOSTICS:
+            if what in wanted:
+                report.update(MEASURES[what](seen))
+        report["out"] = str(out)
+        report["files"] = ["diagnose.json", *seen.written]
+        report["replaced"] = replaced
+        write_text_atomic(out / "diagnose.json", json.dumps(report, indent=1, allow_nan=True) + "\n")
+    except WriteError as err:  # a full disk: say which files this call did write
+        raise stopped_writing(err, out, FILES, "diagnose") from None
     if args.json:
         print(json.dumps(report))
     else:

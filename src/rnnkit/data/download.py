@@ -11,7 +11,7 @@ import zipfile
 from pathlib import Path
 
 from rnnkit.errors import RnnkitError
-from rnnkit.fileio import open_temp_beside, sha256
+from rnnkit.fileio import cannot_write, open_temp_beside, sha256
 
 # name -> (URL pattern with {file}, {file: sha256}); hashes as in shared/data/README.md. A
 # pattern ``ARCHIVE#MEMBER`` names a member of a zip archive (checked against ARCHIVES too).
@@ -151,7 +151,10 @@ def _fetch(url: str, beside: Path, timeout: float) -> Path:
     """Download ``url`` into a hidden temporary file beside ``beside`` (the caller moves or
     removes it); a failed download leaves nothing behind."""
     print(f"rnnkit: downloading {url}", file=sys.stderr)
-    fd, tmp_name = open_temp_beside(beside, suffix=".part")
+    try:
+        fd, tmp_name = open_temp_beside(beside, suffix=".part")
+    except OSError as err:  # a read-only or full disk: nothing downloaded, nothing written
+        raise cannot_write(beside, err, f"nothing was written to {beside.parent}") from None
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:

@@ -30,7 +30,7 @@ from types import ModuleType
 from rnnkit.errors import RnnkitError
 from rnnkit.experiments import adding, clipping, initialisation, long_range
 from rnnkit.experiments.common import TINY_STEPS, clear_previous, report_folder, strict_json
-from rnnkit.fileio import make_dir, write_text_atomic
+from rnnkit.fileio import WriteError, make_dir, stopped_writing, write_text_atomic
 from rnnkit.names import SCALES
 
 __all__ = [
@@ -100,7 +100,6 @@ def run_experiment(
         raw = module.experiment(seed, scale, target)
         make_dir(out)
         removed, others = clear_previous(out, OWNED)
-        module.draw(out, raw, "" if warning is None else f"\n{SMOKE_CAPTION}")
         results = strict_json(
             {
                 "experiment": name,
@@ -111,8 +110,12 @@ def run_experiment(
                 **raw,
             }
         )
-        write_text_atomic(out / RESULTS, json.dumps(results, indent=1, allow_nan=False) + "\n")
         written = [RESULTS, *FILES[name]]
+        try:
+            module.draw(out, raw, "" if warning is None else f"\n{SMOKE_CAPTION}")
+            write_text_atomic(out / RESULTS, json.dumps(results, indent=1, allow_nan=False) + "\n")
+        except WriteError as err:  # a full disk: say which files this call did write
+            raise stopped_writing(err, out, written, f"experiment {name}") from None
         report_folder(out, written, removed, others, "results and plots")
     if as_json:
         print(json.dumps({**results, "out": str(out.resolve()), "files": written}, allow_nan=False))

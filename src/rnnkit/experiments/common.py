@@ -6,6 +6,9 @@ import math
 from collections.abc import Iterable
 from pathlib import Path
 
+from rnnkit.errors import RnnkitError
+from rnnkit.fileio import reason
+
 TINY_STEPS = 20  # training steps per run at --scale tiny
 
 
@@ -24,13 +27,22 @@ def clear_previous(out: Path, names: Iterable[str]) -> tuple[list[str], int]:
     """Remove the files called ``names`` from ``out`` (an earlier call's output), nothing else.
 
     Returns the names removed and how many other entries ``out`` holds (left as they are).
+
+    Raises:
+        RnnkitError: one of them cannot be removed (a read-only file system, no permission),
+            naming it; nothing of this call is written then.
     """
     names = set(names)
     removed = []
     for name in sorted(names):
         path = out / name
         if path.is_file() or path.is_symlink():
-            path.unlink()
+            try:
+                path.unlink()
+            except OSError as err:
+                raise RnnkitError(
+                    f"{path}: cannot remove an earlier call's file ({reason(err)}); nothing was written"
+                ) from None
             removed.append(name)
     others = sum(1 for p in out.iterdir() if p.name not in names) if out.is_dir() else 0
     return removed, others

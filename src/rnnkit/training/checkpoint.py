@@ -8,7 +8,9 @@ them, then deletes every file it does not name (the old ones, and what a killed 
 left): killed at any moment, the directory still holds one complete, consistent
 checkpoint; a save that fails (disk full, read-only) leaves the previous one as it was.
 Loading reads JSON and safetensors only (never pickle) and checks every file's sha256
-against the record.
+against the record. A reader racing a save (``rnnkit evaluate RUN --checkpoint last`` while
+the run trains) may read the old record and find its files already deleted: it reads the
+new record and tries again.
 
 Every safetensors file carries the checkpoint format in its metadata (``rnnkit_format``,
 beside the ecosystem's ``format: pt``): files written before it existed have none and load
@@ -17,10 +19,12 @@ as format 0; a file of a format newer than this rnnkit reads is refused in one l
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import secrets
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -31,13 +35,15 @@ from safetensors import SafetensorError
 from torch import nn
 
 from rnnkit.errors import RnnkitError
-from rnnkit.fileio import read_json, write_bytes_atomic, write_text_atomic
+from rnnkit.fileio import WriteError, read_json, reason, write_bytes_atomic, write_text_atomic
 from rnnkit.training.rundir import RECORD as RECORD  # re-exported: the record a checkpoint directory holds
 
 FORMAT = 1
 """The checkpoint format this rnnkit writes and the newest it reads; raise it when a change
 makes older rnnkit versions misread new checkpoints."""
 FORMAT_KEY = "rnnkit_format"
+READ_ATTEMPTS = 5
+"""How many times a reader reads a checkpoint whose files a concurrent save keeps replacing."""
 
 
 def save_checkpoint(
@@ -50,10 +56,13 @@ def save_checkpoint(
     """Save ``model``'s weights, optional ``extra`` tensors (training state) and ``record``.
 
     Raises:
-        RnnkitError: the files could not be written (disk full, read-only directory …):
-            the previous checkpoint in ``directory`` is left as it was.
+        WriteError: the files could not be written (disk full, read-only directory …): the
+            previous checkpoint in ``directory`` is left as it was (the message says whether
+            there was one), and nothing of this save remains.
     """
     directory = Path(directory)
+    previous = _saved_step(directory)
+    created = not directory.exists()
     written: list[Path] = []
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -73,15 +82,39 @@ def save_checkpoint(
             written.append(directory / name)
             full[key], full[f"{key}_sha256"] = name, hashlib.sha256(data).hexdigest()
         write_text_atomic(directory / RECORD, json.dumps(full, indent=1, allow_nan=True) + "\n")
-    except OSError as err:
-        for path in written:
-            path.unlink(missing_ok=True)
-        reason = err.strerror or str(err)
-        raise RnnkitError(
-            f"{directory}: cannot save the checkpoint of step {step} ({reason}); "
-            "the previous checkpoint there is intact"
+    except (OSError, WriteError) as err:
+        _undo_save(directory, written, created)
+        why = err.reason if isinstance(err, WriteError) else reason(err)
+        if previous is None:
+            intact = "no checkpoint was written (there was none before)"
+        else:
+            intact = f"the previous checkpoint there{previous} is intact"
+        raise WriteError(
+            f"{directory}: cannot save the checkpoint of step {step} ({why}); {intact}", directory, why
         ) from None
     _remove_unreferenced(directory, {full.get("weights"), full.get("state")})
+
+
+def _saved_step(directory: Path) -> str | None:
+    """None when ``directory`` holds no checkpoint; else `` (step N)``, or nothing when its
+    record does not say."""
+    path = directory / RECORD
+    if not path.is_file():
+        return None
+    with contextlib.suppress(OSError, ValueError):
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            return f" (step {record['step']})"
+    return ""
+
+
+def _undo_save(directory: Path, written: list[Path], created: bool) -> None:
+    """Remove what a failed save wrote: its files, and ``directory`` if the save created it."""
+    with contextlib.suppress(OSError):
+        for path in written:
+            path.unlink(missing_ok=True)
+        if created:
+            directory.rmdir()
 
 
 def _remove_unreferenced(directory: Path, keep: set[str | None]) -> None:
@@ -92,7 +125,8 @@ def _remove_unreferenced(directory: Path, keep: set[str | None]) -> None:
         ours = name.endswith(".safetensors") and name.startswith(("model-", "state-"))
         leftover = name.startswith(".") and name.endswith(".tmp")
         if (ours and name not in keep) or leftover:
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # what stays is removed by the next save
+                path.unlink(missing_ok=True)
 
 
 def read_record(directory: str | os.PathLike[str]) -> dict[str, Any]:
@@ -107,15 +141,54 @@ def read_record(directory: str | os.PathLike[str]) -> dict[str, Any]:
     return record
 
 
+class _MissingFileError(RnnkitError):
+    """A file the record names is not there: deleted by a save since the record was read, or lost."""
+
+
+def _read(
+    directory: Path, keys: tuple[str, ...]
+) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]]:
+    """The record of the checkpoint in ``directory`` and the tensors of each of its ``keys``
+    that it names, all of one save.
+
+    A save replaces the record, then deletes the files of the one before: a reader that read
+    the old record finds them gone. It then reads the record again; if a save did replace
+    it, it tries again (at most :data:`READ_ATTEMPTS` times, a little longer after each); if
+    not, the file is really missing.
+    """
+    for attempt in range(1, READ_ATTEMPTS + 1):
+        record = read_record(directory)
+        try:
+            return record, {key: _verified(directory, record, key) for key in keys if key in record}
+        except _MissingFileError:
+            if attempt == READ_ATTEMPTS or _same_record(directory, record):
+                raise
+            time.sleep(0.01 * attempt)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _same_record(directory: Path, record: dict[str, Any]) -> bool:
+    """Whether ``directory``'s record is still ``record`` (no save replaced it)."""
+    try:
+        return read_record(directory) == record
+    except RnnkitError:
+        return True
+
+
 def _verified(directory: Path, record: dict[str, Any], key: str) -> dict[str, torch.Tensor]:
     """Read the safetensors file the record names under ``key``, after checking its sha256."""
     name = record.get(key)
     if not isinstance(name, str) or Path(name).name != name:
         raise RnnkitError(f"{directory / RECORD}: '{key}' must be a file name in the checkpoint directory")
     path = directory / name
-    if not path.is_file():
-        raise RnnkitError(f"{path}: the checkpoint's {key} file is missing")
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        raise _MissingFileError(f"{path}: the checkpoint's {key} file is missing") from None
+    except IsADirectoryError:
+        raise RnnkitError(f"{path}: the checkpoint's {key} file is a directory") from None
+    except OSError as err:
+        raise RnnkitError(f"{path}: cannot read the checkpoint's {key} file ({reason(err)})") from None
     if record.get(f"{key}_sha256") != hashlib.sha256(data).hexdigest():
         raise RnnkitError(f"{path}: sha256 does not match {RECORD}: the file is corrupted or truncated")
     check_format(_metadata(data), path)
@@ -165,11 +238,7 @@ def verify_checkpoint(directory: str | os.PathLike[str]) -> dict[str, Any]:
     """Check that the checkpoint in ``directory`` is whole: its record parses and every
     file it names is there, matches its sha256 and reads as safetensors. Returns the record.
     """
-    directory = Path(directory)
-    record = read_record(directory)
-    for key in ("weights", "state"):
-        if key in record:
-            _verified(directory, record, key)
+    record, _ = _read(Path(directory), ("weights", "state"))
     return record
 
 
@@ -180,8 +249,8 @@ def load_checkpoint(directory: str | os.PathLike[str], model: nn.Module) -> dict
     depth or vocabulary) are refused with what differs, before anything is copied.
     """
     directory = Path(directory)
-    record = read_record(directory)
-    tensors = _verified(directory, record, "weights")
+    record, read = _read(directory, ("weights",))
+    tensors = read["weights"]
     differences = weight_differences(tensors, model.state_dict())
     if differences:
         more = f" (and {len(differences) - 3} more)" if len(differences) > 3 else ""
@@ -217,7 +286,7 @@ def weight_differences(saved: dict[str, torch.Tensor], expected: dict[str, torch
 def load_state(directory: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """The record and the training-state tensors of the checkpoint in ``directory``."""
     directory = Path(directory)
-    record = read_record(directory)
+    record, read = _read(directory, ("state",))
     if "state" not in record:
         raise RnnkitError(f"{directory}: this checkpoint holds no training state to resume from")
-    return record, _verified(directory, record, "state")
+    return record, read["state"]

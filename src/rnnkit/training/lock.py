@@ -18,6 +18,7 @@ import time
 from typing import Any, TextIO
 
 from rnnkit.errors import RnnkitError
+from rnnkit.fileio import cannot_write
 from rnnkit.training.rundir import RunDir
 
 if sys.platform == "win32":  # pragma: no cover - no fcntl there
@@ -48,15 +49,19 @@ class RunLock:
                 f"(since {self.stale.get('since')}) was found: that run was killed; taking over",
                 file=sys.stderr,
             )
-        file.seek(0)
-        file.truncate()
         record = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "since": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
-        file.write(json.dumps(record) + "\n")
-        file.flush()
+        try:
+            file.seek(0)
+            file.truncate()
+            file.write(json.dumps(record) + "\n")
+            file.flush()
+        except OSError as err:  # a full disk: leave no lock behind, say which file
+            self.__exit__()
+            raise cannot_write(self.path, err, "training did not start") from None
         return self
 
     def _acquired(self) -> TextIO | None:

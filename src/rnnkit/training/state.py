@@ -15,6 +15,7 @@ every key (``history``, ``cursor``, ``optim.<i>.<name>``, ``rng.torch`` ...) as 
 from __future__ import annotations
 
 import math
+import os
 import random
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -29,6 +30,7 @@ from rnnkit.errors import RnnkitError
 from rnnkit.training.averaging import ParameterAverage
 from rnnkit.training.distributed import World, gather_rank_state, rank_state
 from rnnkit.training.guard import Rollback
+from rnnkit.training.rundir import RECORD
 
 Record = dict[str, Any]
 """A checkpoint's JSON record."""
@@ -153,20 +155,75 @@ class TrainState:
         }
         return record, tensors
 
-    def restore(self, record: Record, tensors: Tensors) -> None:
+    def restore(self, record: Record, tensors: Tensors, source: str | os.PathLike[str] | None = None) -> None:
         """Put back what :meth:`capture` saved (this rank's part of it).
+
+        Args:
+            record: the checkpoint's record (``checkpoint.json``).
+            tensors: the tensors of its state file.
+            source: the checkpoint directory they were read from, so that an error names the
+                file at fault (without it, the bare file names).
 
         Raises:
             RnnkitError: the checkpoint was written by another number of processes, or its
-                training state is incomplete or does not fit this run.
+                training state is incomplete or does not fit this run (naming the file, the
+                part of the state and the key).
         """
-        tensors = rank_state(self.world, record, tensors)
-        state = record["resume"]
-        _restore(state, tensors, self.optimizer, self.history, self.cursor, self.generator, self.device)
-        self.earlier = Earlier(record.get("seconds", 0.0), record.get("sessions", 1))
-        self.average.load(state.get("average", {"active": False}), tensors)
-        if self.rollback is not None:
-            self.rollback.load(state.get("rollback", False), tensors)
+        tensors = _Tensors(rank_state(self.world, record, tensors))
+        part = "resume"
+        try:
+            state = record["resume"]
+            _restore(state, tensors, self.optimizer, self.history, self.cursor, self.generator, self.device)
+            self.earlier = Earlier(record.get("seconds", 0.0), record.get("sessions", 1))
+            part = "average"
+            self.average.load(state.get("average", {"active": False}), tensors)
+            if self.rollback is not None:
+                part = "rollback"
+                self.rollback.load(state.get("rollback", False), tensors)
+        except _UnfitError as err:
+            raise _unfit(record, source, err.part, err.error) from None
+        except RESTORE_ERRORS as err:
+            raise _unfit(record, source, part, err) from None
+
+
+RESTORE_ERRORS = (KeyError, TypeError, ValueError, IndexError, RuntimeError, AttributeError)
+"""What putting back a state that does not fit raises (from here, the optimizer or torch)."""
+
+
+class _NoTensorError(KeyError):
+    """A tensor the record calls for is not in the state file."""
+
+
+class _Tensors(dict[str, Tensor]):
+    """A state file's tensors: a missing one raises :class:`_NoTensorError`, so the error can name
+    the state file rather than the record."""
+
+    def __missing__(self, key: str) -> Tensor:
+        raise _NoTensorError(key)
+
+
+class _UnfitError(Exception):
+    """A part of the state (``part``) could not be put back: ``error`` says why."""
+
+    def __init__(self, part: str, error: Exception) -> None:
+        super().__init__(part, error)
+        self.part, self.error = part, error
+
+
+def _unfit(record: Record, source: str | os.PathLike[str] | None, part: str, err: Exception) -> RnnkitError:
+    """The one-line error for a training state that does not fit: the file at fault (the state
+    file for a missing or wrong tensor, else the record), the part and the key or reason."""
+    in_record = isinstance(err, KeyError) and not isinstance(err, _NoTensorError)
+    name = RECORD if in_record else str(record.get("state", "the state file"))
+    where = name if source is None else os.path.join(source, name)
+    if isinstance(err, KeyError) and err.args:
+        why = f"no {err.args[0]!r}"
+    else:
+        why = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return RnnkitError(
+        f"{where}: the training state is incomplete or does not fit this run ({part}: {why}); "
+        "is it this run's checkpoint?"
+    )
 
 
 def _capture(
@@ -216,7 +273,8 @@ def _restore(
     generator: torch.Generator,
     device: torch.device,
 ) -> None:
-    """Put back what :func:`_capture` saved."""
+    """Put back what :func:`_capture` saved; raises :class:`_UnfitError` naming the part that does not fit."""
+    part = "optimizer"
     try:
         state: dict[int, dict[str, Any]] = {}
         for key, value in tensors.items():
@@ -226,18 +284,21 @@ def _restore(
         for index, entries in record["optimizer"]["scalars"].items():
             state.setdefault(int(index), {}).update(entries)
         optimizer.load_state_dict({"state": state, "param_groups": record["optimizer"]["param_groups"]})
+        part = "history"
         for key, value in record["history"].items():
             setattr(history, key, value)
+        part = "cursor"
         for key, value in record["cursor"].items():
             setattr(cursor, key, value)
+        part = "hidden state"
         cursor.state = _hidden(record["hidden"], tensors, device)
+        part = "threads"
         torch.set_num_threads(int(record["threads"]))
+        part = "random state"
         _restore_rng(record["rng"], tensors)
         generator.set_state(tensors["rng.windows"])
-    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as err:
-        raise RnnkitError(
-            f"the checkpoint's training state is incomplete or does not fit this run ({err})"
-        ) from None
+    except RESTORE_ERRORS as err:
+        raise _UnfitError(part, err) from None
 
 
 def _hidden(kind: str | None, tensors: Tensors, device: torch.device) -> Any:
