@@ -80,7 +80,16 @@ def test_a_trained_run_holds_only_what_rundir_names(tmp_path: Path, capsys, task
     run = RunDir(out)
     named = {
         getattr(run, name)
-        for name in ("config", "data", "vocab", "tokenizer", "tagging", "classification", "metrics")
+        for name in (
+            "config",
+            "written_config",
+            "data",
+            "vocab",
+            "tokenizer",
+            "tagging",
+            "classification",
+            "metrics",
+        )
     }
     named |= {run.learning_curve, run.summary, run.best, run.last, run.diagnose}
     assert set(out.iterdir()) <= named

@@ -163,8 +163,8 @@ def write_conllu(
 def read_conll2003(path: str | os.PathLike, text: str | None = None) -> list[Sentence]:
     """The sentences of a CoNLL-2003 file: ``token POS chunk NER`` lines, tagged with the last column.
 
-    Columns are separated by spaces; every token line of the file has as many as the
-    first one (at least two: a token and its tag). Blank lines end sentences. A
+    Columns are separated by spaces; every token line of the file has as many as most of
+    them have (at least two: a token and its tag). Blank lines end sentences. A
     ``-DOCSTART-`` line opens a document and is not a sentence; its columns are kept in
     the next sentence's ``docstart``. The tags are returned as in the file (IOB1 in the
     original English data; see :func:`iob1_to_bio`). ``text``: as in :func:`read_conllu`.
@@ -175,14 +175,15 @@ def read_conll2003(path: str | os.PathLike, text: str | None = None) -> list[Sen
     """
     source = str(path)
     text = _text(path, "CoNLL-2003 file", text)
+    lines = [*text.split("\n"), ""]  # "": the last sentence ends
+    rows = [(n, f) for n, f in enumerate(map(_conll_fields, lines), 1) if f and f[0] != DOCSTART]
+    width, width_line = _usual_width(rows)
     sentences: list[Sentence] = []
     block: list[list[str]] = []
     first = 0
     docstart: list[str] | None = None
-    width = width_line = 0
-    for number, line in enumerate([*text.split("\n"), ""], 1):  # "": the last sentence ends
-        stripped = line.strip(" \t\r")
-        fields = _BLANKS.split(stripped) if stripped else []
+    for number, line in enumerate(lines, 1):
+        fields = _conll_fields(line)
         if block and (not fields or fields[0] == DOCSTART):
             words, tags = [f[0] for f in block], [f[-1] for f in block]
             sentences.append(Sentence(words, tags, source, first, columns=block, docstart=docstart))
@@ -192,21 +193,40 @@ def read_conll2003(path: str | os.PathLike, text: str | None = None) -> list[Sen
         if fields[0] == DOCSTART:
             docstart = fields
             continue
-        if not width:
-            if len(fields) < 2:
-                raise RnnkitError(f"{source}: line {number}: expected a token and its tag, got one column")
-            width, width_line = len(fields), number
-        elif len(fields) != width:
-            raise RnnkitError(
-                f"{source}: line {number}: expected {width} space-separated columns "
-                f"(as on line {width_line}), got {len(fields)}"
-            )
+        if len(fields) != width:
+            raise RnnkitError(f"{source}: line {number}: {_width_expected(width, width_line, len(fields))}")
         if not block:
             first = number
         block.append(fields)
     if not sentences:
         raise RnnkitError(f"{source}: no sentences; expected token lines (token ... tag)")
     return sentences
+
+
+def _conll_fields(line: str) -> list[str]:
+    """A CoNLL-2003 line's space-separated columns (none for a blank line)."""
+    stripped = line.strip(" \t\r")
+    return _BLANKS.split(stripped) if stripped else []
+
+
+def _usual_width(rows: Sequence[tuple[int, list[str]]]) -> tuple[int, int]:
+    """``(width, line)``: the number of columns (2 or more) most of ``rows`` have (a tie: the
+    first seen), and the first line with it; ``(0, 0)`` when no row has 2 columns."""
+    counts: dict[int, list[int]] = {}
+    for number, fields in rows:
+        if len(fields) >= 2:
+            counts.setdefault(len(fields), []).append(number)
+    if not counts:
+        return 0, 0
+    width = max(counts, key=lambda w: (len(counts[w]), -counts[w][0]))
+    return width, counts[width][0]
+
+
+def _width_expected(width: int, width_line: int, got: int) -> str:
+    """What a CoNLL-2003 token line with ``got`` columns should have had."""
+    if not width:
+        return "expected a token and its tag, got one column"
+    return f"expected {width} space-separated columns (as on line {width_line}), got {got}"
 
 
 def write_conll2003(
@@ -264,6 +284,9 @@ def _text(path: str | os.PathLike, what: str, text: str | None) -> str:
 SNIFF_BYTES = 1 << 16
 """How much of a file :func:`sniff_format` reads: its first 64 KiB."""
 
+SNIFF_LINES = 200
+"""How many of those first lines (not blank) :func:`sniff_format` weighs."""
+
 _ENTITY_TAG = re.compile(r"O|[BIES]-\S+")
 _NAMED = (
     ("conllu", re.compile(r".*\.conllu")),
@@ -283,12 +306,18 @@ def sniff_format(path: str | os.PathLike, text: str | None = None) -> str:
 def sniff_reason(path: str | os.PathLike, text: str | None = None) -> tuple[str, str]:
     """:func:`sniff_format` and why, in words.
 
-    ``conllu``: its first sentence opens with ``#`` comment lines or a word line of 10
-    tab-separated columns whose first is a CoNLL-U ID (``1``, ``3-4``, ``5.1``), and its
-    first non-comment line is such a word line. ``conll2003``: it opens with
-    ``-DOCSTART-``, or its first lines (up to 3 blocks) all have the same number (2 or more)
-    of space-separated columns ending in an entity tag (``O``, ``B-PER``, ``I-ORG`` ...),
-    two lines at least. Otherwise ``text``.
+    Weighed on the first :data:`SNIFF_LINES` lines that are not blank, by what most of them
+    are, so that one malformed line does not turn a corpus into raw text (the reader then
+    names that line): ``conllu`` when most lines that are not ``#`` comments are word lines
+    of tab-separated columns opening with a CoNLL-U ID (``1``, ``3-4``, ``5.1``), one of them
+    at least with all 10 columns. ``conll2003`` when the file opens with ``-DOCSTART-``, or
+    when most lines have one same number (2 or more) of space-separated columns ending in an
+    entity tag (``O``, ``B-PER``, ``I-ORG`` ...), two lines at least: a raw sentence that
+    happens to end in ``O`` is outvoted by the others. Otherwise ``text``.
+
+    Raises:
+        RnnkitError: the file looks like CoNLL-2003 but one of those lines has another number
+            of columns (naming the file, the line, what was expected, and ``--format text``).
     """
     if text is None:
         try:
@@ -305,32 +334,52 @@ def sniff_reason(path: str | os.PathLike, text: str | None = None) -> tuple[str,
     first = next((line for line in lines if line.strip()), "")
     if first.split()[:1] == [DOCSTART]:
         return "conll2003", f"it opens with {DOCSTART}"
-    content = [line for line in lines if line.strip()]
-    words = next((line for line in content if not line.startswith("#")), "")
-    fields = words.split("\t")
-    if len(fields) == 10 and (
-        _WORD_ID.fullmatch(fields[0]) or _RANGE_ID.fullmatch(fields[0]) or _EMPTY_ID.fullmatch(fields[0])
-    ):
-        opens = "'#' comment lines and " if first.startswith("#") else ""
-        return "conllu", f"it opens with {opens}word lines of 10 tab-separated columns and an ID"
-    block: list[list[str]] = []  # the lines of the first 3 blocks
-    ended = 0
-    for previous, line in zip(["", *lines], lines):
-        if line.strip():
-            block.append(line.split())
-        elif previous.strip():
-            ended += 1
-            if ended == 3:
-                break
-    widths = {len(f) for f in block}
-    if (
-        len(block) >= 2
-        and len(widths) == 1
-        and min(widths) >= 2
-        and all(_ENTITY_TAG.fullmatch(f[-1]) for f in block)
-    ):
-        return "conll2003", f"its lines have {widths.pop()} columns ending in an entity tag"
+    content = [(n, line) for n, line in enumerate(lines, 1) if line.strip()][:SNIFF_LINES]
+    conllu = _conllu_reason(content, first.startswith("#"))
+    if conllu is not None:
+        return "conllu", conllu
+    conll2003 = _conll2003_reason(content, path)
+    if conll2003 is not None:
+        return "conll2003", conll2003
     return "text", "its first lines are neither CoNLL-U nor CoNLL-2003"
+
+
+def _conllu_reason(content: list[tuple[int, str]], comments: bool) -> str | None:
+    """Why ``content`` (numbered lines, none blank) is CoNLL-U, or None when it is not."""
+    rows = [line.split("\t") for _, line in content if not line.startswith("#")]
+    words = [f for f in rows if len(f) >= 2 and _is_conllu_id(f[0])]
+    if not rows or 2 * len(words) <= len(rows) or not any(len(f) == 10 for f in words):
+        return None
+    opens = "'#' comment lines and " if comments else ""
+    if len(words) == len(rows):
+        return f"it opens with {opens}word lines of 10 tab-separated columns and an ID"
+    return f"it opens with {opens}word lines of tab-separated columns and an ID ({len(words)} of {len(rows)})"
+
+
+def _is_conllu_id(field: str) -> bool:
+    return bool(_WORD_ID.fullmatch(field) or _RANGE_ID.fullmatch(field) or _EMPTY_ID.fullmatch(field))
+
+
+def _conll2003_reason(content: list[tuple[int, str]], path: str | os.PathLike) -> str | None:
+    """Why ``content`` (numbered lines, none blank) is CoNLL-2003, or None when it is not;
+    refused when it is but a line has another number of columns."""
+    rows = [(n, f) for n, f in ((n, _conll_fields(line)) for n, line in content) if f[0] != DOCSTART]
+    tagged = [(n, f) for n, f in rows if len(f) >= 2 and _ENTITY_TAG.fullmatch(f[-1])]
+    width, _ = _usual_width(tagged)
+    agree = sum(len(f) == width for _, f in tagged)
+    if agree < 2 or 2 * agree <= len(rows):
+        return None
+    width_line = next(n for n, f in rows if len(f) == width)  # as the reader names it
+    share = "its lines have" if agree == len(rows) else f"{agree} of its first {len(rows)} lines have"
+    why = f"{share} {width} columns ending in an entity tag"
+    bad = next(((n, f) for n, f in rows if len(f) != width), None)
+    if bad is not None:
+        number, fields = bad
+        raise RnnkitError(
+            f"{path}: line {number}: {_width_expected(width, width_line, len(fields))}; read as "
+            f"CoNLL-2003 because {why} (--format text reads the file as plain text)"
+        )
+    return why
 
 
 def detect_format(path: str | os.PathLike, text: str | None = None) -> tuple[str, str | None]:

@@ -21,6 +21,9 @@ CLASS_NAMES = {
 }
 # Split on ASCII whitespace only: a word may hold a no-break space (the film "8\xa01\\/2" in train.txt).
 _TOKEN = re.compile(r"\(|\)|[^\s()]+", re.ASCII)
+_TREE_LINE = re.compile(r"\(\s*[0-4]\s.*\)", re.ASCII | re.DOTALL)  # "(3 ... )": how a tree opens and ends
+SNIFF_LINES = 200
+"""How many lines (not blank) ``read_sentences(fmt="auto")`` weighs to tell trees from text."""
 
 
 def parse_tree(line: str, where: str | None = None) -> tuple[list[str], int, list[tuple[int, int, int]]]:
@@ -121,7 +124,9 @@ def read_sentences(path: str | os.PathLike, fmt: str = "auto", text: str | None 
     """The sentences of a file to classify, one a line (blank lines skipped).
 
     ``fmt`` ``sst``: SST trees, their words (gold labels ignored, no line dropped);
-    ``text``: whitespace-tokenised text; ``auto``: trees when the first line starts with ``(``.
+    ``text``: whitespace-tokenised text; ``auto``: trees when the first line, or half of the
+    first :data:`SNIFF_LINES` lines, look like one (``(label ... )``): a malformed tree is then
+    an error naming its line, and a sentence that merely opens with ``(`` stays text.
     ``text``: the file's text when it is already read (standard input); ``path`` then only
     names it in messages.
     """
@@ -131,7 +136,8 @@ def read_sentences(path: str | os.PathLike, fmt: str = "auto", text: str | None 
         raise RnnkitError(f"{path}: the file of sentences is empty")
     lines = [(n, line) for n, line in enumerate(text.split("\n"), 1) if line.strip()]
     if fmt == "auto":
-        fmt = "sst" if lines and lines[0][1].lstrip().startswith("(") else "text"
+        first = [bool(_TREE_LINE.fullmatch(line.strip())) for _, line in lines[:SNIFF_LINES]]
+        fmt = "sst" if first and (first[0] or 2 * sum(first) >= len(first)) else "text"
     if fmt == "sst":
         return [parse_tree(line, f"{path}: line {n}")[0] for n, line in lines]
     return [line.split() for _, line in lines]

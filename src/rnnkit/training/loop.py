@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
+import os
 import platform
 import random
 import socket
@@ -23,18 +25,19 @@ from torch.nn.parallel import DistributedDataParallel
 import rnnkit
 from rnnkit.analysis.plots import learning_curve
 from rnnkit.cells.base import detach_state
-from rnnkit.config import RunConfig, to_dict
+from rnnkit.config import RunConfig
 from rnnkit.errors import RnnkitError
-from rnnkit.fileio import write_text_atomic
+from rnnkit.fileio import WriteError, cannot_write, reason, write_text_atomic
 from rnnkit.models.config import check_task_options
 from rnnkit.tasks.base import Step, Task
 from rnnkit.training.averaging import ParameterAverage
-from rnnkit.training.checkpoint import load_checkpoint, load_state, save_checkpoint
+from rnnkit.training.checkpoint import load_checkpoint, load_state, read_record, save_checkpoint
 from rnnkit.training.clipping import clip_gradients
 from rnnkit.training.distributed import World, setup, teardown
 from rnnkit.training.guard import RECENT, StepFn, diagnose, guard, spike
 from rnnkit.training.lock import RunLock
 from rnnkit.training.progress import Progress, duration, rate_unit
+from rnnkit.training.run import settings_change, sha256_matches, write_config
 from rnnkit.training.rundir import RunDir
 from rnnkit.training.schedules import nonmonotone_trigger, plateau_lr, zaremba_lr
 from rnnkit.training.state import Cursor, Earlier, History, TrainState
@@ -52,6 +55,8 @@ def pick_device(name: str) -> torch.device:
         torch.empty(0, device=device)
     except (RuntimeError, ValueError, AssertionError) as err:  # CPU-only torch asserts on "cuda"
         raise RnnkitError(f"device {name!r} is not usable here ({str(err).splitlines()[0]})") from None
+    if device.type not in ("cpu", "cuda"):  # meta, mps, xla ...: rnnkit's kernels are for these two
+        raise RnnkitError(f"device {name!r} is not usable here (rnnkit runs on cpu and cuda)")
     return device
 
 
@@ -82,24 +87,70 @@ def epoch_lr(config: RunConfig, epoch: int, history: History) -> float:
 
 
 class MetricsLog:
-    """``metrics.jsonl``: one JSON object a line, flushed at once (None: write nothing, as on
-    ranks other than 0)."""
+    """``metrics.jsonl``: one JSON object a line, each line written whole or not at all, at
+    once (None: write nothing, as on ranks other than 0).
+
+    A line that cannot be written (a full disk, a read-only file system) is cut off again, so
+    the log ends with its last complete line; the log is then closed and a
+    :class:`~rnnkit.fileio.WriteError` says so, once: closing it afterwards raises nothing.
+    """
 
     def __init__(self, path: Path | None) -> None:
-        self.file: IO[str] | None = None if path is None else path.open("a", encoding="utf-8")
+        self.path, self.size = path, 0
+        self.file: IO[bytes] | None = None
+        self.error: WriteError | None = None
+        if path is not None:
+            try:
+                self.file = path.open("ab", buffering=0)  # unbuffered: a line is on disk or refused
+                self.size = self.file.seek(0, os.SEEK_END)
+            except OSError as err:
+                raise cannot_write(path, err, "no line was logged") from None
 
     def __call__(self, entry: dict[str, Any]) -> None:
-        if self.file is not None:
-            self.file.write(json.dumps(entry) + "\n")
-            self.file.flush()
+        if self.error is not None:
+            raise self.error
+        if self.file is None or self.path is None:
+            return
+        line = (json.dumps(entry) + "\n").encode("utf-8")
+        try:
+            done = 0
+            while done < len(line):  # a write may take only part of it (the disk filling up)
+                taken = self.file.write(line[done:])
+                if not taken:  # nothing taken and no error: never spin on it
+                    raise OSError(errno.EIO, "the file took none of the line")
+                done += taken
+        except OSError as err:
+            why = reason(err)
+            kept = self._cut_back()
+            self.error = WriteError(f"{self.path}: cannot write a line ({why}); {kept}", self.path, why)
+            raise self.error from None
+        self.size += len(line)
+
+    def _cut_back(self) -> str:
+        """Cut the log back to its last complete line and close it; says what the log holds."""
+        assert self.file is not None
+        try:
+            os.ftruncate(self.file.fileno(), self.size)
+            kept = "the lines before it are kept whole"
+        except OSError:
+            kept = f"its last line may be torn (the lines before byte {self.size} are whole)"
+        with contextlib.suppress(OSError):
+            self.file.close()
+        self.file = None
+        return kept
 
     def tell(self) -> int | None:
         """The log's size in bytes (None when nothing is written here)."""
-        return None if self.file is None else self.file.tell()
+        return None if self.path is None else self.size
 
     def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
+        """Close the log (nothing to flush: every line went out whole when it was logged)."""
+        file, self.file = self.file, None
+        if file is not None and self.path is not None:
+            try:
+                file.close()
+            except OSError as err:
+                raise cannot_write(self.path, err, "its lines may not all be on disk") from None
 
 
 @dataclass
@@ -250,7 +301,10 @@ def _show(task: Task, state: TrainState, session: Session, pace: _Pace, norm: fl
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
     """``train.precision``: "bf16" runs forward passes under bfloat16 autocast (matrix
     products in bf16, softmax and losses in fp32; weights, gradients and the optimizer stay
-    fp32, so no loss scaling is needed); "fp32" changes nothing."""
+    fp32, so no loss scaling is needed); "fp32" changes nothing. bf16 is for GPUs: on a CPU
+    torch's bf16 kernels fail inside the recurrent layers, so it is refused there."""
+    if precision == "bf16" and device.type != "cuda":
+        raise RnnkitError(f"train.precision = bf16 needs a CUDA GPU; this run is on {device}: use fp32")
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -323,21 +377,34 @@ def _fit(
     optimizer = make_optimizer(task.model, config)
     state = TrainState.create(task.model, optimizer, t.seed, t.on_nonfinite == "reduce", world, device)
     if _resumable(run_dir, world, resume):
-        _resume(state, run_dir)
+        _resume(state, run_dir, config)
     elif world.main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(RunDir(run_dir).config, json.dumps(to_dict(config), indent=1) + "\n")
+        write_config(run_dir, config)
         task.save(run_dir)
     session = _open_session(config, task, state, run_dir, progress and world.main)
     try:
         while state.cursor.epoch <= t.epochs:
             _train_one_epoch(task, state, session)
+    except WriteError as err:  # a full disk, a read-only one: say where training stands
+        raise _stopped(err, state.history.step, run_dir) from None
     finally:
         if isinstance(session.log, MetricsLog):
             session.log.close()
     if not world.main:  # rank 0 evaluates the best model and writes the summary
         return {}
     return _summarize(task, state, session, run_dir)
+
+
+def _stopped(err: WriteError, step: int, run_dir: Path) -> WriteError:
+    """``err`` (a file training could not write), with where training stopped and what
+    ``--resume`` continues from."""
+    again = f"rnnkit train --resume {run_dir}"
+    try:
+        held = f"last/ holds step {read_record(RunDir(run_dir).last)['step']} ({again} continues from it)"
+    except (RnnkitError, KeyError, TypeError):
+        held = f"last/ holds no checkpoint yet ({again} starts it again)"
+    return err.adding(f"training stopped after step {step}; {held}")
 
 
 def _resumable(run_dir: Path, world: World, resume: bool) -> bool:
@@ -351,13 +418,35 @@ def _resumable(run_dir: Path, world: World, resume: bool) -> bool:
     return resume
 
 
-def _resume(state: TrainState, run_dir: Path) -> None:
-    """Load ``last/`` into the model and ``state``; cut the log back to the checkpoint."""
+def _resume(state: TrainState, run_dir: Path, config: RunConfig) -> None:
+    """Load ``last/`` into the model and ``state``; cut the log back to the checkpoint; when
+    ``config`` is not what config.json was written with (an edit taken with --accept-edits,
+    or other settings given to :func:`fit`), log the change and write config.json anew; and
+    say so when the run has no epoch left to train."""
     record, tensors = load_state(RunDir(run_dir).last)
     load_checkpoint(RunDir(run_dir).last, state.model)
-    state.restore(record, tensors)
-    if state.world.main:
-        _truncate_metrics(RunDir(run_dir).metrics, state.history.step, record.get("metrics_bytes"))
+    state.restore(record, tensors, RunDir(run_dir).last)
+    if not state.world.main:
+        return
+    _truncate_metrics(RunDir(run_dir).metrics, state.history.step, record.get("metrics_bytes"))
+    change = settings_change(run_dir, config)
+    if change is not None:
+        log = MetricsLog(RunDir(run_dir).metrics)
+        try:
+            log({"step": state.history.step, **change})
+        finally:
+            log.close()
+    if not sha256_matches(run_dir, config):  # changed; or a run from before the sha256 gets one
+        write_config(run_dir, config)
+    t = config.train
+    if state.cursor.epoch > t.epochs:
+        stopped = t.patience is not None and state.history.since_best > t.patience
+        done = "it stopped early (train.patience)" if stopped else f"train.epochs = {t.epochs} are trained"
+        print(
+            f"rnnkit: {run_dir}: {done}, nothing left to train (raise train.epochs in config.json, "
+            "with --resume --accept-edits, to train on)",
+            file=sys.stderr,
+        )
 
 
 def _open_session(config: RunConfig, task: Task, state: TrainState, run_dir: Path, progress: bool) -> Session:

@@ -3,7 +3,9 @@
 A run directory, as ``rnnkit train`` writes it::
 
     run/
-      config.json          the RunConfig the model was built and trained with
+      config.json          the RunConfig the model was built and trained with, and its sha256
+      .config.json         the same settings as rnnkit last wrote them: what --resume compares
+                           an edited config.json with, to name the settings that changed
       data.json            the corpus (--data, --train/--valid/--test paths), written before training
       .lock                held while a training session writes here (removed when it ends)
       vocab.json           a language model's vocabulary
@@ -34,6 +36,7 @@ from pathlib import Path
 from rnnkit.errors import RnnkitError
 
 CONFIG = "config.json"
+WRITTEN_CONFIG = ".config.json"
 DATA = "data.json"
 LOCK = ".lock"
 VOCAB = "vocab.json"
@@ -77,6 +80,11 @@ class RunDir:
     def config(self) -> Path:
         """``config.json``: the run's configuration."""
         return self.path / CONFIG
+
+    @property
+    def written_config(self) -> Path:
+        """``.config.json``: the settings as rnnkit last wrote config.json (edits are named against it)."""
+        return self.path / WRITTEN_CONFIG
 
     @property
     def data(self) -> Path:
