@@ -201,7 +201,9 @@ class DataConfig:
         1, "words seen fewer times in training are <unk> (bpe: merges seen fewer times not learned)", low=1
     )
     max_size: int | None = setting(
-        None, "vocabulary size at most, specials included (bpe: none = 8192)", low=1
+        None,
+        "vocabulary size at most, specials included (none: 300000; bpe: 8192); a cut is warned of",
+        low=1,
     )
     valid_fraction: float = setting(
         0.1,

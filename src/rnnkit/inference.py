@@ -22,6 +22,7 @@ import torch
 from rnnkit.config import RunConfig
 from rnnkit.data.conll import Sentence
 from rnnkit.data.corpora import locate
+from rnnkit.data.lines import LINE_LIMIT, split_text
 from rnnkit.data.text import Codec
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import RnnkitError
@@ -30,8 +31,27 @@ from rnnkit.tasks import Task, task_kind
 from rnnkit.tasks.classification import Classification
 from rnnkit.tasks.lm import LanguageModelling, evaluate_file, evaluate_tokens, heldout_tokens
 from rnnkit.tasks.tagging import Tagging
+from rnnkit.textsafe import printable
 from rnnkit.training.run import read_config, recorded_data
 from rnnkit.training.rundir import RunDir
+
+SCORE_WINDOW = 1024
+"""A line of more tokens is scored this many at a time, the state carried from one window to
+the next: the figures of the line in one piece, in memory bounded by the window."""
+
+BATCH_TOKENS = 1 << 15
+"""Short lines are scored together in batches of at most this many (padded) positions."""
+
+HEAD_VALUES = 1 << 24
+"""The output layer is given groups of positions whose log-probabilities over the whole
+vocabulary hold at most this many numbers (64 MiB in fp32), whatever the batch."""
+
+LISTED_TOKENS = 10_000
+"""A scored line of more tokens leaves its per-token figures out (``tokens``,
+``surprisal_bits``) and says so (``per_token_left_out``); ``token_count`` is always there."""
+
+LISTED_UNKNOWN = 100
+"""Distinct out-of-vocabulary words listed per line (``unknown``); ``oov`` counts every one."""
 
 
 def load(run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu") -> Trained:
@@ -188,10 +208,16 @@ class LanguageModelRun(Trained):
         )
         return self.codec.join((self.codec.prompt_tokens(prompt) if with_prompt else []) + tokens)
 
-    def score(self, lines: Sequence[str]) -> list[dict[str, Any]]:
+    def score(self, lines: Sequence[str], window: int | None = None) -> list[dict[str, Any]]:
         """Per line: ``logprob`` (nats), ``ppl``, each token's ``surprisal_bits``, the ``tokens``
-        as read (``<unk>`` where a word is unknown), ``oov`` and ``unknown``. See :func:`score_lines`."""
-        return score_lines(self.model, self.vocab, self.codec, list(lines))
+        as read (``<unk>`` where a word is unknown), ``token_count``, ``oov`` and ``unknown``
+        (distinct, the first 100). A line longer than ``window`` tokens is scored in windows,
+        the state carried: the same figures. See :func:`score_lines`."""
+        return score_lines(self.model, self.vocab, self.codec, list(lines), window)
+
+    def line_score(self, window: int | None = None) -> LineScore:
+        """A :class:`LineScore` to score one line given in parts (a line read in pieces)."""
+        return LineScore(self.model, self.vocab, self.codec, window)
 
     def next(self, prefix: str = "", k: int = 10) -> list[tuple[str, float]]:
         """The ``k`` most probable next tokens after ``prefix``, with their probabilities."""
@@ -252,9 +278,13 @@ class TaggerRun(Trained):
         self.tags: Vocab = task.corpus.tags
         """The tags the model predicts (BIOES inside for entity tags; :meth:`tag` writes the file's IOB1)."""
 
-    def tag(self, sentences: Sequence[str | Sequence[str] | Sentence]) -> list[list[str]]:
+    def tag(
+        self, sentences: Sequence[str | Sequence[str] | Sentence], max_words: int | None = None
+    ) -> list[list[str]]:
         """The predicted tag of every word of each sentence (a string split on whitespace, a
-        list of words, or a :class:`rnnkit.data.conll.Sentence`), in the corpus's scheme."""
+        list of words, or a :class:`rnnkit.data.conll.Sentence`), in the corpus's scheme; a
+        sentence of more than ``max_words`` words (default
+        :data:`rnnkit.tasks.tagging.MAX_WORDS`) is tagged in parts of that many."""
         read = [
             Sentence(s.words, None, s.source, s.line) if isinstance(s, Sentence) else Sentence(_words(s))
             for s in sentences
@@ -262,7 +292,7 @@ class TaggerRun(Trained):
         for n, s in enumerate(read):
             if not s.words:
                 raise RnnkitError(f"sentence {n + 1} has no words to tag")
-        return self.task.predict(read)[0] if read else []
+        return self.task.predict(read, max_words)[0] if read else []
 
 
 class ClassifierRun(Trained):
@@ -278,10 +308,13 @@ class ClassifierRun(Trained):
         self.classes: list[str] = task.class_names
         """The classes' names, by class number."""
 
-    def classify(self, sentences: Sequence[str | Sequence[str]]) -> list[dict[str, Any]]:
+    def classify(
+        self, sentences: Sequence[str | Sequence[str]], max_words: int | None = None
+    ) -> list[dict[str, Any]]:
         """Per sentence (a string split on whitespace, or a list of words): its ``class``
         (number), that class's ``name`` and every class's probability (``probs``, by class
-        number)."""
+        number). A sentence of more than ``max_words`` words (default
+        :data:`rnnkit.tasks.classification.MAX_WORDS`) is classified on its first ``max_words``."""
         words = [_words(s) for s in sentences]
         for n, w in enumerate(words):
             if not w:
@@ -289,7 +322,7 @@ class ClassifierRun(Trained):
         if not words:
             return []
         out = []
-        for p in self.task.log_probs(words).exp().tolist():
+        for p in self.task.log_probs(words, max_words).exp().tolist():
             best = max(range(len(p)), key=p.__getitem__)
             out.append({"class": best, "name": self.classes[best], "probs": p})
         return out
@@ -309,9 +342,9 @@ def warn_unknown(vocab: Vocab, tokens: list[str], program: str = "rnnkit") -> No
     unknown = sorted({t for t in tokens if t not in vocab})
     if unknown and vocab.unk is not None:
         more = f" (and {len(unknown) - 10} more)" if len(unknown) > 10 else ""
+        shown = " ".join(printable(word) for word in unknown[:10])
         print(
-            f"{program}: warning: not in the vocabulary, read as {vocab.unk}: {' '.join(unknown[:10])}{more}",
-            file=sys.stderr,
+            f"{program}: warning: not in the vocabulary, read as {vocab.unk}: {shown}{more}", file=sys.stderr
         )
 
 
@@ -336,68 +369,207 @@ def as_read(vocab: Vocab, tokens: list[str]) -> tuple[list[str], list[str]]:
     return ([t if t in vocab else vocab.unk for t in tokens] if unknown else tokens), unknown
 
 
-def _scored(tokens: list[str], unknown: list[str], logp: torch.Tensor | None) -> dict[str, Any]:
-    """One line's figures: the tokens read (``<unk>`` where a word was unknown), their
-    surprisal in bits, log P (nats), perplexity, and the out-of-vocabulary words."""
-    if logp is None or logp.numel() == 0:
-        tokens, logp = tokens[:0], torch.zeros(0, dtype=torch.float64)
-    total = logp.sum().item()
-    return {
-        "tokens": tokens[len(tokens) - logp.numel() :],
-        "surprisal_bits": (-logp / math.log(2)).tolist(),
-        "logprob": total,
-        "ppl": math.exp(-total / logp.numel()) if logp.numel() else 1.0,
-        "oov": len(unknown),
-        "unknown": unknown,
-    }
+class LineScore:
+    """log P of one line whose tokens come in parts (a line read in pieces), scored
+    :data:`SCORE_WINDOW` tokens at a time with the recurrent state carried across windows,
+    conditioned on a sentence start: the figures :func:`score_line` gives the whole line,
+    holding at most a window (and a piece) of it.
+
+    :meth:`add` the line's tokens, part after part (the last part with the line's end, see
+    :meth:`rnnkit.data.text.Codec.piece_tokens`), then :meth:`result`.
+    """
+
+    def __init__(self, model: LanguageModel, vocab: Vocab, codec: Codec, window: int | None = None) -> None:
+        window = SCORE_WINDOW if window is None else window
+        if window < 1:
+            raise RnnkitError(f"the scoring window must be at least 1 token, got {window}")
+        self.model, self.vocab, self.window = model, vocab, window
+        self.device = next(model.parameters()).device
+        start = codec.sentence_end
+        self.context = start in vocab  # the first token is predicted from the sentence start
+        self.pending: list[int] = [vocab.index(start)] if self.context else []
+        self.state: Any = None
+        self.total, self.count, self.oov = 0.0, 0, 0
+        self.unknown: dict[str, None] = {}  # distinct, in the order first seen
+        self.unknown_left_out = False
+        self.tokens: list[str] | None = []  # as read, while the line has at most LISTED_TOKENS
+        self.bits: list[float] | None = []
+
+    def add(self, tokens: list[str]) -> None:
+        """Read the next ``tokens`` of the line, scoring every full window."""
+        read, unknown = as_read(self.vocab, tokens)
+        self.oov += len(unknown)
+        for word in unknown:
+            if word not in self.unknown:
+                if len(self.unknown) < LISTED_UNKNOWN:
+                    self.unknown[word] = None
+                else:
+                    self.unknown_left_out = True
+        self.count += len(read)
+        if self.tokens is not None:
+            if self.count - (0 if self.context else 1) > LISTED_TOKENS:
+                self.tokens = self.bits = None
+            else:
+                self.tokens += read
+        self.pending += [self.vocab.index(t) for t in read]
+        at = 0
+        while len(self.pending) - at > self.window:
+            self._score(at, self.window)
+            at += self.window
+        del self.pending[:at]
+
+    @torch.no_grad()  # the state carried from window to window must not carry a graph
+    def _score(self, at: int, n: int) -> None:
+        """Score the ``n`` tokens after ``pending[at]``, carrying the state on."""
+        ids = torch.tensor(self.pending[at : at + n + 1], device=self.device)
+        h, self.state = self.model(ids[:-1, None], self.state)
+        logp = _head_log_prob(self.model, len(self.vocab), h[:, 0], ids[1:])
+        self.total += logp.sum().item()
+        if self.bits is not None:
+            self.bits += (-logp / math.log(2)).tolist()
+
+    def result(self) -> dict[str, Any]:
+        """The line's figures (see :func:`score_line`), once all its tokens are added."""
+        if len(self.pending) >= 2:
+            self._score(0, len(self.pending) - 1)
+        self.pending = self.pending[-1:]
+        predicted = max(self.count - (0 if self.context else 1), 0)
+        out: dict[str, Any] = {}
+        if self.tokens is not None and self.bits is not None:
+            out["tokens"] = self.tokens[len(self.tokens) - predicted :] if predicted else []
+            out["surprisal_bits"] = self.bits
+        out |= {
+            "logprob": self.total,
+            "ppl": _perplexity(self.total, predicted),
+            "oov": self.oov,
+            "unknown": list(self.unknown),
+            "token_count": predicted,
+        }
+        if self.tokens is None:
+            out["per_token_left_out"] = True
+        if self.unknown_left_out:
+            out["unknown_left_out"] = True
+        return out
+
+
+def _perplexity(logprob: float, tokens: int) -> float:
+    """exp(-logprob / tokens): 1 for no token, inf past what a float holds."""
+    mean = -logprob / tokens if tokens else 0.0
+    return math.exp(mean) if mean < 700 else math.inf
+
+
+def _head_log_prob(
+    model: LanguageModel, vocab_size: int, h: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
+    """log P(targets | h) of (M, H) features, as float64 on the CPU, the output layer given
+    a group of positions at a time (:data:`HEAD_VALUES`)."""
+    rows = max(1, HEAD_VALUES // max(vocab_size, 1))
+    parts = [model.head.log_prob(h[i : i + rows], targets[i : i + rows]) for i in range(0, h.shape[0], rows)]
+    return torch.cat(parts).double().cpu() if parts else torch.zeros(0, dtype=torch.float64)
 
 
 @torch.no_grad()
-def score_line(model: LanguageModel, vocab: Vocab, codec: Codec, line: str) -> dict[str, Any]:
+def score_line(
+    model: LanguageModel, vocab: Vocab, codec: Codec, line: str, window: int | None = None
+) -> dict[str, Any]:
     """log P(line) under the model, conditioned on a sentence start, one token at a time.
 
     Returns the tokens as the model read them, their surprisal -log2 P (bits), the total
-    log-probability (nats), the line's perplexity, and ``oov``/``unknown``: how many and
-    which tokens are not in the vocabulary. Those are read and scored as ``<unk>`` (the
-    probability of *some* rare word, not of that word), and ``tokens`` shows ``<unk>``.
+    log-probability (nats), the line's perplexity, and ``oov``/``unknown``: how many tokens
+    and which distinct words (the first :data:`LISTED_UNKNOWN`) are not in the vocabulary.
+    Those are read and scored as ``<unk>`` (the probability of *some* rare word, not of that
+    word), and ``tokens`` shows ``<unk>``. ``token_count`` is how many tokens were scored;
+    a line of more than :data:`LISTED_TOKENS` leaves ``tokens`` and ``surprisal_bits`` out
+    (``per_token_left_out``). A long line is scored in windows of ``window`` tokens, the
+    state carried (:class:`LineScore`); ``line`` should hold no newline.
     """
-    tokens, unknown = as_read(vocab, codec.corpus_tokens(line + "\n"))  # the line, its sentence end
-    ids = torch.tensor(_context(vocab, codec, tokens))
-    if ids.numel() < 2:
-        return _scored(tokens, unknown, None)
-    device = next(model.parameters()).device
-    ids = ids.to(device)
-    logp, _ = model.log_prob(ids[:-1, None], ids[1:, None])
-    return _scored(tokens, unknown, logp[:, 0].double().cpu())
+    return score_lines(model, vocab, codec, [line], window)[0]
 
 
 @torch.no_grad()
-def score_lines(model: LanguageModel, vocab: Vocab, codec: Codec, lines: list[str]) -> list[dict[str, Any]]:
-    """:func:`score_line` of every line, computed as one padded batch (lines of similar
-    length together): the same figures to float rounding, many times faster."""
-    read = [as_read(vocab, codec.corpus_tokens(line + "\n")) for line in lines]
-    tokens, unknown = [r[0] for r in read], [r[1] for r in read]
-    ids = [_context(vocab, codec, t) for t in tokens]
-    order = sorted(range(len(lines)), key=lambda i: len(ids[i]))
-    results: list[dict[str, Any]] = [{}] * len(lines)
+def score_lines(
+    model: LanguageModel, vocab: Vocab, codec: Codec, lines: Sequence[str], window: int | None = None
+) -> list[dict[str, Any]]:
+    """:func:`score_line` of every line: short lines (``window`` tokens at most) scored as
+    padded batches of lines of similar length, :data:`BATCH_TOKENS` positions at most; a
+    longer line alone, in windows with the state carried (a line of more than
+    :data:`rnnkit.data.lines.LINE_LIMIT` characters also tokenized a piece at a time). The
+    same figures to float rounding, in memory bounded whatever the lines."""
+    window = SCORE_WINDOW if window is None else window
+    results: list[dict[str, Any]] = [{} for _ in lines]
+    short: list[tuple[int, list[str], list[str], list[int]]] = []  # (index, tokens, unknown, ids)
+    for i, line in enumerate(lines):
+        if len(line) > LINE_LIMIT:
+            scorer = LineScore(model, vocab, codec, window)
+            pieces = list(split_text(line, LINE_LIMIT))
+            for n, piece in enumerate(pieces, 1):
+                scorer.add(codec.piece_tokens(piece, "\n" if n == len(pieces) else None))
+            results[i] = scorer.result()
+            continue
+        raw = codec.corpus_tokens(line + "\n")  # the line, its sentence end
+        if len(raw) > min(window, LISTED_TOKENS):
+            scorer = LineScore(model, vocab, codec, window)
+            scorer.add(raw)
+            results[i] = scorer.result()
+            continue
+        tokens, unknown = as_read(vocab, raw)
+        short.append((i, tokens, unknown, _context(vocab, codec, tokens)))
+    short.sort(key=lambda s: len(s[3]))
+    group: list[tuple[int, list[str], list[str], list[int]]] = []
+    for item in short:
+        if group and (len(group) + 1) * len(item[3]) > BATCH_TOKENS:
+            _score_batch(model, vocab, group, results)
+            group = []
+        group.append(item)
+    if group:
+        _score_batch(model, vocab, group, results)
+    return results
+
+
+def _score_batch(
+    model: LanguageModel,
+    vocab: Vocab,
+    group: list[tuple[int, list[str], list[str], list[int]]],
+    results: list[dict[str, Any]],
+) -> None:
+    """Score short lines (shortest first) as one padded batch, into ``results``."""
     device = next(model.parameters()).device
-    longest = max((len(i) for i in ids), default=0)
+    longest = len(group[-1][3])
+    logp = torch.zeros(0, dtype=torch.float64)
     if longest >= 2:
-        batch = torch.zeros(longest, len(lines), dtype=torch.long)
-        for column, i in enumerate(order):
-            batch[: len(ids[i]), column] = torch.tensor(ids[i])
+        batch = torch.zeros(longest, len(group), dtype=torch.long)
+        for column, (_, _, _, ids) in enumerate(group):
+            batch[: len(ids), column] = torch.tensor(ids)
         batch = batch.to(device)
         h, _ = model(batch[:-1])  # padding comes after each line: it never leaks back
-        counts = torch.tensor([len(ids[i]) - 1 for i in order], device=device).clamp(min=0)
+        counts = torch.tensor([len(ids) - 1 for *_, ids in group], device=device).clamp(min=0)
         real = torch.arange(longest - 1, device=device)[None, :] < counts[:, None]  # (N, L)
         # the output layer on real positions only, one line after another
-        logp = model.head.log_prob(h.transpose(0, 1)[real], batch[1:].T[real]).double().cpu()
-        ends = counts.cumsum(0).tolist()
-    for column, i in enumerate(order):
-        n = len(ids[i]) - 1
-        line_logp = logp[ends[column] - n : ends[column]] if n >= 1 else None
-        results[i] = _scored(tokens[i], unknown[i], line_logp)
-    return results
+        logp = _head_log_prob(model, len(vocab), h.transpose(0, 1)[real], batch[1:].T[real])
+    values = logp.tolist()  # one conversion for the batch: per-line tensor calls cost more than the model
+    end = 0
+    for i, tokens, unknown, ids in group:
+        n = max(len(ids) - 1, 0)
+        results[i] = _scored(tokens, unknown, values[end : end + n])
+        end += n
+
+
+def _scored(tokens: list[str], unknown: list[str], logp: list[float]) -> dict[str, Any]:
+    """One short line's figures (see :func:`score_line`) from its tokens' log-probabilities."""
+    total = math.fsum(logp)
+    distinct = list(dict.fromkeys(unknown))
+    out = {
+        "tokens": tokens[len(tokens) - len(logp) :] if logp else [],
+        "surprisal_bits": [-x / math.log(2) for x in logp],
+        "logprob": total,
+        "ppl": _perplexity(total, len(logp)),
+        "oov": len(unknown),
+        "unknown": distinct[:LISTED_UNKNOWN],
+        "token_count": len(logp),
+    }
+    if len(distinct) > LISTED_UNKNOWN:
+        out["unknown_left_out"] = True
+    return out
 
 
 @torch.no_grad()

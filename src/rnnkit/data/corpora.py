@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +87,12 @@ def _single(path: Path, valid_fraction: float) -> CorpusFiles:
     return CorpusFiles(path, valid_fraction=valid_fraction)
 
 
+MAX_SIZE = 300_000
+"""The vocabulary size (specials included) of a word, symbol or character corpus when
+``data.max_size`` is none: more than any corpus in common use (PTB 10k types, WikiText-103
+267,735, text8 253,854), so none is cut, while text of a million distinct junk types no
+longer builds a million-row embedding and softmax."""
+
 MAX_UNKNOWN = 0.5
 """Above this share of tokens missing from a run's vocabulary, the text is not its kind."""
 
@@ -125,7 +132,9 @@ def load_corpus(
     a ``bpe`` vocabulary is the tokenizer's, learned on train up to ``max_size`` tokens
     (default 8192) from pairs seen at least ``min_freq`` times (at least 2), and has none.
     A single file is split by characters for ``bpe`` (the tokenizer must not see the
-    validation text) and by tokens otherwise.
+    validation text) and by tokens otherwise. Other levels keep at most ``max_size``
+    tokens (default :data:`MAX_SIZE`); when that leaves types out, one warning says how
+    many and what share of the training tokens they were (they become ``<unk>``).
     """
     text = read_text(files.train, "corpus file")
     valid_text = test_text = None
@@ -167,7 +176,14 @@ def load_corpus(
             vocab = Vocab(sorted(codec.tokenizer.get_vocab(), key=codec.tokenizer.token_to_id), unk=None)
         else:
             specials = (UNK,) if level == "char" else (UNK, EOS)
-            vocab = Vocab.build(train_tokens, min_freq=min_freq, max_size=max_size, specials=specials)
+            size = MAX_SIZE if max_size is None else max_size
+            vocab = Vocab.build(train_tokens, min_freq=min_freq, max_size=size, specials=specials)
+            if vocab.cut is not None:
+                print(
+                    f"rnnkit: warning: {files.train}: the vocabulary is cut to data.max_size = {size} "
+                    f"tokens: the rarest {vocab.cut} are left out, read as {UNK}",
+                    file=sys.stderr,
+                )
     return Corpus(
         vocab=vocab,
         codec=codec,

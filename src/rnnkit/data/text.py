@@ -98,6 +98,15 @@ class Codec:
             return self.tokenizer.encode(line).tokens
         return [*line.split(), EOS]
 
+    def piece_tokens(self, text: str, end: str | None) -> list[str]:
+        """The tokens of a piece of a line (:class:`rnnkit.data.lines.Piece`) that ``end``
+        follows: ``None`` when the line goes on, ``"\\n"`` or ``""`` (the end of the text
+        without one) when it ends. A line cut where :func:`rnnkit.data.lines.read_pieces`
+        cuts gives, piece by piece, the tokens :meth:`line_tokens` gives the whole line."""
+        if end is None:
+            return self.prompt_tokens(text)
+        return self.line_tokens(text + end)
+
     def prompt_tokens(self, text: str) -> list[str]:
         """The tokens of a prompt or prefix, as written (no sentence end added)."""
         if self.level == "char":

@@ -6,6 +6,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import torch
 
@@ -14,6 +15,21 @@ from rnnkit.fileio import read_json, write_text_atomic
 
 UNK = "<unk>"
 EOS = "<eos>"
+
+
+class Cut(NamedTuple):
+    """What a vocabulary's size limit left out of the tokens it was built from."""
+
+    types: int
+    """Distinct tokens left out (seen often enough, but less often than those kept)."""
+    tokens: int
+    """How many times they occur."""
+    total: int
+    """Every token counted."""
+
+    def __str__(self) -> str:
+        share = 100 * self.tokens / max(self.total, 1)
+        return f"{self.types} types ({share:.2f}% of the {self.total} tokens)"
 
 
 class Vocab:
@@ -25,6 +41,8 @@ class Vocab:
     """
 
     def __init__(self, tokens: Sequence[str], unk: str | None = UNK) -> None:
+        self.cut: Cut | None = None
+        """What :meth:`build`'s ``max_size`` left out, when it left anything out."""
         self.tokens = list(tokens)
         self.stoi = {t: i for i, t in enumerate(self.tokens)}
         if len(self.stoi) != len(self.tokens):
@@ -46,7 +64,8 @@ class Vocab:
 
         Specials come first. The rest are ordered by count, most frequent first, ties
         by the token itself, so the same text always gives the same ids. With
-        ``max_size``, only that many tokens in all (specials included) are kept.
+        ``max_size``, only that many tokens in all (specials included) are kept; what that
+        left out is the vocabulary's :attr:`cut`.
         """
         if min_freq < 1:
             raise RnnkitError(f"min_freq must be at least 1, got {min_freq}")
@@ -58,7 +77,12 @@ class Vocab:
             key=lambda t: (-counts[t], t),
         )
         kept = [*specials, *ranked]
-        return cls(kept[:max_size] if max_size is not None else kept)
+        if max_size is None or len(kept) <= max_size:
+            return cls(kept)
+        vocab = cls(kept[:max_size])
+        dropped = ranked[max_size - len(specials) :]
+        vocab.cut = Cut(len(dropped), sum(counts[t] for t in dropped), sum(counts.values()))
+        return vocab
 
     def __len__(self) -> int:
         return len(self.tokens)

@@ -8,6 +8,7 @@ batches shuffled each epoch by a generator seeded by the run's seed and the epoc
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,25 @@ def load_classified(
     test = None if split["test"] is None else read_sst(split["test"], classes)
     words = Vocab.build((key(w) for ws, _ in train for w in ws), min_freq=min_freq, specials=(PAD, UNK))
     return ClassifiedCorpus(train, valid, test, words, classes)
+
+
+MAX_WORDS = 1000
+"""A sentence of more words is classified on its first this many (``predict --max-words``):
+twenty times SST's longest sentence."""
+
+
+def warn_long(sentences: list[list[str]], max_words: int | None = None) -> None:
+    """One line on standard error when sentences have more than ``max_words`` words (default
+    :data:`MAX_WORDS`): they are classified on their first ``max_words``."""
+    max_words = MAX_WORDS if max_words is None else max_words
+    long = [n for n, s in enumerate(sentences, 1) if len(s) > max_words]
+    if long:
+        more = f" (and {len(long) - 1} more)" if len(long) > 1 else ""
+        print(
+            f"rnnkit: warning: sentence {long[0]} has {len(sentences[long[0] - 1])} words, more than "
+            f"{max_words}{more}: classified on its first {max_words}",
+            file=sys.stderr,
+        )
 
 
 class Classification:
@@ -172,10 +192,19 @@ class Classification:
         return getattr(self.corpus, split) is not None
 
     @torch.no_grad()
-    def log_probs(self, sentences: list[list[str]]) -> torch.Tensor:
+    def log_probs(self, sentences: list[list[str]], max_words: int | None = None) -> torch.Tensor:
         """Class log-probabilities (N, C) of each sentence (a list of words; unknown words
-        are ``<unk>``), computed in batches of similar length, returned in input order."""
+        are ``<unk>``), computed in batches of similar length, returned in input order.
+
+        A sentence of more than ``max_words`` words (default :data:`MAX_WORDS`) is classified
+        on its first ``max_words``: a sentence is read into one vector, which parts of it
+        cannot give (memory stays bounded; :func:`warn_long` tells the user).
+        """
         self.model.eval()
+        max_words = MAX_WORDS if max_words is None else max_words
+        if max_words < 1:
+            raise RnnkitError(f"max_words must be at least 1, got {max_words}")
+        sentences = [s if len(s) <= max_words else s[:max_words] for s in sentences]
         order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
         out = torch.empty(len(sentences), self.corpus.classes)
         for b in range(0, len(order), 256):
@@ -186,6 +215,7 @@ class Classification:
 
     def predict(self, examples: list[Example]) -> tuple[list[int], float]:
         """The predicted class of each example, and the summed NLL of the gold labels."""
+        warn_long([ws for ws, _ in examples])
         logp = self.log_probs([ws for ws, _ in examples])
         gold = torch.tensor([label for _, label in examples])
         return logp.argmax(-1).tolist(), -logp.gather(1, gold[:, None]).sum().item()

@@ -18,10 +18,11 @@ import torch
 from rnnkit.config import RunConfig
 from rnnkit.data.batching import batchify, bptt_windows, num_windows, stream_windows
 from rnnkit.data.corpora import Corpus, check_known, load_corpus, locate
+from rnnkit.data.lines import Piece, read_pieces
 from rnnkit.data.text import Codec, split_lines
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import RnnkitError
-from rnnkit.fileio import iter_lines, read_text
+from rnnkit.fileio import read_text
 from rnnkit.models.config import build_model
 from rnnkit.models.language_model import LanguageModel
 from rnnkit.tasks.base import Batches, Data, Step, rebuilt
@@ -36,6 +37,16 @@ def __getattr__(name: str) -> Any:
     if name in _MOVED:
         return getattr(importlib.import_module("rnnkit.inference"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _check_columns(tokens: int, columns: int, setting: str, what: str) -> None:
+    """Refuse, naming ``what`` and the ``setting``, a text too short for ``columns`` of at least
+    two tokens each (one window: an input and its next token)."""
+    if tokens // columns < 2:
+        raise RnnkitError(
+            f"{setting} = {columns}: {what} has {tokens} tokens, too few for {columns} columns of 2 or "
+            "more; lower it or give more text"
+        )
 
 
 def lm_figures(nll_sum: float, tokens: float) -> dict[str, float]:
@@ -70,6 +81,9 @@ class LanguageModelling:
             )
         self.columns = torch.empty(0, 0, dtype=torch.long)
         if corpus.train.numel():
+            _check_columns(
+                corpus.train.numel(), config.train.batch_size, "train.batch_size", "the training split"
+            )
             columns = batchify(corpus.train, config.train.batch_size)
             share = config.train.batch_size // world
             self.columns = columns[:, rank * share : (rank + 1) * share].contiguous().to(device)
@@ -156,8 +170,9 @@ class LanguageModelling:
         return getattr(self.corpus, split) is not None
 
     def evaluate(self, split: str) -> dict[str, float]:
-        t = self.config.train
-        return evaluate_lm(self.model, getattr(self.corpus, split), t.eval_batch_size, t.bptt, self.device)
+        t, stream = self.config.train, getattr(self.corpus, split)
+        _check_columns(stream.numel(), t.eval_batch_size, "train.eval_batch_size", f"the {split} split")
+        return evaluate_lm(self.model, stream, t.eval_batch_size, t.bptt, self.device)
 
     def report(self, split: str) -> dict[str, Any]:
         raise RnnkitError(
@@ -273,39 +288,64 @@ def evaluate_file(
     """:func:`evaluate_lm` of a corpus file, streamed: constant memory whatever its size.
 
     One pass counts the tokens, one finds where each of the ``batch_size`` columns (the
-    same columns as :func:`batchify`) starts, then a reader per column streams it. The
-    result equals :func:`evaluate_lm` on the whole file's ids.
+    same columns as :func:`batchify`) starts, then a reader per column streams it. Lines are
+    read in pieces of at most :data:`EVAL_PIECE` bytes (a long line is never held whole).
+    The result equals :func:`evaluate_lm` on the whole file's ids.
     """
 
-    def ids(start: int = 0, skip: int = 0) -> Iterator[int]:
-        for _, line in iter_lines(path, "corpus file", start):
-            tokens = codec.line_tokens(line)[skip:]
+    def ids(start: int = 0, first: bool = True, skip: int = 0) -> Iterator[int]:
+        for piece in _pieces(path, start, first):
+            tokens = codec.piece_tokens(piece.text, piece.end)[skip:]
             skip = 0
             yield from (vocab.index(t) for t in tokens)
 
     total = unknown = words = nbytes = 0
-    for _, line in iter_lines(path, "corpus file"):
-        tokens = codec.line_tokens(line)
+    for piece in _pieces(path):
+        tokens = codec.piece_tokens(piece.text, piece.end)
         total += len(tokens)
         unknown += sum(t not in vocab for t in tokens)
-        line_words, line_bytes = _line_counts(line)
-        words, nbytes = words + line_words, nbytes + line_bytes
+        words += len(piece.text.split()) + (1 if piece.last else 0)  # a word model's tokens
+        nbytes += piece.size + len(piece.end or "")
     if total == 0:
         raise RnnkitError(f"{path}: the corpus file is empty")
     check_known(vocab, unknown, total, os.fspath(path))
     T = total // batch_size
     starts, seen, wanted = {}, 0, [j * T for j in range(batch_size)]
-    for offset, line in iter_lines(path, "corpus file"):  # (line offset, tokens to skip) per column
-        n = len(codec.line_tokens(line))
+    for piece in _pieces(path):  # (piece offset, whether it opens its line, tokens to skip) per column
+        n = len(codec.piece_tokens(piece.text, piece.end))
         while wanted and wanted[0] < seen + n:
             first = wanted.pop(0)
-            starts[first] = (offset, first - seen)
+            starts[first] = (piece.offset, piece.first, first - seen)
         seen += n
         if not wanted:
             break
+    _check_columns(total, batch_size, "train.eval_batch_size", str(path))
     windows = stream_windows(lambda start: ids(*starts[start]), total, batch_size, bptt)
     figures = _evaluate_windows(model, windows, device)
     return text_figures(figures, codec.level, total, None if vocab.unk is None else unknown, words, nbytes)
+
+
+EVAL_PIECE = 1 << 16
+"""Bytes of a line :func:`evaluate_file` holds per column reader (64 KiB: a reader per column
+of the evaluation batch, so a long line costs columns x this, not columns x the line)."""
+
+
+def _pieces(path: str | os.PathLike[str], start: int = 0, first: bool = True) -> Iterator[Piece]:
+    """The lines of a corpus file in pieces of :data:`EVAL_PIECE` bytes at most
+    (:func:`rnnkit.data.lines.read_pieces`), from byte offset ``start`` (where a piece
+    starts; ``first``: whether it opens its line)."""
+    path = Path(path)
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        raise RnnkitError(f"{path}: no such corpus file") from None
+    except IsADirectoryError:
+        raise RnnkitError(f"{path}: is a directory, expected a corpus file") from None
+    except OSError as err:
+        raise RnnkitError(f"{path}: cannot read the corpus file ({err.strerror})") from None
+    with handle:
+        handle.seek(start)
+        yield from read_pieces(handle, str(path), EVAL_PIECE, start, first)
 
 
 def heldout_tokens(path: str | os.PathLike[str], valid_fraction: float, codec: Codec) -> list[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,6 +116,39 @@ def external_tags(tags: Sequence[str], spans: bool) -> list[str]:
     return bio_to_iob1(bioes_to_bio(tags)) if spans else list(tags)
 
 
+MAX_WORDS = 1000
+"""A sentence of more words is tagged in parts of this many (``predict --max-words``): ten
+times the longest sentence of UD English EWT or CoNLL-2003, and memory stays bounded."""
+
+MAX_WORD_CHARS = 1000
+"""The characters features read of a longer word: its first and last 500 (the char RNN
+summarises a word by its two ends); no word of a real corpus comes near."""
+
+
+def _part(sentence: Sentence, start: int, end: int) -> Sentence:
+    """Words ``start:end`` of ``sentence`` (and their gold tags), as a sentence."""
+    if start == 0 and end >= len(sentence.words):
+        return sentence
+    tags = None if sentence.tags is None else sentence.tags[start:end]
+    return Sentence(sentence.words[start:end], tags, sentence.source, sentence.line)
+
+
+def warn_long(sentences: Sequence[Sentence], done: str, max_words: int | None = None) -> None:
+    """One line on standard error when sentences have more than ``max_words`` words (default
+    :data:`MAX_WORDS`), naming the first and saying what was ``done`` with them."""
+    max_words = MAX_WORDS if max_words is None else max_words
+    long = [s for s in sentences if len(s.words) > max_words]
+    if long:
+        first = long[0]
+        where = f"{first.source}: line {first.line}" if first.source else f"sentence at line {first.line}"
+        more = f" (and {len(long) - 1} more sentences)" if len(long) > 1 else ""
+        print(
+            f"rnnkit: warning: {where}: a sentence of {len(first.words)} words, more than {max_words}"
+            f"{more}: {done} of {max_words} words",
+            file=sys.stderr,
+        )
+
+
 CharTensors = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 """A batch's characters: ids (C, W) of its W distinct words, their lengths (W,), and the
 index (L, N) of each word's row."""
@@ -213,7 +247,8 @@ class Tagging:
         if self.model.chars is not None:
             unique: dict[str, int] = {}
             index = _padded([[unique.setdefault(w, len(unique)) for w in s.words] for s in sentences], L)
-            spelled = list(unique)
+            half = MAX_WORD_CHARS // 2
+            spelled = [w if len(w) <= MAX_WORD_CHARS else w[:half] + w[-half:] for w in unique]
             char_lengths = [max(1, len(w)) for w in spelled]
             char_ids = _padded([[c.chars.index(ch) for ch in w] for w in spelled], max(char_lengths))
             dev = self.device
@@ -251,28 +286,48 @@ class Tagging:
         return getattr(self.corpus, split) is not None
 
     @torch.no_grad()
-    def predict(self, sentences: Sequence[Sentence]) -> tuple[list[list[str]], float, int]:
+    def predict(
+        self, sentences: Sequence[Sentence], max_words: int | None = None
+    ) -> tuple[list[list[str]], float, int]:
         """Predicted tags (the file's scheme) of every sentence, and the summed NLL and tokens
-        of the gold tags when the sentences have them."""
+        of the gold tags when the sentences have them.
+
+        A sentence of more than ``max_words`` words (default :data:`MAX_WORDS`) is tagged in
+        parts of that many, one after another (memory stays bounded; only the words near a
+        cut lose the context across it), its NLL the sum of its parts'.
+        """
         self.model.eval()
-        order = sorted(range(len(sentences)), key=lambda i: len(sentences[i].words))
-        predictions: list[list[str]] = [[] for _ in sentences]
+        max_words = MAX_WORDS if max_words is None else max_words
+        if max_words < 1:
+            raise RnnkitError(f"max_words must be at least 1, got {max_words}")
+        parts = [
+            (i, _part(s, start, start + max_words))
+            for i, s in enumerate(sentences)
+            for start in range(0, max(len(s.words), 1), max_words)
+        ]
+        order = sorted(range(len(parts)), key=lambda p: len(parts[p][1].words))
+        internal: list[list[str]] = [[] for _ in sentences]
+        paths: list[list[str]] = [[] for _ in parts]
         nll, tokens = 0.0, 0
         with_tags = all(s.tags is not None for s in sentences)
         size = max(self.config.train.batch_size, 32)
         for b in range(0, len(order), size):
-            chunk = [sentences[i] for i in order[b : b + size]]
+            chunk = [parts[p][1] for p in order[b : b + size]]
             words, lengths, chars, tags = self.tensors(chunk, with_tags)
             scores = self.model(words, lengths, chars)
             if tags is not None:
                 nll -= self.model.log_likelihood(scores, tags, lengths).sum().item()
                 tokens += int(lengths.sum())
-            for i, path in zip(order[b : b + size], self.model.decode(scores, lengths)):
-                predictions[i] = external_tags(self.corpus.tags.decode(path), self.corpus.spans)
+            for p, path in zip(order[b : b + size], self.model.decode(scores, lengths)):
+                paths[p] = self.corpus.tags.decode(path)
+        for (i, _), part_tags in zip(parts, paths):  # parts in order: a sentence's tags, whole again
+            internal[i] += part_tags
+        predictions = [external_tags(tags, self.corpus.spans) for tags in internal]
         return predictions, nll, tokens
 
     def evaluate(self, split: str) -> dict[str, float]:
         sentences = getattr(self.corpus, split)
+        warn_long(sentences, "tagged in parts")
         predictions, nll, tokens = self.predict(sentences)
         gold = [s.tags for s in sentences]
         figures = {
@@ -289,6 +344,7 @@ class Tagging:
         """Per-tag scores and the confusion matrix on ``split`` (tags as the file writes them);
         for entity tags also conlleval's report (``conlleval`` text, ``per_type`` scores)."""
         sentences = getattr(self.corpus, split)
+        warn_long(sentences, "tagged in parts")
         predictions, _, _ = self.predict(sentences)
         gold = [s.tags for s in sentences]
         report = label_report(gold, predictions)
