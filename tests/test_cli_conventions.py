@@ -91,13 +91,16 @@ def test_a_setting_may_be_given_with_a_space():
     assert split_overrides(["--train.lr", "-1"]) == (["--train.lr=-1"], [])
 
 
-def test_a_subcommand_error_shows_that_subcommands_usage():
-    """Finding 13: errors inside a subcommand printed the top level's usage."""
+def test_a_subcommand_error_names_that_subcommand():
+    """Finding 13: errors inside a subcommand printed the top level's usage. Issue 18: a usage
+    error is one line, as every other error, pointing to that subcommand's --help."""
     proc = rnnkit("score", "RUN", "FILE", "--bogus")
     assert proc.returncode == 2
-    assert "usage: rnnkit score" in proc.stderr and "--bogus" in proc.stderr
+    assert proc.stderr.startswith("rnnkit score: error: ") and "--bogus" in proc.stderr
+    assert proc.stderr.endswith("(rnnkit score --help for usage)\n") and proc.stderr.count("\n") == 1
     proc = rnnkit("evaluate", "RUN", "--model.cell=gru")
-    assert "usage: rnnkit evaluate" in proc.stderr and "settings are for train" in proc.stderr
+    assert proc.stderr.startswith("rnnkit evaluate: error: ") and "settings are for train" in proc.stderr
+    assert "(rnnkit evaluate --help for usage)" in proc.stderr and proc.stderr.count("\n") == 1
     assert "Traceback" not in proc.stderr
 
 
@@ -128,7 +131,7 @@ def test_a_bad_argument_answers_without_importing_torch():
         env=ENV,
         timeout=60,
     )
-    assert proc.returncode == 2 and "usage: rnnkit next" in proc.stderr
+    assert proc.returncode == 2 and "rnnkit next: error: " in proc.stderr
     assert "| torch\n" not in proc.stderr and " torch\n" not in proc.stderr
 
 

@@ -99,3 +99,29 @@ def test_an_unusable_out_is_one_line(lm_run, tmp_path, where):
 )
 def test_diagnose_refuses_sizes_that_do_not_fit(tmp_path, args, option):
     assert_one_line_error(rnnkit("diagnose", "--out", str(tmp_path / "d"), *args), option)
+
+
+def test_bf16_on_a_cpu_is_refused_in_one_line(tmp_path):
+    """torch's bf16 kernels failed inside the recurrent layers on a CPU (a RuntimeError from
+    oneDNN): the setting is for GPUs and says so."""
+    root = write_toy_lm_corpus(tmp_path, vocab=8, length=6, train=60, valid=10)
+    settings = ["--model.hidden_size=8", "--model.embed_size=8", "--train.epochs=1", "--no-progress"]
+    proc = rnnkit(
+        "train", "--data", str(root), "--out", str(tmp_path / "run"), "--device", "cpu",
+        "--train.precision=bf16", *settings,
+    )  # fmt: skip
+    assert_one_line_error(proc, "train.precision", "bf16", "cpu")
+
+
+def test_a_failing_nproc_training_is_its_one_line(tmp_path):
+    """With --nproc, each training process prints its own error line; torchrun's log line and a
+    second rnnkit line came after it (3 lines for one error)."""
+    (tmp_path / "sst").mkdir()
+    (tmp_path / "sst" / "train.txt").write_text("(3 (2 a) (3 b))\n")
+    proc = rnnkit("train", "--data", str(tmp_path / "sst"), "--out", str(tmp_path / "r"), "--nproc", "1")
+    assert_one_line_error(proc, "no validation split")
+
+
+def test_a_device_rnnkit_does_not_run_on_is_one_line(lm_run):
+    """``--device meta`` was an internal error (autocast knows no meta device)."""
+    assert_one_line_error(rnnkit("score", str(lm_run), "-", "--device", "meta"), "meta", "cpu and cuda")

@@ -3,20 +3,36 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shlex
 import sys
+import traceback
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 import rnnkit
 from rnnkit import names
 from rnnkit.errors import RnnkitError
+from rnnkit.textsafe import printable
 
 Verbs = argparse._SubParsersAction  # what add_subparsers returns (argparse names no public type)
+
+EX_SOFTWARE = 70
+"""The exit status of an unexpected exception (sysexits.h: an internal software error)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error in one line as every other error is (argparse prints the
+    usage and the error on two), pointing to ``--help``; each verb's parser is one too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {printable(message)} ({self.prog} --help for usage)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line: the top level, then each verb's parser from its own function."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="rnnkit",
         description=(
             "Recurrent neural networks on text, exactly as the CS224N lecture writes them "
@@ -78,6 +94,13 @@ def _train_parser(verbs: Verbs) -> None:
     train.add_argument("--out", help="run directory to create")
     train.add_argument(
         "--resume", metavar="RUN_DIR", help="continue an interrupted run exactly where it stopped"
+    )
+    train.add_argument(
+        "--accept-edits",
+        action="store_true",
+        help="with --resume: train on with the settings of a hand-edited config.json (the change is "
+        "logged; without it an edit is refused); the model's shape, the data, the task, the optimizer "
+        "and the batch size cannot change",
     )
     train.add_argument(
         "--config", metavar="PRESET|FILE", help="a preset's name (rnnkit presets) or a TOML settings file"
@@ -203,6 +226,13 @@ def _predict_parser(verbs: Verbs) -> None:
         help="the file's format (default: from its first lines; a warning when its name suggests another)",
     )
     predict.add_argument("--out", default=None, help="output file (default: standard output)")
+    predict.add_argument(
+        "--max-words",
+        type=int,
+        default=None,
+        help="a sentence of more words is tagged in parts of this many, or classified on its first "
+        "this many, with a warning (default: 1000; bounds memory whatever the input)",
+    )
     _device_argument(predict, "auto")
     predict.add_argument("--json", action="store_true", help="one JSON object a line (a sentence each)")
 
@@ -261,6 +291,27 @@ def _presets_parser(verbs: Verbs) -> None:
     settings.add_presets_arguments(presets)
 
 
+def _export_parser(verbs: Verbs) -> None:
+    export = verbs.add_parser(
+        "export",
+        help="take a trained model out: a self-contained folder, or an ONNX file (float32 or int8)",
+        description=(
+            "Write RUN's best checkpoint (or --which last) where nothing else is needed. --format folder "
+            "(default): a folder with the weights, settings, vocabulary, the figures reached and on what "
+            "data (file names only), which rnnkit.load and every verb read as a run. --format onnx: one "
+            ".onnx file for ONNX Runtime, with the recurrent state as explicit inputs and outputs, "
+            "dynamic batch and length, the vocabulary in its metadata; --quantize int8 stores int8 "
+            "weights (ONNX Runtime's dynamic quantization). Needs: pip install 'rnnkit[export]'."
+        ),
+    )
+    export.add_argument("run", help="a run directory (or an exported folder)")
+    export.add_argument("--out", required=True, help="the folder (--format folder) or .onnx file to write")
+    export.add_argument("--format", default="folder", choices=("folder", "onnx"), help="default: folder")
+    export.add_argument("--quantize", default=None, choices=("int8",), help="onnx only: int8 weights")
+    export.add_argument("--which", default="best", choices=("best", "last"), help="the checkpoint (best)")
+    export.add_argument("--force", action="store_true", help="replace an earlier export at --out")
+
+
 def _config_parser(verbs: Verbs) -> None:
     from rnnkit.cli import settings  # light: no torch
 
@@ -286,6 +337,7 @@ VERBS: tuple[Callable[[Verbs], None], ...] = (
     _predict_parser,
     _diagnose_parser,
     _experiment_parser,
+    _export_parser,
     _presets_parser,
     _config_parser,
 )
@@ -337,10 +389,69 @@ def _quiet_broken_pipe() -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The console script: a verb's status; any error in one line on stderr, never a traceback.
+
+    An error the user can act on is 2 (the one-line message of an :class:`RnnkitError`, or of
+    what escaped: a file that could not be written, memory that ran out); anything else is a
+    bug, reported in one line with status 70 (``RNNKIT_TRACEBACK=1`` shows the traceback).
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        return _main(argv)
+        return _main(args)
     except BrokenPipeError:
         return _quiet_broken_pipe()
+    except KeyboardInterrupt:
+        print(f"{_verb(args)}: interrupted", file=sys.stderr)
+        return 130
+    except RnnkitError as err:
+        return _last_resort(args, "error", str(err), 2)
+    except MemoryError:
+        return _last_resort(args, "error", _OUT_OF_MEMORY, 2)
+    except OSError as err:
+        return _last_resort(args, "error", _os_error(err), 2)
+    except Exception as err:
+        if _out_of_memory(err):
+            return _last_resort(args, "error", _OUT_OF_MEMORY, 2)
+        what = f"{type(err).__name__}: {err}"
+        hint = "a bug: please report it; RNNKIT_TRACEBACK=1 shows the traceback"
+        return _last_resort(args, "internal error", f"{what} ({hint})", EX_SOFTWARE)
+
+
+_OUT_OF_MEMORY = "out of memory; try a smaller model, train.batch_size or train.bptt, or shorter input lines"
+
+
+def _verb(argv: Sequence[str]) -> str:
+    """``rnnkit VERB`` when ``argv``'s first word is a verb, else ``rnnkit``: the messages' prefix."""
+    verb = next((arg for arg in argv if not arg.startswith("-")), None)
+    try:
+        known = verb is not None and _subparser(build_parser(), verb).prog.endswith(f" {verb}")
+    except Exception:  # the parser itself is what failed: the plain prefix will do
+        known = False
+    return f"rnnkit {verb}" if known else "rnnkit"
+
+
+def _last_resort(argv: Sequence[str], kind: str, message: str, status: int) -> int:
+    """Print what escaped every handler as one line (and the traceback when asked); ``status``."""
+    if os.environ.get("RNNKIT_TRACEBACK") == "1":
+        traceback.print_exc()
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()  # what the command printed before comes before the error
+    print(f"{_verb(argv)}: {kind}: {printable(message)}", file=sys.stderr, flush=True)
+    return status
+
+
+def _os_error(err: OSError) -> str:
+    """``file: reason`` (``a -> b: reason`` for a rename) of an OSError that no handler named."""
+    reason = err.strerror or str(err) or type(err).__name__
+    files = [str(f) for f in (err.filename, err.filename2) if f is not None]
+    return f"{' -> '.join(files)}: {reason}" if files else reason
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    """torch's own out-of-memory errors (a RuntimeError on CPUs, OutOfMemoryError on GPUs)."""
+    if any(cls.__name__ == "OutOfMemoryError" for cls in type(err).__mro__):
+        return True
+    return isinstance(err, RuntimeError) and "can't allocate memory" in str(err)
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
@@ -351,7 +462,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     overrides, unknown = split_overrides(extra)
     if unknown or (overrides and args.command != "train"):
-        what = " ".join(unknown or overrides)
+        what = shlex.join(unknown or overrides)
         hint = "" if unknown or args.command is None else " (--section.field=value settings are for train)"
         _subparser(parser, args.command).error(f"unrecognized arguments: {what}{hint}")
     if args.command is None:
@@ -366,8 +477,12 @@ def _main(argv: Sequence[str] | None = None) -> int:
             return run_demo(
                 out=args.out, seed=args.seed, steps=args.steps, device=args.device, as_json=args.json
             )
-        if args.command == "train" and args.nproc:
-            from rnnkit.training.distributed import launch
+        if args.command == "train" and args.nproc is not None:
+            from rnnkit.cli.checks import between
+
+            most = 4 * (os.cpu_count() or 1)
+            between("--nproc", args.nproc, 1, most, "4 per CPU here; each process holds the model")
+            from rnnkit.training.distributed import launch  # torch: after the check
 
             return launch(args.nproc, list(sys.argv[1:] if argv is None else argv))
         if args.command == "train":
@@ -387,13 +502,17 @@ def _main(argv: Sequence[str] | None = None) -> int:
             from rnnkit.cli.diagnose import diagnose
 
             return diagnose(args)
+        if args.command == "export":
+            from rnnkit.cli.commands import export
+
+            return export(args)
         if args.command in ("evaluate", "generate", "score", "next", "predict"):
             from rnnkit.cli import commands
 
             verb = {"next": commands.next_tokens}.get(args.command) or getattr(commands, args.command)
             return verb(args)
     except RnnkitError as err:
-        print(f"rnnkit {args.command}: error: {err}", file=sys.stderr)
+        print(f"rnnkit {args.command}: error: {printable(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"rnnkit {args.command}: interrupted", file=sys.stderr)

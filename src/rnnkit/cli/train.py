@@ -15,14 +15,17 @@ from rnnkit.models.config import check_task_options
 from rnnkit.tasks import task_kind
 from rnnkit.training.distributed import is_main_process
 from rnnkit.training.loop import fit
+from rnnkit.training.memory import check_memory
 from rnnkit.training.progress import duration
-from rnnkit.training.run import read_config, recorded_data
-from rnnkit.training.rundir import NOT_A_RUN_YET, RunDir
+from rnnkit.training.run import check_edits, read_config, recorded_data
+from rnnkit.training.rundir import CONFIG, NOT_A_RUN_YET, RunDir
 
 
 def train(args: argparse.Namespace, overrides: list[str]) -> int:
     if args.resume:
         return _resume(args, overrides)
+    if getattr(args, "accept_edits", False):
+        raise RnnkitError("--accept-edits is for --resume RUN_DIR (a new run has no edits to accept)")
     if not args.out:
         raise RnnkitError("--out RUN_DIR is required (or --resume RUN_DIR)")
     config = load_config(args.config, overrides)
@@ -45,6 +48,7 @@ def train(args: argparse.Namespace, overrides: list[str]) -> int:
     }
     kind = task_kind(config.task)
     corpus = kind.load_corpus(data, config)
+    check_memory(config, corpus)  # refused with the numbers before the model is built
     shape = f"{config.model.cell} {config.model.num_layers}x{config.model.hidden_size}"
     what = kind.summary(corpus)
     if main:
@@ -82,7 +86,10 @@ def _how_to_continue(run: Path) -> str:
 
 def _resume(args: argparse.Namespace, overrides: list[str]) -> int:
     if args.out or args.data or args.train_file or args.config or overrides:
-        raise RnnkitError("--resume RUN_DIR takes no other settings: the run directory holds them all")
+        raise RnnkitError(
+            f"--resume {args.resume} takes no other settings: its {CONFIG} holds them all (to change "
+            "train.* settings, edit that file and add --accept-edits)"
+        )
     run = Path(args.resume)
     if not RunDir(run).config.exists() and RunDir(run).data.exists():
         raise RnnkitError(
@@ -90,9 +97,13 @@ def _resume(args: argparse.Namespace, overrides: list[str]) -> int:
             "with the same rnnkit train --out command"
         )
     config = read_config(run)
+    edits = check_edits(run, config, getattr(args, "accept_edits", False))  # before any data is read
     corpus = task_kind(config.task).resume_corpus(run, recorded_data(run), config)
     if is_main_process():
-        print(f"rnnkit train: resuming {run}", file=sys.stderr if args.json else sys.stdout)
+        say = sys.stderr if args.json else sys.stdout
+        if edits is not None:
+            print(f"rnnkit train: {edits.path} was edited: {edits}; training on with them", file=say)
+        print(f"rnnkit train: resuming {run}", file=say)
     summary = _train(config, corpus, run, args, resume=True)
     return _report(summary, config, args.json, run)
 

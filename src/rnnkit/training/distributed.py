@@ -184,9 +184,16 @@ def launch(nproc: int, argv: list[str]) -> int:
     if sys.platform.startswith("linux"):  # one machine: the loopback interface
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     args = ["--nnodes=1", f"--nproc-per-node={nproc}", "--master-addr=127.0.0.1", f"--master-port={port}"]
+    import logging
+
+    # torchrun logs a failed child at ERROR level: the child's own one-line error says it already
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     try:
         torchrun([*args, "-m", "rnnkit", *rest])
     except ChildFailedError as err:
+        codes = {f.exitcode for f in err.failures.values()}
+        if codes == {2}:  # each failed process printed its one-line error: that is the message
+            return 2
         failures = ", ".join(f"rank {r} exit {f.exitcode}" for r, f in sorted(err.failures.items()))
-        raise RnnkitError(f"a training process failed ({failures}); its error is printed above") from None
+        raise RnnkitError(f"a training process failed ({failures})") from None
     return 0
