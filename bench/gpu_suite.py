@@ -38,7 +38,20 @@ from lm_step import RecipeLM, recipe_epoch
 from quick import BPTT, lm_task, ptb
 from rnnkit.data.batching import batchify
 from rnnkit.tasks.lm import evaluate_lm
-from rnnkit.training.loop import Cursor, History, make_optimizer, train_epoch
+from rnnkit.training.loop import Cursor, History, cpu_bf16_problem, make_optimizer, train_epoch
+
+
+def precisions(device: torch.device) -> tuple[str, ...]:
+    """fp32 and bf16; fp32 alone on a CPU whose torch cannot run a recurrent layer in bf16."""
+    return ("fp32",) if device.type == "cpu" and cpu_bf16_problem() else ("fp32", "bf16")
+
+
+def ratio_keys(row: dict) -> list[str]:
+    """The speed ratios a row of :func:`speed_case` holds."""
+    return [k for k in RATIOS if k in row]
+
+
+RATIOS = ("rnnkit fp32 / recipe fp32", "rnnkit bf16 / recipe fp32", "rnnkit bf16 / recipe bf16")
 
 
 def speed_case(corpus, hidden: int, args, device: torch.device) -> dict:
@@ -52,8 +65,9 @@ def speed_case(corpus, hidden: int, args, device: torch.device) -> dict:
         with torch.autocast(device.type, dtype=torch.bfloat16):
             recipe_epoch(recipe, columns, BPTT, 1.0, 0.25, vocab)
 
-    variants["recipe bf16"] = recipe_bf16
-    for precision in ("fp32", "bf16"):
+    if "bf16" in precisions(device):
+        variants["recipe bf16"] = recipe_bf16
+    for precision in precisions(device):
         config, task = lm_task(
             corpus,
             "lstm",
@@ -71,13 +85,15 @@ def speed_case(corpus, hidden: int, args, device: torch.device) -> dict:
         variants[f"rnnkit {precision}"] = ours
     times = harness.interleaved(variants, device, repeats=args.repeats, min_seconds=args.seconds)
     tokens = (columns.shape[0] - 1) * columns.shape[1]
-    return {
+    row = {
         "case": f"train lstm 2x{hidden} batch {args.batch}",
         "tokens_per_s": {k: tokens / statistics.median(v) for k, v in times.items()},
-        "rnnkit fp32 / recipe fp32": harness.ratio(times, "rnnkit fp32", "recipe fp32"),
-        "rnnkit bf16 / recipe fp32": harness.ratio(times, "rnnkit bf16", "recipe fp32"),
-        "rnnkit bf16 / recipe bf16": harness.ratio(times, "rnnkit bf16", "recipe bf16"),
     }
+    for key in RATIOS:
+        ours, base = key.split(" / ")
+        if ours in times and base in times:
+            row[key] = harness.ratio(times, ours, base)
+    return row
 
 
 def quality_case(corpus, hidden: int, args, device: torch.device) -> dict:
@@ -88,7 +104,7 @@ def quality_case(corpus, hidden: int, args, device: torch.device) -> dict:
     _, start = lm_task(corpus, "lstm", hidden, device, [f"--train.batch_size={args.batch}"])
     initial = copy.deepcopy(start.model.state_dict())
     out = {"case": f"quality lstm 2x{hidden}: {args.steps} steps of {args.batch}x{BPTT} tokens"}
-    for precision in ("fp32", "bf16"):
+    for precision in precisions(device):
         settings = [f"--train.batch_size={args.batch}", f"--train.precision={precision}"]  # lr 20, clip 0.25
         config, task = lm_task(corpus, "lstm", hidden, device, settings)
         task.model.load_state_dict(initial)
@@ -104,7 +120,8 @@ def quality_case(corpus, hidden: int, args, device: torch.device) -> dict:
         with torch.no_grad():  # evaluated in fp32 both: the weights are what is compared
             ppl = evaluate_lm(task.model, valid, 10, BPTT, device)["ppl"]
         out[precision] = {"valid_ppl": ppl, "train_seconds": seconds}
-    out["bf16 vs fp32"] = out["bf16"]["valid_ppl"] / out["fp32"]["valid_ppl"] - 1
+    if "bf16" in out:
+        out["bf16 vs fp32"] = out["bf16"]["valid_ppl"] / out["fp32"]["valid_ppl"] - 1
     return out
 
 
@@ -137,22 +154,27 @@ def main() -> int:
         "bf16": harness.matmul_peak(device, dtype=torch.bfloat16),
     }
     print(f"data: {source}; {info}", flush=True)
+    if "bf16" not in precisions(device):
+        print(f"bf16 skipped: this CPU cannot run it ({cpu_bf16_problem()})", flush=True)
     rows = []
     for hidden in args.hidden:
         row = speed_case(corpus, hidden, args, device)
         rows.append(row)
         speed = ", ".join(f"{k} {v:.0f}" for k, v in row["tokens_per_s"].items())
         print(f"{row['case']}: tokens/s {speed}", flush=True)
-        for key in ("rnnkit fp32 / recipe fp32", "rnnkit bf16 / recipe fp32", "rnnkit bf16 / recipe bf16"):
+        for key in ratio_keys(row):
             r = row[key]
             print(f"  {key}: {r['median']:.2f}x [{r['min']:.2f}, {r['max']:.2f}]", flush=True)
     for hidden in args.hidden:
         row = quality_case(corpus, hidden, args, device)
         rows.append(row)
-        fp32, bf16 = row["fp32"]["valid_ppl"], row["bf16"]["valid_ppl"]
-        print(
-            f"{row['case']}: valid ppl fp32 {fp32:.2f}, bf16 {bf16:.2f} ({100 * row['bf16 vs fp32']:+.2f}%)"
-        )
+        fp32 = row["fp32"]["valid_ppl"]
+        if "bf16" in row:
+            bf16 = row["bf16"]["valid_ppl"]
+            change = 100 * row["bf16 vs fp32"]
+            print(f"{row['case']}: valid ppl fp32 {fp32:.2f}, bf16 {bf16:.2f} ({change:+.2f}%)")
+        else:
+            print(f"{row['case']}: valid ppl fp32 {fp32:.2f}")
     bad = [r for r in rows if "bf16 vs fp32" in r and not math.isfinite(r["bf16 vs fp32"])]
     harness.write_json(
         args.json, {"machine": info, "data": source, "command": " ".join(sys.argv), "rows": rows}

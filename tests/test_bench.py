@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from rnnkit.training.loop import cpu_bf16_problem
+
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
@@ -46,8 +48,14 @@ def test_gpu_suite_dry_run_on_cpu(tmp_path):
     payload = json.loads(out.read_text())
     speed, quality = payload["rows"]
     tokens_per_s = speed["tokens_per_s"]
-    assert set(tokens_per_s) == {"rnnkit fp32", "rnnkit bf16", "recipe fp32", "recipe bf16"}
-    for key in ("rnnkit fp32 / recipe fp32", "rnnkit bf16 / recipe fp32", "rnnkit bf16 / recipe bf16"):
+    keys = ["rnnkit fp32 / recipe fp32", "rnnkit bf16 / recipe fp32", "rnnkit bf16 / recipe bf16"]
+    if cpu_bf16_problem():  # no bf16 LSTM on this CPU (no AVX-512 bf16): fp32 only, and said
+        assert "bf16 skipped: this CPU cannot run it" in done.stdout
+        assert set(tokens_per_s) == {"rnnkit fp32", "recipe fp32"} and "bf16" not in quality
+        keys = keys[:1]
+    else:
+        assert set(tokens_per_s) == {"rnnkit fp32", "rnnkit bf16", "recipe fp32", "recipe bf16"}
+    for key in keys:
         assert speed[key]["min"] > 0
         # with two repeats a variant's median time is the mean of its two, so the ratio of the
         # speeds (tokens/s) is the mediant of the two per-repeat ratios: between their min and max.
@@ -56,6 +64,8 @@ def test_gpu_suite_dry_run_on_cpu(tmp_path):
         speedup = tokens_per_s[ours] / tokens_per_s[base]
         assert speed[key]["min"] * (1 - 1e-9) <= speedup <= speed[key]["max"] * (1 + 1e-9), (key, speedup)
     assert all(v > 0 for v in speed["tokens_per_s"].values())
-    fp32, bf16 = quality["fp32"]["valid_ppl"], quality["bf16"]["valid_ppl"]
-    assert math.isfinite(fp32) and math.isfinite(bf16)
-    assert quality["bf16 vs fp32"] == pytest.approx(bf16 / fp32 - 1)
+    assert math.isfinite(quality["fp32"]["valid_ppl"])
+    if "bf16" in quality:
+        fp32, bf16 = quality["fp32"]["valid_ppl"], quality["bf16"]["valid_ppl"]
+        assert math.isfinite(bf16)
+        assert quality["bf16 vs fp32"] == pytest.approx(bf16 / fp32 - 1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import math
 import os
@@ -301,13 +302,27 @@ def _show(task: Task, state: TrainState, session: Session, pace: _Pace, norm: fl
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
     """``train.precision``: "bf16" runs forward passes under bfloat16 autocast (matrix
     products in bf16, softmax and losses in fp32; weights, gradients and the optimizer stay
-    fp32, so no loss scaling is needed); "fp32" changes nothing. bf16 is for GPUs: on a CPU
-    torch's bf16 kernels fail inside the recurrent layers, so it is refused there."""
-    if precision == "bf16" and device.type != "cuda":
-        raise RnnkitError(f"train.precision = bf16 needs a CUDA GPU; this run is on {device}: use fp32")
+    fp32, so no loss scaling is needed); "fp32" changes nothing. On a CPU whose torch cannot
+    run a recurrent layer in bf16 (oneDNN has no bf16 LSTM primitive without AVX-512 bf16),
+    bf16 is refused in one line before anything runs."""
+    if precision == "bf16" and device.type == "cpu" and (problem := cpu_bf16_problem()):
+        raise RnnkitError(f"train.precision = bf16 does not run on this CPU ({problem}); use fp32")
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+@functools.cache
+def cpu_bf16_problem() -> str | None:
+    """Why a recurrent layer cannot run under bf16 autocast on this CPU (torch's first line of
+    it), or None when it can: tried once on a tiny LSTM and GRU."""
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            for layer in (torch.nn.LSTM(4, 4), torch.nn.GRU(4, 4)):
+                layer(torch.zeros(2, 1, 4))
+    except RuntimeError as err:
+        return str(err).splitlines()[0][:120]
+    return None
 
 
 def task_device(task: Task) -> torch.device:
