@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import functools
 import http.server
+import os
+import random
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -126,6 +130,40 @@ def write_toy_lm_corpus(root, vocab: int = 12, length: int = 8, train: int = 120
         ]
         (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
     return root
+
+
+def write_toy_sst(root: Path) -> Path:
+    """SST-style trees ``{train,dev,test}.txt`` of 3 words: the last (good/great or bad/awful)
+    decides the label (4 or 0), so a tiny classifier learns it (seed 0)."""
+    root.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(0)
+    for split, n in (("train", 40), ("dev", 10), ("test", 10)):
+        trees = []
+        for _ in range(n):
+            label = rng.choice([0, 4])
+            word = rng.choice(["good", "great"] if label else ["bad", "awful"])
+            trees.append(f"({label} (2 the) ({label} (2 film) ({label} {word})))")
+        (root / f"{split}.txt").write_text("\n".join(trees) + "\n")
+    return root
+
+
+CLI_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def run_rnnkit(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """The real command line (``python -m rnnkit ARGS``), one thread, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "rnnkit", *args], capture_output=True, text=True, env=CLI_ENV, timeout=timeout
+    )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *words: str) -> None:
+    """``proc`` failed as a bad input should: exit 2, one stderr line holding ``words``, no traceback."""
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    for word in words:
+        assert word in proc.stderr, proc.stderr
 
 
 def write_toy_treebank(root, train: int = 60):

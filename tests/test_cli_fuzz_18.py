@@ -60,7 +60,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 
-from conftest import write_toy_lm_corpus, write_toy_treebank
+from conftest import write_toy_lm_corpus, write_toy_sst, write_toy_treebank
 from rnnkit import names
 from rnnkit import presets as preset_files
 from rnnkit.cli.main import EX_SOFTWARE, build_parser, main
@@ -425,16 +425,7 @@ def cases(draw) -> Case:
 
 
 def _sst(root: Path) -> Path:
-    root.mkdir(parents=True)
-    rng = random.Random(0)
-    for split, n in (("train", 40), ("dev", 10), ("test", 10)):
-        trees = []
-        for _ in range(n):
-            label = rng.choice([0, 4])
-            word = rng.choice(["good", "great"] if label else ["bad", "awful"])
-            trees.append(f"({label} (2 the) ({label} (2 film) ({label} {word})))")
-        (root / f"{split}.txt").write_text("\n".join(trees) + "\n")
-    return root
+    return write_toy_sst(root)
 
 
 def _inputs(root: Path, corpora: dict[str, Path]) -> None:

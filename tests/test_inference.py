@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import math
-import random
 
 import pytest
 import torch
 
 import rnnkit
-from conftest import write_toy_lm_corpus, write_toy_treebank
+from conftest import write_toy_lm_corpus, write_toy_sst, write_toy_treebank
 from rnnkit.cli.main import main
 from rnnkit.errors import RnnkitError
 from rnnkit.inference import ClassifierRun, LanguageModelRun, TaggerRun, generate, score_lines
@@ -39,15 +38,7 @@ def tag_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def classify_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sst")
-    rng = random.Random(0)
-    for split, n in (("train", 40), ("dev", 10), ("test", 10)):
-        trees = []
-        for _ in range(n):
-            label = rng.choice([0, 4])
-            word = rng.choice(["good", "great"] if label else ["bad", "awful"])
-            trees.append(f"({label} (2 the) ({label} (2 film) ({label} {word})))")
-        (root / f"{split}.txt").write_text("\n".join(trees) + "\n")
+    root = write_toy_sst(tmp_path_factory.mktemp("sst"))
     run = root / "run"
     args = ["train", "--data", str(root), "--out", str(run), "--task=classify", "--data.classes=2"]
     assert main([*args, *TINY]) == 0

@@ -9,32 +9,17 @@ config.json nested too deeply was a RecursionError (status 70) in every verb tha
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import write_toy_lm_corpus
+from conftest import assert_one_line_error, run_rnnkit, write_toy_lm_corpus
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 TINY = ["--model.hidden_size=8", "--model.embed_size=8", "--train.batch_size=4", "--train.bptt=5"]
 
 
-def rnnkit(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "rnnkit", *args], capture_output=True, text=True, env=ENV, timeout=300
-    )
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess, *words: str) -> None:
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    for word in words:
-        assert word in proc.stderr, proc.stderr
+rnnkit = run_rnnkit
 
 
 @pytest.fixture(scope="module")

@@ -10,15 +10,12 @@ so an edit is named setting by setting.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import write_toy_lm_corpus
+from conftest import assert_one_line_error, run_rnnkit, write_toy_lm_corpus
 from rnnkit.config import load_config, to_dict
 from rnnkit.errors import RnnkitError
 from rnnkit.training.run import (
@@ -30,22 +27,10 @@ from rnnkit.training.run import (
     write_config,
 )
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 TINY = ["--model.hidden_size=8", "--model.embed_size=8", "--train.batch_size=4", "--train.bptt=5"]
 
 
-def rnnkit(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "rnnkit", *args], capture_output=True, text=True, env=ENV, timeout=300
-    )
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess, *words: str) -> None:
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    for word in words:
-        assert word in proc.stderr, proc.stderr
+rnnkit = run_rnnkit
 
 
 def edit(run: Path, **changes: object) -> None:

@@ -4,7 +4,6 @@ ONNX Runtime runs with the vocabulary in its metadata, answering as the run's ow
 from __future__ import annotations
 
 import json
-import random
 import subprocess
 import sys
 
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 
 import rnnkit
-from conftest import write_toy_lm_corpus, write_toy_treebank
+from conftest import write_toy_lm_corpus, write_toy_sst, write_toy_treebank
 from rnnkit.cli.main import main
 from rnnkit.config import to_dict
 from rnnkit.errors import RnnkitError
@@ -35,16 +34,7 @@ def runs(tmp_path_factory):
     treebank = write_toy_treebank(root / "treebank")
     tag = ["--task=tag", "--model.crf=true", "--model.char_embed=4", "--model.char_hidden=4"]
     assert main(["train", "--data", str(treebank), "--out", str(root / "tag-run"), *tag, *TINY]) == 0
-    sst = root / "sst"
-    sst.mkdir()
-    rng = random.Random(0)
-    for split, n in (("train", 40), ("dev", 10), ("test", 10)):
-        trees = []
-        for _ in range(n):
-            label = rng.choice([0, 4])
-            word = rng.choice(["good", "great"] if label else ["bad", "awful"])
-            trees.append(f"({label} (2 the) ({label} (2 film) ({label} {word})))")
-        (sst / f"{split}.txt").write_text("\n".join(trees) + "\n")
+    sst = write_toy_sst(root / "sst")
     classify = ["--task=classify", "--data.classes=2", "--model.pooling=max", "--model.cell=gru"]
     assert main(["train", "--data", str(sst), "--out", str(root / "classify-run"), *classify, *TINY]) == 0
     return {task: root / f"{task}-run" for task in ("lm", "tag", "classify")}
