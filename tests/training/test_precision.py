@@ -21,6 +21,14 @@ def corpus(tmp_path_factory):
     return load_corpus(locate(write_toy_lm_corpus(tmp_path_factory.mktemp("bf16"), vocab=20, train=200)))
 
 
+NO_CPU_BF16 = pytest.mark.skipif(
+    loop.cpu_bf16_problem() is not None,
+    reason=f"this CPU's torch has no bf16 recurrent layer ({loop.cpu_bf16_problem()}): bf16 is refused "
+    "here (tests/test_hostile_arguments_18.py checks the refusal)",
+)
+
+
+@NO_CPU_BF16
 def test_bf16_runs_the_products_in_bf16_and_ends_close_to_fp32(corpus, tmp_path):
     seen = set()
     original = loop.make_task
@@ -47,6 +55,7 @@ def test_bf16_runs_the_products_in_bf16_and_ends_close_to_fp32(corpus, tmp_path)
     assert all(t.dtype == torch.float32 for t in last_weights(tmp_path / "b").values())  # weights stay fp32
 
 
+@NO_CPU_BF16
 def test_bf16_tagger_with_characters_and_crf_trains(tmp_path):
     root = write_toy_treebank(tmp_path / "ud", train=40)
     from rnnkit.tasks.tagging import load_tagged

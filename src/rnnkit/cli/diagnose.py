@@ -207,22 +207,28 @@ def diagnose(args: argparse.Namespace) -> int:
     distances = _distances(args.distances, tr.steps, explicit=args.distances != "1,5,10,20,50")
     replaced = _clear(out)
     seen = Observation(subject, tr, layer, index, cell, out, distances)
-    report = _header(seen, args.direction, device)
-    try:
-        for what in DIAGNOSTICS:
-            if what in wanted:
-                report.update(MEASURES[what](seen))
-        report["out"] = str(out)
-        report["files"] = ["diagnose.json", *seen.written]
-        report["replaced"] = replaced
-        write_text_atomic(out / "diagnose.json", json.dumps(report, indent=1, allow_nan=True) + "\n")
-    except WriteError as err:  # a full disk: say which files this call did write
-        raise stopped_writing(err, out, FILES, "diagnose") from None
+    report = _measured(seen, wanted, _header(seen, args.direction, device), replaced)
     if args.json:
         print(json.dumps(report))
     else:
         _print_summary(report, out)
     return 0
+
+
+def _measured(seen: Observation, wanted: list[str], report: dict, replaced: list[str]) -> dict:
+    """``report`` with each wanted diagnostic's figures, written to ``diagnose.json`` beside
+    its plots; on a full disk, one line saying which files this call did write."""
+    try:
+        for what in DIAGNOSTICS:
+            if what in wanted:
+                report.update(MEASURES[what](seen))
+        report["out"] = str(seen.out)
+        report["files"] = ["diagnose.json", *seen.written]
+        report["replaced"] = replaced
+        write_text_atomic(seen.out / "diagnose.json", json.dumps(report, indent=1, allow_nan=True) + "\n")
+    except WriteError as err:
+        raise stopped_writing(err, seen.out, FILES, "diagnose") from None
+    return report
 
 
 def _observed(rnn: nn.Module, args: argparse.Namespace) -> tuple[int, int]:

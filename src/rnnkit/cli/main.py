@@ -70,6 +70,19 @@ def _demo_parser(verbs: Verbs) -> None:
     )
 
 
+def _resume_arguments(train: argparse.ArgumentParser) -> None:
+    train.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue an interrupted run exactly where it stopped"
+    )
+    train.add_argument(
+        "--accept-edits",
+        action="store_true",
+        help="with --resume: train on with the settings of a hand-edited config.json (the change is "
+        "logged; without it an edit is refused); the model's shape, the data, the task, the optimizer "
+        "and the batch size cannot change",
+    )
+
+
 def _train_parser(verbs: Verbs) -> None:
     train = verbs.add_parser(
         "train",
@@ -92,16 +105,7 @@ def _train_parser(verbs: Verbs) -> None:
     train.add_argument("--valid", dest="valid_file", help="validation text file")
     train.add_argument("--test", dest="test_file", help="test text file")
     train.add_argument("--out", help="run directory to create")
-    train.add_argument(
-        "--resume", metavar="RUN_DIR", help="continue an interrupted run exactly where it stopped"
-    )
-    train.add_argument(
-        "--accept-edits",
-        action="store_true",
-        help="with --resume: train on with the settings of a hand-edited config.json (the change is "
-        "logged; without it an edit is refused); the model's shape, the data, the task, the optimizer "
-        "and the batch size cannot change",
-    )
+    _resume_arguments(train)
     train.add_argument(
         "--config", metavar="PRESET|FILE", help="a preset's name (rnnkit presets) or a TOML settings file"
     )

@@ -192,7 +192,7 @@ def launch(nproc: int, argv: list[str]) -> int:
         torchrun([*args, "-m", "rnnkit", *rest])
     except ChildFailedError as err:
         codes = {f.exitcode for f in err.failures.values()}
-        if codes == {2}:  # each failed process printed its one-line error: that is the message
+        if 2 in codes:  # that process printed its one-line error; the launcher stopped the others
             return 2
         failures = ", ".join(f"rank {r} exit {f.exitcode}" for r, f in sorted(err.failures.items()))
         raise RnnkitError(f"a training process failed ({failures})") from None
