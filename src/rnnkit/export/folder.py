@@ -62,15 +62,20 @@ class FolderExport:
         ]
 
 
+def _json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``, or ``{}`` when it is missing, unreadable or not an object:
+    what an export copies from the run's records is descriptive, never a reason to fail."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def describe_data(run: Path) -> dict[str, Any]:
     """The run's corpus as file names only (no directory of the training machine), or
     ``{}`` when the run recorded none."""
-    try:
-        recorded = json.loads(RunDir(run).data.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return {}
-    if not isinstance(recorded, dict):
-        return {}
+    recorded = _json_object(RunDir(run).data)
     out = {}
     for key in ("data", "train", "valid", "test"):
         value = recorded.get(key)
@@ -81,12 +86,7 @@ def describe_data(run: Path) -> dict[str, Any]:
 
 def _figures(run: Path) -> dict[str, Any]:
     """The figures of ``summary.json`` (without the run's facts, which hold local paths)."""
-    try:
-        summary = json.loads(RunDir(run).summary.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return {}
-    if not isinstance(summary, dict):
-        return {}
+    summary = _json_object(RunDir(run).summary)
     return {k: v for k, v in summary.items() if k != "run" and isinstance(v, dict)}
 
 
