@@ -104,6 +104,8 @@ def test_a_classifier_run_gives_every_class_probability_as_predict_does(classify
     assert trained.evaluate("valid")["sentences"] == 10
     with pytest.raises(RnnkitError, match="'classify' run; score needs a language model"):
         trained.score(["the film"])
+    with pytest.raises(RnnkitError, match="'classify' run; stream needs a language model"):
+        trained.stream()
 
 
 def test_load_refuses_a_checkpoint_name_and_a_directory_that_is_no_run(tmp_path, lm_run):

@@ -15,7 +15,7 @@ import math
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -34,6 +34,9 @@ from rnnkit.tasks.tagging import Tagging
 from rnnkit.textsafe import printable
 from rnnkit.training.run import read_config, recorded_data
 from rnnkit.training.rundir import RunDir
+
+if TYPE_CHECKING:
+    from rnnkit.stream import Stream
 
 SCORE_WINDOW = 1024
 """A line of more tokens is scored this many at a time, the state carried from one window to
@@ -57,10 +60,20 @@ LISTED_UNKNOWN = 100
 def load(run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu") -> Trained:
     """The trained run in ``run_dir``, whatever its task, its model in eval mode on ``device``.
 
-    ``which`` is the checkpoint: ``best`` (by validation) or ``last``. Works for a run trained
-    on a GPU and loaded on a CPU: weights are plain tensors.
+    ``which`` is the checkpoint: ``best`` (by validation) or ``last``. A run that has no
+    ``best`` yet (killed in its first epoch, after a timed save of ``last``) is loaded from
+    ``last``, with a note on standard error. Works for a run trained on a GPU and loaded on a
+    CPU: weights are plain tensors.
     """
-    RunDir(run_dir).checkpoint(which)  # "best" or "last", else a one-line error
+    files = RunDir(run_dir)
+    files.checkpoint(which)  # "best" or "last", else a one-line error
+    if which == "best" and not files.record("best").exists() and files.record("last").exists():
+        which = "last"
+        print(
+            f"rnnkit: note: {run_dir} has no best checkpoint yet (no validation finished); "
+            "using last/, its latest resumable save",
+            file=sys.stderr,
+        )
     run_dir = Path(run_dir)
     config = read_config(run_dir)
     device = torch.device(device)
@@ -152,6 +165,9 @@ class Trained:
     def next(self, *args: Any, **kwargs: Any) -> list[tuple[str, float]]:
         raise self._refuse("next", "a language model (task 'lm')")
 
+    def stream(self, *args: Any, **kwargs: Any) -> Stream:
+        raise self._refuse("stream", "a language model (task 'lm')")
+
     def tag(self, *args: Any, **kwargs: Any) -> list[list[str]]:
         raise self._refuse("tag", "a tagger (task 'tag')")
 
@@ -218,6 +234,19 @@ class LanguageModelRun(Trained):
     def line_score(self, window: int | None = None) -> LineScore:
         """A :class:`LineScore` to score one line given in parts (a line read in pieces)."""
         return LineScore(self.model, self.vocab, self.codec, window)
+
+    def stream(
+        self, restore: bytes | None = None, limit: int = LINE_LIMIT, window: int = SCORE_WINDOW
+    ) -> Stream:
+        """A :class:`rnnkit.stream.Stream` reading text (or tokens) as it comes, the state
+        carried: ``feed``, ``next``, ``snapshot``; from the state of ``restore`` (what a
+        stream of this model's ``snapshot()`` returned), else from a fresh line."""
+        from rnnkit.stream import Stream  # it builds on this module's scoring
+
+        stream = Stream(self.model, self.vocab, self.codec, limit=limit, window=window)
+        if restore is not None:
+            stream.restore(restore)
+        return stream
 
     def next(self, prefix: str = "", k: int = 10) -> list[tuple[str, float]]:
         """The ``k`` most probable next tokens after ``prefix``, with their probabilities."""
