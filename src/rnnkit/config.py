@@ -152,6 +152,13 @@ class ModelConfig:
         low=0,
         low_open=True,
     )
+    init: str = setting(
+        "torch",
+        "language models: torch (each layer's default: word vectors ~ N(0, 1), weights ~ "
+        "U(-1/sqrt(H), 1/sqrt(H))) or recipe (the PyTorch word-language-model example's: the same "
+        "seed gives its very model: word vectors and W_S ~ U(-0.1, 0.1), the softmax bias 0)",
+        choices=("torch", "recipe"),
+    )
     embed_init_range: float | None = setting(
         None,
         "language models: the word vectors ~ U(-r, r) (AWD-LSTM); none: torch's init",
@@ -170,6 +177,12 @@ class ModelConfig:
     cutoffs: list[int] = setting(  # noqa: RUF009 (a default_factory: each config its own list)
         doc="adaptive head: word-rank bounds of its clusters, increasing (e.g. 2000,5000)",
         factory=list,
+        low=1,
+    )
+    cutoffs_vocab: int | None = setting(
+        None,
+        "adaptive head: the vocabulary size the cutoffs were set for; another vocabulary scales "
+        "them in proportion, with a note (none: the cutoffs as written)",
         low=1,
     )
     div_value: float = setting(4.0, "adaptive head: tail cluster i projects h to hidden / div_value^i", low=1)
@@ -301,6 +314,12 @@ class TrainConfig:
     log_every: int = setting(100, "log the training loss every this many steps", low=1)
     checkpoint_every: int = setting(
         0, "also save last/ (resumable) every this many steps (0: epoch ends only)", low=0
+    )
+    checkpoint_minutes: float = setting(
+        10.0,
+        "also save last/ (resumable) after this many minutes of training since the last save "
+        "(0: never by time); a long first epoch killed midway loses minutes, not the epoch",
+        low=0,
     )
     eval_every: int = setting(
         0, "also validate every this many steps, keeping the best (0: epoch ends only)", low=0
@@ -500,6 +519,15 @@ def _number_text(value: object) -> str:
 
 
 _GATES = {"elman": 1, "irnn": 1, "gru": 3, "lstm": 4}
+
+
+def scaled_cutoffs(config: ModelConfig, vocab_size: int) -> list[int]:
+    """The adaptive head's cutoffs for a vocabulary of ``vocab_size``: as written, or, when
+    ``model.cutoffs_vocab`` says which vocabulary they were set for, scaled in proportion
+    (PTB's [2000, 5000] of 10,000 words are [6656, 16639] of 33,278)."""
+    if config.cutoffs_vocab is None or config.cutoffs_vocab == vocab_size:
+        return list(config.cutoffs)
+    return [max(1, round(c * vocab_size / config.cutoffs_vocab)) for c in config.cutoffs]
 
 
 def recurrent_parameters(model: ModelConfig, task: str = "lm") -> int:

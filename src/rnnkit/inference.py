@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -200,11 +200,15 @@ class LanguageModelRun(Trained):
         stop_at_eos: bool = True,
         with_prompt: bool = False,
         seed: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        no_unk: bool = False,
     ) -> str:
         """A sampled continuation of ``prompt`` as text (after the prompt with ``with_prompt``).
 
         ``max_tokens`` defaults to 400 for character and symbol models, else 50; ``seed``
-        (or a ``generator``, drawn on across calls) makes it repeat. See :func:`generate`.
+        (or a ``generator``, drawn on across calls) makes it repeat; ``stop`` (a token, or
+        several) ends the sample after that token; ``no_unk`` never samples ``<unk>``. See
+        :func:`generate`.
         """
         if max_tokens is None:  # a character is a short token: a few lines of text either way
             max_tokens = 400 if self.config.data.level in ("char", "symbol") else 50
@@ -221,6 +225,8 @@ class LanguageModelRun(Trained):
             top_p,
             generator,
             stop_at_eos,
+            stop,
+            no_unk,
         )
         return self.codec.join((self.codec.prompt_tokens(prompt) if with_prompt else []) + tokens)
 
@@ -380,7 +386,7 @@ def warn_unknown(vocab: Vocab, tokens: list[str], program: str = "rnnkit") -> No
 # -- a language model's inference on (model, vocabulary, codec) ------------------------------------
 
 
-def _context(vocab: Vocab, codec: Codec, tokens: list[str]) -> list[int]:
+def context_ids(vocab: Vocab, codec: Codec, tokens: list[str]) -> list[int]:
     """Ids of ``tokens`` conditioned like a fresh line: after the previous sentence's end."""
     start = codec.sentence_end
     ids = ([vocab.index(start)] if start in vocab else []) + [vocab.index(t) for t in tokens]
@@ -542,7 +548,7 @@ def score_lines(
             results[i] = scorer.result()
             continue
         tokens, unknown = as_read(vocab, raw)
-        short.append((i, tokens, unknown, _context(vocab, codec, tokens)))
+        short.append((i, tokens, unknown, context_ids(vocab, codec, tokens)))
     short.sort(key=lambda s: len(s[3]))
     group: list[tuple[int, list[str], list[str], list[int]]] = []
     for item in short:
@@ -606,7 +612,7 @@ def next_distribution(
     model: LanguageModel, vocab: Vocab, codec: Codec, prefix: str, k: int = 10
 ) -> list[tuple[str, float]]:
     """The ``k`` most probable next tokens after ``prefix`` with their probabilities."""
-    ids = torch.tensor(_context(vocab, codec, codec.prompt_tokens(prefix)))
+    ids = torch.tensor(context_ids(vocab, codec, codec.prompt_tokens(prefix)))
     device = next(model.parameters()).device
     h, _ = model(ids[:, None].to(device))
     probs = model.head.log_probs(h[-1]).exp()[0]
@@ -626,24 +632,33 @@ def generate(
     top_p: float | None = None,
     generator: torch.Generator | None = None,
     stop_at_eos: bool = True,
+    stop: str | Sequence[str] | None = None,
+    no_unk: bool = False,
 ) -> list[str]:
     """Sample a continuation of ``prompt``: softmax(logits / temperature), optionally cut to
     the ``top_k`` tokens or the smallest set of probability ``top_p`` (nucleus sampling).
 
     With ``stop_at_eos`` it stops where :meth:`Codec.ends_text` says the text ends (the end
-    of the sentence; for characters, a blank line), else after ``max_tokens``."""
+    of the sentence; for characters, a blank line), else after ``max_tokens``. ``stop`` (a
+    token or several, e.g. ``[".", "!", "?"]``: a sentence where ``<eos>`` ends a paragraph)
+    ends it after the first of them drawn, which is kept. With ``no_unk``, ``<unk>`` is
+    never drawn (its probability goes to the other tokens)."""
     if temperature <= 0:
         raise RnnkitError(f"temperature must be positive, got {temperature}")
     if top_p is not None and not 0 < top_p <= 1:
         raise RnnkitError(f"top_p must be in (0, 1], got {top_p}")
+    ends = _stop_rule(stop)
+    unk = vocab.index(vocab.unk) if no_unk and vocab.unk is not None and vocab.unk in vocab else None
     prompt_tokens = codec.prompt_tokens(prompt)
-    ids = _context(vocab, codec, prompt_tokens)
+    ids = context_ids(vocab, codec, prompt_tokens)
     device = next(model.parameters()).device
     h, state = model(torch.tensor(ids, device=device)[:, None])
     out: list[str] = []
     previous = prompt_tokens[-1] if prompt_tokens else None
     for _ in range(max_tokens):
         logits = model.head.log_probs(h[-1])[0] / temperature
+        if unk is not None:
+            logits[unk] = -math.inf
         if top_k is not None:
             cut = logits.topk(min(top_k, logits.numel())).values[-1]
             logits = logits.masked_fill(logits < cut, -math.inf)
@@ -658,6 +673,18 @@ def generate(
                 out.pop()
             break
         out.append(token)
+        if ends(token):
+            break
         previous = token
         h, state = model(torch.tensor([[next_id]], device=device), state)
     return out
+
+
+def _stop_rule(stop: str | Sequence[str] | None) -> Callable[[str], bool]:
+    """Whether a drawn token ends the sample: it is one of the ``stop`` tokens (its
+    surrounding spaces aside, as a subword carries them)."""
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    if any(not s.strip() for s in stops):
+        raise RnnkitError("--stop must be a token such as '.', got an empty one")
+    wanted = {s.strip() for s in stops}
+    return lambda token: token.strip() in wanted

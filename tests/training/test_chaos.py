@@ -40,7 +40,7 @@ SETTINGS = [
     "--train.log_every=3",
     "--no-progress",
 ]
-TIMING = ("tokens_per_s", "seconds", "wall_seconds")
+TIMING = ("tokens_per_s", "seconds", "wall_seconds", "time", "elapsed_s")
 
 
 def _start(args: list[str]) -> subprocess.Popen:

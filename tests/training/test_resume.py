@@ -45,7 +45,7 @@ AWD = [
 # then its end writes best's record (46th) and last's (47th). Killed inside the 47th, the
 # run resumes from step 45's checkpoint with the epoch's end line already in the log.
 EVERY_STEP = [*SETTINGS[:7], "--train.variable_bptt=false", "--train.checkpoint_every=1", *SETTINGS[9:]]
-TIMING = ("tokens_per_s",)
+TIMING = ("tokens_per_s", "time", "elapsed_s")
 
 # Runs rnnkit train, SIGKILLing itself at the n-th call of `target` in the checkpoint module:
 # after a whole checkpoint ("save_checkpoint"), or half-way through one, after the tensors

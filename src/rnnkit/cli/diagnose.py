@@ -549,7 +549,7 @@ def _language_model(args, trained: LanguageModelRun) -> Subject:
     run = trained.run_dir
     text, source = _given_text(args)
     if text is None:
-        tokens, source = _validation_tokens(run, config, codec, args.length)
+        tokens, source = validation_tokens(run, config, codec, args.length)
     else:
         tokens = codec.corpus_tokens(text)[: args.length]
     ids = _enough(torch.tensor([vocab.index(t) for t in tokens], dtype=torch.long)[:, None])
@@ -581,7 +581,7 @@ def _unreachable(run: Path, err: RnnkitError) -> RnnkitError:
     return RnnkitError(f"{run}: the run's corpus is not reachable ({err}); give --text or --file")
 
 
-def _validation_tokens(run: Path, config, codec, length: int) -> tuple[list[str], str]:
+def validation_tokens(run: Path, config, codec, length: int) -> tuple[list[str], str]:
     """The first ``length`` tokens of the validation split of the corpus a run was trained on."""
     from rnnkit.data.corpora import locate
 

@@ -7,8 +7,10 @@ import json
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
-from rnnkit.config import RunConfig, load_config
+from rnnkit import presets
+from rnnkit.config import RunConfig, load_config, scaled_cutoffs
 from rnnkit.errors import RnnkitError
 from rnnkit.fileio import make_dir, write_text_atomic
 from rnnkit.models.config import check_task_options
@@ -56,9 +58,41 @@ def train(args: argparse.Namespace, overrides: list[str]) -> int:
             f"rnnkit train: {config.task}, {shape}, {what} -> {out}",
             file=sys.stderr if args.json else sys.stdout,
         )
+        for note in preset_notes(args.config, config, corpus):
+            print(f"rnnkit train: {note}", file=sys.stderr)
         make_dir(out)
         write_text_atomic(RunDir(out).data, json.dumps(data, indent=1) + "\n")
     return _report(_train(config, corpus, out, args), config, args.json, out)
+
+
+def preset_notes(preset: str | None, config: RunConfig, corpus: Any) -> list[str]:
+    """What a language model's settings assumed that its corpus does not hold: the adaptive
+    softmax's cutoffs scaled to another vocabulary (a note), a corpus far (over 2x either
+    way) from the one a preset was calibrated on (a warning)."""
+    if config.task != "lm":
+        return []
+    notes, m = [], config.model
+    words, tokens = len(corpus.vocab), int(corpus.train.numel())
+    if m.head == "adaptive" and m.cutoffs_vocab not in (None, words):
+        notes.append(
+            f"note: the adaptive softmax's cutoffs {m.cutoffs} were set for {m.cutoffs_vocab} words; "
+            f"scaled to {scaled_cutoffs(m, words)} for this vocabulary of {words}"
+        )
+    calibrated = presets.calibration(preset) if preset else None
+    if calibrated is not None:
+        name, had_words, had_tokens = calibrated
+        far = [
+            f"{have} {what} ({have / had:.2g}x)"
+            for what, have, had in (("words", words, had_words), ("training tokens", tokens, had_tokens))
+            if not 0.5 <= have / had <= 2
+        ]
+        if far:
+            notes.append(
+                f"warning: preset {preset} was calibrated on {name} ({had_words} words, {had_tokens} "
+                f"training tokens); this corpus has {' and '.join(far)}: its time and perplexity "
+                "figures do not carry over"
+            )
+    return notes
 
 
 def _train(config, corpus, run: Path, args: argparse.Namespace, resume: bool = False) -> dict:

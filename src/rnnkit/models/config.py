@@ -6,9 +6,11 @@ over the recurrent stack of :func:`build_encoder`.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from rnnkit.config import DataConfig, ModelConfig
+from rnnkit.config import DataConfig, ModelConfig, scaled_cutoffs
 from rnnkit.errors import RnnkitError
 from rnnkit.layers.rnn import RNN
 from rnnkit.models.classifier import Classifier
@@ -27,12 +29,14 @@ CHAR_CELL = "lstm"
 TASK_ONLY = {
     "lm": (
         "projection_size",
+        "init",
         "init_range",
         "embed_init_range",
         "tie_weights",
         "head",
         "head_bias",
         "cutoffs",
+        "cutoffs_vocab",
         "div_value",
     ),
     "tag": ("char_embed", "char_hidden", "crf"),
@@ -102,6 +106,7 @@ def build_model(config: ModelConfig, vocab_size: int) -> LanguageModel:
     (its encoder from :func:`build_encoder`)."""
     if config.projection_size is not None and config.projection_size <= 0:
         raise RnnkitError(f"model.projection_size must be a positive integer, got {config.projection_size}")
+    seeded = torch.get_rng_state()  # model.init = recipe draws again from here, in its order
     recurrent = build_encoder(config, config.embed_size)
     out_size = config.hidden_size * (2 if config.bidirectional else 1)
     if config.projection_size is not None:
@@ -118,6 +123,8 @@ def build_model(config: ModelConfig, vocab_size: int) -> LanguageModel:
         locked_dropout=config.locked_dropout,
         projection_size=config.projection_size,
     )
+    if config.init == "recipe":
+        _recipe_init(model, seeded)
     if config.init_range is not None:  # Zaremba et al. 2014: every parameter ~ U(-0.1, 0.1)
         with torch.no_grad():
             for p in model.parameters():
@@ -130,13 +137,34 @@ def build_model(config: ModelConfig, vocab_size: int) -> LanguageModel:
     return model
 
 
+def _recipe_init(model: LanguageModel, seeded: torch.Tensor) -> None:
+    """The PyTorch word-language-model example's initialisation, drawn as it draws it: from the
+    random state the model's construction began in, its modules in its order (word vectors,
+    the recurrent layers, the output layer, each by torch's default), then word vectors and the
+    output weights ~ U(-0.1, 0.1) and the output bias 0. The same seed, the example's model."""
+    if not isinstance(model.head, FullSoftmax) or model.projection is not None:
+        raise RnnkitError("model.init = 'recipe' is the example's model: model.head = 'full', no projection")
+    torch.set_rng_state(seeded)
+    with torch.no_grad():
+        model.embedding.reset_parameters()
+        bound = 1.0 / math.sqrt(model.rnn.hidden_size)  # nn.RNN/GRU/LSTM's, in their order
+        for name, p in model.rnn.named_parameters():
+            p.zero_() if name.startswith(("h_0", "c_0")) else p.uniform_(-bound, bound)
+        model.head.proj.reset_parameters()
+        model.embedding.weight.uniform_(-0.1, 0.1)
+        if model.head.proj.bias is not None:
+            model.head.proj.bias.zero_()
+        model.head.proj.weight.uniform_(-0.1, 0.1)
+
+
 def _head(config: ModelConfig, out_size: int, vocab_size: int) -> OutputHead:
     if config.head == "adaptive":
         if config.tie_weights:
             raise RnnkitError(
                 "model.tie_weights needs model.head = 'full' (the adaptive softmax has no single W_S)"
             )
-        return AdaptiveSoftmax(out_size, vocab_size, config.cutoffs, config.div_value, config.head_bias)
+        cutoffs = scaled_cutoffs(config, vocab_size)
+        return AdaptiveSoftmax(out_size, vocab_size, cutoffs, config.div_value, config.head_bias)
     if config.tie_weights and out_size != config.embed_size:
         raise RnnkitError(
             f"model.tie_weights needs the RNN's output size ({out_size}) to equal model.embed_size "

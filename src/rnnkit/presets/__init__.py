@@ -8,11 +8,14 @@ Each preset is a TOML file headed by four comment lines, read by :func:`header` 
     # reached: the figure it reached here (or "not verified ...")
     # time: how long that took, and on what
 
-then a ``#`` line, free prose, and the settings.
+then a ``#`` line, free prose, and the settings. A preset tuned on one corpus says so in
+a prose line ``# calibrated on: CORPUS, N words, M training tokens`` (:func:`calibration`):
+``rnnkit train`` warns when the corpus it is given is far from that.
 """
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from typing import TYPE_CHECKING
 
@@ -22,6 +25,8 @@ if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
 FIELDS = ("what", "reached", "time")
+
+_CALIBRATED = re.compile(r"^# calibrated on: (.+), (\d+) words, (\d+) training tokens$", re.MULTILINE)
 """The header's labelled lines, in their order, after the command line."""
 
 
@@ -63,3 +68,12 @@ def header(name: str) -> dict[str, str]:
             "'# rnnkit train ...', then '# what: ...', '# reached: ...', '# time: ...'"
         )
     return info
+
+
+def calibration(name: str) -> tuple[str, int, int] | None:
+    """(corpus, vocabulary size, training tokens) preset ``name`` was calibrated on, or None
+    when its prose names none (or ``name`` is a file, not a preset)."""
+    if not is_name(name) or not (folder() / f"{name}.toml").is_file():
+        return None
+    found = _CALIBRATED.search(read(name))
+    return None if found is None else (found[1], int(found[2]), int(found[3]))

@@ -15,7 +15,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -94,10 +94,13 @@ class MetricsLog:
     A line that cannot be written (a full disk, a read-only file system) is cut off again, so
     the log ends with its last complete line; the log is then closed and a
     :class:`~rnnkit.fileio.WriteError` says so, once: closing it afterwards raises nothing.
+
+    Every line says when it was written: ``time`` (UTC, ISO 8601) and, given ``elapsed``,
+    ``elapsed_s``: the run's training seconds so far, over every session of a resumed run.
     """
 
-    def __init__(self, path: Path | None) -> None:
-        self.path, self.size = path, 0
+    def __init__(self, path: Path | None, elapsed: Callable[[], float] | None = None) -> None:
+        self.path, self.size, self.elapsed = path, 0, elapsed
         self.file: IO[bytes] | None = None
         self.error: WriteError | None = None
         if path is not None:
@@ -112,6 +115,9 @@ class MetricsLog:
             raise self.error
         if self.file is None or self.path is None:
             return
+        entry = {**entry, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        if self.elapsed is not None:
+            entry["elapsed_s"] = round(self.elapsed(), 3)
         line = (json.dumps(entry) + "\n").encode("utf-8")
         try:
             done = 0
@@ -174,6 +180,8 @@ class Session:
     log: Log
     world: World = SINGLE
     run_dir: Path | None = None
+    saved_at: float = field(default_factory=time.perf_counter)
+    """When ``last/`` was last saved in this session (its start before any save)."""
 
     def say(self, line: str) -> None:
         """A line for the user (rank 0 only), above the progress bar."""
@@ -423,14 +431,35 @@ def _stopped(err: WriteError, step: int, run_dir: Path) -> WriteError:
 
 
 def _resumable(run_dir: Path, world: World, resume: bool) -> bool:
-    """Whether to resume: asked, and ``last/`` is there; a run killed before its first
-    checkpoint has nothing to lose, so it starts from the beginning."""
+    """Whether to resume: asked, and ``last/`` is there. A run killed before its first
+    checkpoint starts from the beginning; its log is kept aside (``metrics.jsonl.1``, the
+    next free number after it), never written over."""
     if resume and not RunDir(run_dir).record("last").exists():
         if world.main:
-            print(f"rnnkit: {run_dir}: no checkpoint yet; training from the beginning", file=sys.stderr)
-            _truncate_metrics(RunDir(run_dir).metrics, 0)
+            aside = _set_aside(RunDir(run_dir).metrics)
+            kept = f" (the killed run's log is kept as {aside.name})" if aside is not None else ""
+            print(f"rnnkit: {run_dir}: no checkpoint yet; training from the beginning{kept}", file=sys.stderr)
         return False
     return resume
+
+
+def _set_aside(path: Path) -> Path | None:
+    """Rename a non-empty ``path`` to ``path.N``, the first N free; where it went (None:
+    nothing to keep)."""
+    try:
+        if path.stat().st_size == 0:
+            return None
+    except FileNotFoundError:
+        return None
+    n = 1
+    while path.with_name(f"{path.name}.{n}").exists():
+        n += 1
+    aside = path.with_name(f"{path.name}.{n}")
+    try:
+        os.replace(path, aside)
+    except OSError as err:
+        raise cannot_write(aside, err, f"{path.name} is as it was; nothing was trained") from None
+    return aside
 
 
 def _resume(state: TrainState, run_dir: Path, config: RunConfig) -> None:
@@ -446,7 +475,7 @@ def _resume(state: TrainState, run_dir: Path, config: RunConfig) -> None:
     _truncate_metrics(RunDir(run_dir).metrics, state.history.step, record.get("metrics_bytes"))
     change = settings_change(run_dir, config)
     if change is not None:
-        log = MetricsLog(RunDir(run_dir).metrics)
+        log = MetricsLog(RunDir(run_dir).metrics, lambda: state.earlier.seconds)
         try:
             log({"step": state.history.step, **change})
         finally:
@@ -473,7 +502,11 @@ def _open_session(config: RunConfig, task: Task, state: TrainState, run_dir: Pat
             _StepModule(task), device_ids=[device] if device.type == "cuda" else None
         )
     meter = Progress(config.train.epochs, rate_unit(config.task, config.data.level), progress)
-    log = MetricsLog(RunDir(run_dir).metrics if world.main else None)
+
+    def elapsed() -> float:  # the run's training time, over every session
+        return state.earlier.seconds + meter.seconds()
+
+    log = MetricsLog(RunDir(run_dir).metrics if world.main else None, elapsed)
     return Session(config, meter, step, log, world, run_dir)
 
 
@@ -557,11 +590,15 @@ def save_last(state: TrainState, session: Session, extra: dict[str, Any] | None 
     record, tensors = state.capture(session.meter.seconds(), metrics_bytes, extra)
     if state.world.main and session.run_dir is not None:
         save_checkpoint(RunDir(session.run_dir).last, state.model, record, state.history.step, extra=tensors)
+    session.saved_at = time.perf_counter()
 
 
 def _between_windows(task: Task, state: TrainState, session: Session) -> None:
     """Within an epoch: validate every ``train.eval_every`` steps (model selection only:
-    schedules look at epochs) and save ``last/`` every ``train.checkpoint_every`` steps."""
+    schedules look at epochs) and save ``last/`` every ``train.checkpoint_every`` steps and
+    after ``train.checkpoint_minutes`` of training since the last save (looked at every
+    ``train.log_every`` steps, every rank agreeing), so a long epoch killed midway loses
+    minutes, not the epoch. Saving never changes what is computed."""
     t, history, cursor = session.config.train, state.history, state.cursor
     if t.eval_every and history.step % t.eval_every == 0:
         valid, improved = validate(task, state, session, {"step": history.step, "epoch": cursor.epoch})
@@ -575,6 +612,10 @@ def _between_windows(task: Task, state: TrainState, session: Session) -> None:
         task.model.train()
     if t.checkpoint_every and history.step % t.checkpoint_every == 0:
         save_last(state, session)
+    elif t.checkpoint_minutes and history.step % t.log_every == 0:
+        due = time.perf_counter() - session.saved_at >= 60 * t.checkpoint_minutes
+        if session.world.sum([float(due)], task_device(task))[0] > 0:  # any rank's clock: all save
+            save_last(state, session)
 
 
 def _summarize(task: Task, state: TrainState, session: Session, run_dir: Path) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rnnkit.config import RunConfig, recurrent_parameters
+from rnnkit.config import RunConfig, recurrent_parameters, scaled_cutoffs
 from rnnkit.errors import RnnkitError
 
 FLOAT = 4
@@ -199,7 +199,7 @@ def _head(config: RunConfig, out: int, shape: _Shape) -> tuple[int, int]:
     if config.task != "lm" or m.head == "full":
         bias = vocab if (config.task != "lm" or m.head_bias) else 0
         return out * vocab + bias, LOGIT_COPIES * shape.softmax_tokens * vocab
-    cutoffs = [c for c in m.cutoffs if 0 < c < vocab] or [vocab]
+    cutoffs = [c for c in scaled_cutoffs(m, vocab) if 0 < c < vocab] or [vocab]
     bounds = [*cutoffs, vocab]
     parameters = out * (cutoffs[0] + len(cutoffs) - 1) + (cutoffs[0] if m.head_bias else 0)
     for i in range(1, len(bounds)):
