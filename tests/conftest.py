@@ -17,6 +17,9 @@ from torch import nn
 
 import rnnkit
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n N: N workers share the cores, a thread each
+    torch.set_num_threads(1)
+
 # (id, rnnkit cell name, options, torch module class and options computing the same function, or None)
 CELL_CASES = [
     ("elman-sigmoid", "elman", {"nonlinearity": "sigmoid"}, None),

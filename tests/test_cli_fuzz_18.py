@@ -23,7 +23,8 @@ The time limits are an idle machine's, stretched by the load average per CPU. A 
 still running at its time limit is a failure, except for verbs whose work the user
 sizes (``train``, ``diagnose``, ``demo``, ``experiment``: a valid ``--train.epochs=2**63``
 or ``--scale full`` is legitimately long; a bad value is refused before any work, in
-seconds) and for ``generate`` while it streams output: those count as "long".
+seconds), for ``generate`` while it streams output and for ``serve`` and ``explore`` once they
+say where they serve: those count as "long".
 
 CI runs :data:`EXAMPLES` cases with a fixed seed; ``CLI_FUZZ_EXAMPLES=N`` runs N random
 ones (``CLI_FUZZ_LOG=FILE`` writes every case as a JSON line), e.g.::
@@ -83,6 +84,9 @@ TIMEOUT = {"train": 30.0, "diagnose": 30.0, "demo": 15.0, "experiment": 15.0}
 stretched by the load average per CPU when the machine is busy (:func:`time_limit`)."""
 DEFAULT_TIMEOUT = 45.0
 LONG_VERBS = {"train", "diagnose", "demo", "experiment"}
+SERVER_VERBS = {"serve", "explore"}
+"""Verbs that serve until stopped: one still running at its time limit is "long" when it said
+where it serves (it started), a failure otherwise."""
 """Verbs whose work the user sizes: a case of theirs that is still running at its limit is
 legitimately long (it got past every check), not a failure."""
 
@@ -691,7 +695,8 @@ def run_case(case: Case, world: World, scratch: Path) -> Outcome:
     problems, long = [], False
     if status is None:
         streaming = case.verb == "generate" and len(stdout) > 0
-        if case.verb in LONG_VERBS or streaming:
+        serving = case.verb in SERVER_VERBS and b"http://" in stdout + stderr.encode()
+        if case.verb in LONG_VERBS or streaming or serving:
             long = True
         else:
             problems.append(f"still running after {timeout:.0f} s")

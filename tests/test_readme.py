@@ -29,12 +29,16 @@ split into ``a`` and ``b``. Each command is then, by the first rule that matches
     the demo ``--steps 2``);
   * it must exit 0 with no traceback, or, if it is in ``EXPECT_ERROR``, exit 2 with one line
     on stderr containing the text given there;
+  * a server (``SERVERS``: ``rnnkit serve``, ``rnnkit explore``) runs on a free port
+    (``--port 0``, and ``--no-browser``) until it prints its address; a GET of the path given
+    there must answer 200; then Ctrl-C must stop it (exit 0 or 130) with no traceback;
 - anything else fails: a new README command is either run here or skipped with a reason.
 
-``rnnkit train`` commands (not ``--resume``) run first, in README order, so that every other
-command finds the runs the README trains (``runs/small`` is used before the README trains
-it, by ``diagnose``). Every process runs on one thread (OMP/MKL_NUM_THREADS=1,
-``--train.threads=1``).
+``rnnkit train`` commands (not ``--resume``) run first, in README order, then ``rnnkit export``
+commands, so that every other command and Python block finds the runs the README trains
+(``runs/small`` is used before the README trains it, by ``diagnose``) and the files it
+exports (the standalone ONNX script reads ``small.onnx``). Every process runs on one thread
+(OMP/MKL_NUM_THREADS=1, ``--train.threads=1``).
 """
 
 from __future__ import annotations
@@ -45,8 +49,12 @@ import random
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -64,6 +72,7 @@ SKIP = {
     "bash bench/gpu_*.sh": "needs a CUDA machine",
     "torchrun *": "several machines (torch.distributed over a network)",
     "rnnkit train *--nproc *": "two processes; 2-process training is tests/training/test_distributed.py",
+    "curl *": "a request to a running server: tests/serve/test_serve_19.py sends them through httpx",
 }
 
 KNOWN_BROKEN_PENDING: dict[str, str] = {
@@ -106,6 +115,11 @@ APPEND = {
     "rnnkit train *": SHRINK_TRAINING,
     "rnnkit experiment *": ["--scale", "tiny"],
     "rnnkit demo*": ["--steps", "2"],
+}
+
+SERVERS = {  # pattern: (what to add to its arguments, the path a GET must answer with 200)
+    "rnnkit serve *": (["--port", "0"], "/v1/health"),
+    "rnnkit explore *": (["--port", "0", "--no-browser"], "/api/runs"),
 }
 
 # programs allowed beside an rnnkit command in a pipeline (``echo "..." | rnnkit score RUN -``)
@@ -211,6 +225,10 @@ def readme_python() -> list[tuple[int, str]]:
 
 def is_training(argv: list[str]) -> bool:
     return display(argv).startswith("rnnkit train ") and "--resume" not in argv
+
+
+def is_export(argv: list[str]) -> bool:
+    return display(argv).startswith("rnnkit export ")
 
 
 COMMANDS = readme_commands()
@@ -336,6 +354,9 @@ def run_rnnkit(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
     closed the pipe, as it does to any Unix tool) counts as success.
     """
     stages = [[rnnkit_script(), *s[1:]] if s[0].endswith("rnnkit") else s for s in split_pipeline(argv)]
+    server = first_rule(SERVERS, display(argv))
+    if server is not None:
+        return run_server([*stages[0], *server[0]], server[1], cwd)
     command = (
         stages[0]
         if len(stages) == 1
@@ -353,6 +374,34 @@ def run_rnnkit(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
     if len(stages) > 1 and proc.returncode == 141:
         proc.returncode = 0
     return proc
+
+
+def run_server(command: list[str], path: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Start a server command, GET ``path`` once it prints its address, then Ctrl-C it: its
+    status is 0 when all of that worked (else its own status, or 1 with the reason)."""
+    env = {**os.environ, **ENV, "RNNKIT_DATA": str(cwd / "cache")}
+    proc = subprocess.Popen(
+        command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(line.decode() for line in proc.stdout), daemon=True)
+    reader.start()
+    deadline, status, why = time.monotonic() + TIMEOUT, 1, "it never printed its address"
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            found = re.search(r"http://127\.0\.0\.1:\d+", "".join(lines))
+            if found:
+                with urllib.request.urlopen(found[0] + path, timeout=60) as answer:
+                    status, why = (0, "") if answer.status == 200 else (1, f"GET {path}: {answer.status}")
+                break
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=60)
+        reader.join(timeout=10)
+    if code not in (0, 130):
+        status, why = code, f"exit status {code} after Ctrl-C"
+    return subprocess.CompletedProcess(command, status, "", "".join(lines) + why)
 
 
 def make_workspace(root: Path) -> Path:
@@ -381,6 +430,10 @@ def workspace(tmp_path_factory):
         shutil.rmtree(root / "runs" / "small", ignore_errors=True)
         fallback = ["rnnkit", "train", "--data", "data/ptb", "--out", "runs/small", *SHRINK_TRAINING]
         assert run_rnnkit(fallback, root).returncode == 0
+    for line, argv in COMMANDS:  # the exports, once the runs they export are there
+        kind, todo = plan(argv)
+        if kind == "run" and is_export(argv):
+            results[(line, display(argv))] = run_rnnkit(todo, root)
     return root, results
 
 
@@ -414,7 +467,7 @@ def test_a_command_neither_run_nor_skipped_is_reported():
         "run",
         ["echo", "a b", "|", "rnnkit", "score", "runs/small", "-", "|", "head", "-1"],
     )
-    assert plan(["curl", "x", "|", "rnnkit", "score", "r", "-"])[0] == "uncovered"
+    assert plan(["wget", "x", "|", "rnnkit", "score", "r", "-"])[0] == "uncovered"
 
 
 def test_a_pipeline_runs_through_the_console_script(workspace):
@@ -427,7 +480,7 @@ def test_a_pipeline_runs_through_the_console_script(workspace):
 
 @pytest.mark.parametrize(("line", "code"), readme_python(), ids=[f"L{line}" for line, _ in readme_python()])
 def test_readme_python_block_runs(line, code, request, monkeypatch):
-    if "runs/" in code:
+    if "runs/" in code or ".onnx" in code:  # a run the README trains, or a file it exports
         root, _ = request.getfixturevalue("workspace")
         monkeypatch.chdir(root)
     exec(compile(code, f"README.md:{line}", "exec"), {"__name__": "__readme__"})

@@ -9,6 +9,7 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from rnnkit.errors import RnnkitError
 
@@ -59,6 +60,16 @@ def _unreadable(path: Path, what: str, err: OSError) -> RnnkitError:
     if isinstance(err, IsADirectoryError):
         return RnnkitError(f"{path}: is a directory, expected a {what}")
     return RnnkitError(f"{path}: cannot read the {what} ({err.strerror})")
+
+
+def open_binary(path: str | os.PathLike, what: str = "file") -> BinaryIO:
+    """``path`` opened for reading bytes; a missing, unreadable or directory path is one line
+    naming it as ``what``."""
+    path = Path(path)
+    try:
+        return path.open("rb")
+    except OSError as err:
+        raise _unreadable(path, what, err) from None
 
 
 def read_text(path: str | os.PathLike, what: str = "file") -> str:

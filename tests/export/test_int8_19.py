@@ -92,6 +92,25 @@ def test_int8_log_probabilities_stay_close_to_float32_and_stream_as_one_call(lm_
     assert np.allclose(scored, np.take_along_axis(exact[:-1], tokens[1:, :, None], -1)[..., 0])
 
 
+def test_an_int8_scoring_graph_scores_as_float32_does_to_int8_rounding(runs, lm_files, tmp_path):
+    """The scoring graph (targets in, their log-probabilities out) quantized: every matrix product
+    int8, the tail clusters' on the rows gathered for them; close to the float32 full graph."""
+    scoring = export_onnx(rnnkit.load(runs["lm"]), tmp_path / "score.onnx", quantize="int8", scoring=True)
+    assert scoring.scoring and scoring.quantized == "int8" and "scoring graph" in scoring.lines()[0]
+    ops = {n.op_type for n in onnx.load(str(scoring.path)).graph.node}
+    assert {"DynamicQuantizeLSTM", "MatMulInteger"} <= ops and not ops & {"LSTM", "MatMul"}
+    meta = read_metadata(onnx.load(str(scoring.path)))
+    assert meta["graph"] == "scores" and meta["quantized"]["weights"] == "int8"
+    fp32, int8 = OnnxModel(lm_files["fp32"].path, threads=1), OnnxModel(scoring.path, threads=1)
+    rng = np.random.default_rng(1)
+    tokens, targets = (rng.integers(0, len(fp32.meta["vocab"]["tokens"]), (20, 6)) for _ in range(2))
+    exact, exact_state = fp32.score(tokens, targets)
+    rounded, state = int8.score(tokens, targets)
+    gap = np.abs(rounded - exact)
+    assert 0 < gap.mean() < MEAN_GAP and gap.max() < 20 * MEAN_GAP
+    assert all(np.abs(a - b).max() < 20 * MEAN_GAP for a, b in zip(state, exact_state))
+
+
 def test_an_int8_tagger_tags_as_the_float32_one(runs, tmp_path):
     trained = rnnkit.load(runs["tag"])
     files = {

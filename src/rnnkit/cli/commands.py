@@ -30,13 +30,14 @@ from rnnkit.data.conll import (
 from rnnkit.data.lines import LINE_LIMIT, Piece, read_pieces
 from rnnkit.data.sst import parse_tree, read_sentences
 from rnnkit.errors import RnnkitError
-from rnnkit.fileio import write_text_atomic
+from rnnkit.fileio import open_binary, write_text_atomic
 from rnnkit.inference import (
     LISTED_TOKENS,
     ClassifierRun,
     LanguageModelRun,
     LineScore,
     TaggerRun,
+    Trained,
     load,
     warn_unknown,
 )
@@ -91,7 +92,7 @@ def predict(args: argparse.Namespace) -> int:
     line; with ``--json`` each part is an object with its ``part`` number)."""
     max_words = getattr(args, "max_words", None)
     checks.at_least("--max-words", max_words, 1)
-    trained = load(args.run, device=pick_device(args.device))
+    trained = _load(args)
     if isinstance(trained, ClassifierRun):
         return _classify(args, trained, max_words or CLASSIFY_MAX_WORDS)
     if not isinstance(trained, TaggerRun):
@@ -122,6 +123,19 @@ def predict(args: argparse.Namespace) -> int:
         text = sniffed + "".join(p.text + (p.end or "") for p in pieces)
     _tag_conll(args, trained, name, fmt, text, output, max_words)
     return 0
+
+
+def _load(args: argparse.Namespace) -> Trained:
+    """The run ``args.run`` on ``--device``; with ``--quantize int8``, on the CPU with its
+    model in int8 (:func:`rnnkit.export.quantize.quantize_run`), used by every method the
+    verb calls. (``main`` has refused ``--quantize`` with a device other than the CPU.)"""
+    quantize = getattr(args, "quantize", None)
+    trained = load(args.run, device=pick_device("cpu" if quantize else args.device))
+    if quantize:
+        from rnnkit.export.quantize import quantize_run
+
+        quantize_run(trained, quantize)
+    return trained
 
 
 def _tag_conll(
@@ -222,6 +236,16 @@ class _LongLines:
             )
 
 
+def _finish(name: str, long: _LongLines, output: _Output, predicted: int) -> None:
+    """The end of ``predict`` on sentences read as they stream (tagged or classified): the
+    total of long lines, a note when ``predicted`` is 0 (no line held a word), the output
+    written."""
+    long.close()
+    if not predicted:
+        print(f"rnnkit predict: note: {name} has no words: nothing to predict", file=sys.stderr)
+    output.close()
+
+
 def _tag_text(
     args: argparse.Namespace,
     trained: TaggerRun,
@@ -276,10 +300,7 @@ def _tag_text(
         if len(waiting) >= SENTENCES_AT_ONCE or held >= SENTENCES_AT_ONCE * max_words:
             flush()
     flush()
-    long.close()
-    if not tagged:
-        print(f"rnnkit predict: note: {name} has no words: nothing to predict", file=sys.stderr)
-    output.close()
+    _finish(name, long, output, tagged)
 
 
 MAX_SAMPLES = 10_000
@@ -307,6 +328,7 @@ def generate(args: argparse.Namespace) -> int:
     for _ in range(args.num):
         options = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p}
         options |= {"max_tokens": args.max_tokens, "generator": gen, "stop_at_eos": not args.no_stop}
+        options |= {"stop": args.stop, "no_unk": args.no_unk}
         if args.json:
             print(json.dumps({"prompt": args.prompt, "text": trained.generate(args.prompt, **options)}))
         else:
@@ -315,8 +337,8 @@ def generate(args: argparse.Namespace) -> int:
 
 
 def _language_model(args: argparse.Namespace) -> LanguageModelRun:
-    """The run ``args.run`` on ``--device``: a language model, or a one-line error."""
-    trained = load(args.run, device=pick_device(args.device))
+    """The run ``args.run`` as :func:`_load` gives it: a language model, or a one-line error."""
+    trained = _load(args)
     if not isinstance(trained, LanguageModelRun):
         raise RnnkitError(
             f"{args.run}: a {trained.config.task!r} run; this needs a language model (task 'lm')"
@@ -454,14 +476,7 @@ def _open_input(file: str) -> tuple[str, BinaryIO, int | None]:
     if file == "-":
         return "standard input", sys.stdin.buffer, None
     path = Path(file)
-    try:
-        stream = path.open("rb")
-    except FileNotFoundError:
-        raise RnnkitError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise RnnkitError(f"{path}: is a directory, expected a file") from None
-    except OSError as err:
-        raise RnnkitError(f"{path}: cannot read it ({err.strerror})") from None
+    stream = open_binary(path)
     return str(path), stream, (path.stat().st_size if path.is_file() else None)
 
 
@@ -567,10 +582,7 @@ def _classify(args: argparse.Namespace, trained: ClassifierRun, max_words: int) 
                 if len(waiting) >= SENTENCES_AT_ONCE:
                     flush()
         flush()
-    long.close()
-    if not done:
-        print(f"rnnkit predict: note: {name} is empty: nothing to predict", file=sys.stderr)
-    output.close()
+    _finish(name, long, output, done)
     return 0
 
 
@@ -579,13 +591,16 @@ def export(args: argparse.Namespace) -> int:
     if args.format == "folder":
         if args.quantize:
             raise RnnkitError("--quantize is for --format onnx (a folder holds the float32 weights)")
+        if args.scoring:
+            raise RnnkitError("--scoring is for --format onnx (a folder holds the whole model)")
         from rnnkit.export.folder import export_folder
 
         done = export_folder(args.run, args.out, which=args.which, force=args.force)
     else:
         from rnnkit.export.onnx import export_onnx
 
-        done = export_onnx(load(args.run, which=args.which), args.out, args.force, args.quantize)
+        trained = load(args.run, which=args.which)
+        done = export_onnx(trained, args.out, args.force, args.quantize, scoring=args.scoring)
     for line in done.lines():
         print(line)
     return 0

@@ -176,7 +176,16 @@ def _generate_parser(verbs: Verbs) -> None:
     )
     generate.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     generate.add_argument("--no-stop", action="store_true", help="do not stop at the end of a sentence")
+    generate.add_argument(
+        "--stop",
+        action="append",
+        metavar="TOKEN",
+        help="also end a sample after this token, kept (e.g. --stop . where <eos> ends a paragraph); repeat "
+        "for several",
+    )
+    generate.add_argument("--no-unk", action="store_true", help="never sample <unk>")
     _device_argument(generate, "auto")
+    _quantize_argument(generate)
     generate.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -189,6 +198,7 @@ def _score_parser(verbs: Verbs) -> None:
     score.add_argument("run", help="run directory")
     score.add_argument("file", help="text file, one sentence a line, or - for standard input")
     _device_argument(score, "auto")
+    _quantize_argument(score)
     score.add_argument("--json", action="store_true", help="one JSON object a line")
     score.add_argument(
         "--batch-size", type=int, default=64, help="lines scored together (default: 64; 1: one at a time)"
@@ -205,6 +215,7 @@ def _next_parser(verbs: Verbs) -> None:
     next_.add_argument("prefix", help="the text so far")
     next_.add_argument("-k", "--top-k", dest="k", type=int, default=10, help="how many tokens (default: 10)")
     _device_argument(next_, "auto")
+    _quantize_argument(next_)
     next_.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -238,6 +249,7 @@ def _predict_parser(verbs: Verbs) -> None:
         "this many, with a warning (default: 1000; bounds memory whatever the input)",
     )
     _device_argument(predict, "auto")
+    _quantize_argument(predict)
     predict.add_argument("--json", action="store_true", help="one JSON object a line (a sentence each)")
 
 
@@ -312,8 +324,20 @@ def _export_parser(verbs: Verbs) -> None:
     export.add_argument("--out", required=True, help="the folder (--format folder) or .onnx file to write")
     export.add_argument("--format", default="folder", choices=("folder", "onnx"), help="default: folder")
     export.add_argument("--quantize", default=None, choices=("int8",), help="onnx only: int8 weights")
+    export.add_argument(
+        "--scoring",
+        action="store_true",
+        help="onnx, language models: a scoring graph (tokens, targets, lengths in; target_log_probs "
+        "out): faster scoring, no next-token distribution",
+    )
     export.add_argument("--which", default="best", choices=("best", "last"), help="the checkpoint (best)")
     export.add_argument("--force", action="store_true", help="replace an earlier export at --out")
+
+
+def _serve_parser(verbs: Verbs) -> None:
+    from rnnkit.cli.serve import serve_parser  # light: no torch, no starlette
+
+    serve_parser(verbs)
 
 
 def _config_parser(verbs: Verbs) -> None:
@@ -342,6 +366,7 @@ VERBS: tuple[Callable[[Verbs], None], ...] = (
     _diagnose_parser,
     _experiment_parser,
     _export_parser,
+    _serve_parser,
     _presets_parser,
     _config_parser,
 )
@@ -350,6 +375,31 @@ VERBS: tuple[Callable[[Verbs], None], ...] = (
 
 def _device_argument(parser: argparse.ArgumentParser, default: str) -> None:
     parser.add_argument("--device", default=default, help=f"auto, cpu, cuda, ... (default: {default})")
+
+
+QUANTIZING = ("generate", "score", "next", "predict")
+"""The verbs that take ``--quantize int8`` for rnnkit's own inference (``export`` takes it for ONNX)."""
+
+
+def _quantize_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--quantize",
+        default=None,
+        choices=("int8",),
+        help="int8: the model with int8 weights (torch's dynamic quantization of its linear layers and "
+        "LSTM/GRU stacks), faster on a CPU, equal to rounding; CPU only",
+    )
+
+
+def _quantize_on_cpu(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """A usage error for ``--quantize`` with ``--device`` other than the CPU (or auto, which
+    then means the CPU): torch's int8 kernels are the CPU's."""
+    device = args.device.lower()
+    if args.quantize and device != "auto" and device.split(":")[0] != "cpu":
+        parser.error(
+            f"--quantize {args.quantize} runs on the CPU (torch's int8 kernels); "
+            f"use --device cpu, not --device {args.device}"
+        )
 
 
 def split_overrides(extra: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -472,6 +522,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    if args.command in QUANTIZING:
+        _quantize_on_cpu(_subparser(parser, args.command), args)
     if args.command == "train" and args.device:
         overrides.append(f"--train.device={args.device}")
     try:
@@ -510,6 +562,10 @@ def _main(argv: Sequence[str] | None = None) -> int:
             from rnnkit.cli.commands import export
 
             return export(args)
+        if args.command == "serve":
+            from rnnkit.cli.serve import serve
+
+            return serve(args)
         if args.command in ("evaluate", "generate", "score", "next", "predict"):
             from rnnkit.cli import commands
 

@@ -256,6 +256,50 @@ def head_log_probs(g: Graph, head: OutputHead, h: str) -> str:
     raise RnnkitError(f"ONNX export: no ONNX form for the output head {type(head).__name__}")
 
 
+def head_target_log_probs(g: Graph, head: OutputHead, h: str, targets: str) -> str:
+    """log P(target | h) (M,) from features ``h`` (M, H) and int64 ``targets`` (M,): the head's
+    ``log_prob``, computing only what those targets need.
+
+    A full softmax needs every logit for its normalizer, so it saves only the (M, V) output.
+    An adaptive softmax computes its head (frequent words and cluster scores) at every
+    position, but each tail cluster only at the positions whose target is in it: those rows
+    are gathered, projected, log-softmaxed and scattered back, as torch's module does.
+    """
+    if isinstance(head, FullSoftmax):
+        return _pick(g, g.op("LogSoftmax", [linear(g, head.proj, h)], axis=-1), targets)
+    if isinstance(head, AdaptiveSoftmax):
+        asm = head.asm
+        short = int(asm.shortlist_size)
+        bounds = [int(c) for c in asm.cutoffs]  # shortlist, then each cluster's end; the last is |V|
+        # a frequent word's column in the head is its id; a rare word's, its cluster's score
+        column = g.op("Where", [g.op("Less", [targets, g.const(short)]), targets, g.const(short)])
+        for i, bound in enumerate(bounds[1:-1], 1):
+            beyond = g.op("GreaterOrEqual", [targets, g.const(bound)])
+            column = g.op("Where", [beyond, g.const(short + i), column])
+        total = _pick(g, g.op("LogSoftmax", [linear(g, asm.head, h)], axis=-1), column)
+        for i, tail in enumerate(asm.tail):
+            down, up = tail.children()
+            assert isinstance(down, nn.Linear) and isinstance(up, nn.Linear)
+            low, high = bounds[i], bounds[i + 1]
+            inside = g.op(
+                "And",
+                [g.op("GreaterOrEqual", [targets, g.const(low)]), g.op("Less", [targets, g.const(high)])],
+            )
+            rows = g.op("Reshape", [g.op("NonZero", [inside]), g.const([-1])])
+            local = g.op("Sub", [g.op("Gather", [targets, rows], axis=0), g.const(low)])
+            features = g.op("Gather", [h, rows], axis=0)
+            inner = _pick(g, g.op("LogSoftmax", [linear(g, up, linear(g, down, features))], axis=-1), local)
+            total = g.op("ScatterElements", [total, rows, inner], axis=0, reduction="add")
+        return total
+    raise RnnkitError(f"ONNX export: no ONNX form for the output head {type(head).__name__}")
+
+
+def _pick(g: Graph, log_probs: str, columns: str) -> str:
+    """``log_probs[m, columns[m]]`` (M,) of (M, C) and int64 (M,)."""
+    picked = g.op("GatherElements", [log_probs, g.op("Unsqueeze", [columns, g.const([1])])], axis=1)
+    return g.op("Squeeze", [picked, g.const([1])])
+
+
 def step_mask(g: Graph, lengths: str, like: str) -> str:
     """Bool (L, N): step t is a real token of sequence n; L is ``like``'s first axis."""
     L = g.op("Squeeze", [g.op("Slice", [g.op("Shape", [like]), g.const([0]), g.const([1])]), g.const([0])])

@@ -20,6 +20,7 @@ from rnnkit.export.graph import (
     directions_side_by_side,
     embedding,
     head_log_probs,
+    head_target_log_probs,
     linear,
     recurrent_stack,
     step_mask,
@@ -71,6 +72,27 @@ def language_model(g: Graph, model: LanguageModel) -> Built:
     vocab = model.embedding.num_embeddings
     outputs = [_floats("log_probs", "seq", "batch", vocab), *state_out]
     return "lm", [_ids("tokens", "seq", "batch"), *state_in], outputs, {"rnn": describe_rnn(model.rnn)}
+
+
+def language_model_scores(g: Graph, model: LanguageModel) -> Built:
+    """tokens (L, N), targets (L, N), lengths (N,), h0 [, c0] -> target_log_probs (L, N): log P(targets[t, n]
+    | tokens[<=t, n]), 0 past each sequence's end; hN [, cN] after each sequence's last token."""
+    state_in, state_out, h0, c0 = _state(g, model.rnn, "tokens")
+    lengths = g.op("Cast", ["lengths"], to=TensorProto.INT32)
+    x = embedding(g, model.embedding, "tokens")
+    h, h_n, c_n = recurrent_stack(g, model.rnn, x, h0, c0, lengths)
+    if model.projection is not None:
+        h = linear(g, model.projection, h)
+    # the head on (L*N, H) rows, so a tail cluster can gather the rows whose target is in it
+    rows = g.op("Flatten", [h], axis=2)
+    targets = g.op("Reshape", ["targets", g.const([-1])])
+    flat = head_target_log_probs(g, model.head, rows, targets)
+    scores = g.op("Reshape", [flat, g.op("Shape", ["targets"])])
+    g.op("Where", [step_mask(g, "lengths", "tokens"), scores, g.const(0.0)], "target_log_probs")
+    _finals(g, h_n, c_n)
+    inputs = [_ids("tokens", "seq", "batch"), _ids("targets", "seq", "batch"), _ids("lengths", "batch")]
+    outputs = [_floats("target_log_probs", "seq", "batch"), *state_out]
+    return "lm", [*inputs, *state_in], outputs, {"rnn": describe_rnn(model.rnn)}
 
 
 def tagger(g: Graph, model: Tagger) -> Built:
@@ -143,18 +165,28 @@ BUILDERS: dict[type[nn.Module], Callable[[Graph, Any], Built]] = {
 """Every model class rnnkit exports, and its graph."""
 
 
-def build(g: Graph, model: nn.Module) -> Built:
-    """``model``'s graph into ``g`` (see :data:`BUILDERS`)."""
-    return _builder(model)(g, model)
+SCORING: dict[type[nn.Module], Callable[[Graph, Any], Built]] = {LanguageModel: language_model_scores}
+"""Every model class with a scoring graph (``scoring=True``): log P of given targets only."""
 
 
-def signature(model: nn.Module) -> str:
+def build(g: Graph, model: nn.Module, scoring: bool = False) -> Built:
+    """``model``'s graph into ``g`` (see :data:`BUILDERS`), or its scoring graph (:data:`SCORING`)."""
+    return _builder(model, scoring)(g, model)
+
+
+def signature(model: nn.Module, scoring: bool = False) -> str:
     """One line: the graph's inputs and outputs for ``model`` (its builder's summary)."""
-    return " ".join((_builder(model).__doc__ or "").split())
+    return " ".join((_builder(model, scoring).__doc__ or "").split())
 
 
-def _builder(model: nn.Module) -> Callable[[Graph, Any], Built]:
+def _builder(model: nn.Module, scoring: bool = False) -> Callable[[Graph, Any], Built]:
     builder = BUILDERS.get(type(model))
     if builder is None:
         raise RnnkitError(f"ONNX export: no ONNX form for a {type(model).__name__} (a task's model expected)")
+    if scoring:
+        builder = SCORING.get(type(model))
+        if builder is None:
+            raise RnnkitError(
+                f"ONNX export: a scoring graph is for language models, not a {type(model).__name__}"
+            )
     return builder

@@ -18,6 +18,13 @@ run's configuration and its vocabularies (and a BPE run's tokenizer).
 
 ``quantize="int8"`` writes the same graph with int8 weights (:mod:`rnnkit.export.quantize`):
 about four times smaller, faster on a CPU, its metadata saying what was quantized.
+
+``scoring=True`` writes a language model's *scoring graph* instead: tokens, targets and
+lengths in, ``target_log_probs`` (L, N) out (0 past each sequence's end), the state as ever.
+It computes only what those targets need (an adaptive softmax's tail clusters only at the
+positions whose target is in them) and never forms the (L, N, V) distribution: what
+``rnnkit score`` does, for perplexity and per-token surprisal at a fraction of the cost.
+Its metadata says ``"graph": "scores"``; the default file is unchanged.
 """
 
 from __future__ import annotations
@@ -67,23 +74,31 @@ class OnnxExport:
     task: str
     recurrences: dict[str, str]
     quantized: str | None = None
+    scoring: bool = False
 
     def lines(self) -> list[str]:
         """Human lines for a command to print."""
         weights = f", {self.quantized} weights" if self.quantized else ""
+        weights += ", scoring graph (targets in, their log-probabilities out)" if self.scoring else ""
         return [f"wrote {self.path} (ONNX opset {OPSET}, task {self.task!r}{weights})"] + [
             f"  {name}: {how}" for name, how in self.recurrences.items()
         ]
 
 
 def export_onnx(
-    trained: Trained, path: str | os.PathLike[str], overwrite: bool = False, quantize: str | None = None
+    trained: Trained,
+    path: str | os.PathLike[str],
+    overwrite: bool = False,
+    quantize: str | None = None,
+    scoring: bool = False,
 ) -> OnnxExport:
     """Write the trained run ``trained`` (what :func:`rnnkit.load` returns) to ``path`` as ONNX.
 
     Refuses an existing ``path`` unless ``overwrite``. ``quantize="int8"``: int8 weights by
     ONNX Runtime's dynamic quantization (:func:`rnnkit.export.quantize.quantize_onnx`), which
-    needs ``onnxruntime`` too. Returns what was written and how each recurrent stack runs there.
+    needs ``onnxruntime`` too. ``scoring=True`` (language models): the scoring graph, targets
+    in and their log-probabilities out (see the module's notes). Returns what was written and
+    how each recurrent stack runs there.
     """
     from rnnkit.export.quantize import check_quantize, int8_recurrences, quantize_onnx, require_onnxruntime
 
@@ -99,7 +114,7 @@ def export_onnx(
     if not path.parent.is_dir():
         raise RnnkitError(f"{path.parent}: no such directory to write {path.name} into")
     extra = run_metadata(trained)
-    model = to_onnx(trained.model, extra)
+    model = to_onnx(trained.model, extra, scoring)
     if quantize is not None:
         recurrences = int8_recurrences(read_metadata(model)["recurrences"])
         extra["quantized"] = {
@@ -113,7 +128,7 @@ def export_onnx(
 
     write_bytes_atomic(path, model.SerializeToString())
     info = read_metadata(model)
-    return OnnxExport(path, info["task"], info["recurrences"], quantize)
+    return OnnxExport(path, info["task"], info["recurrences"], quantize, scoring)
 
 
 def read_metadata(model: onnx.ModelProto) -> dict[str, Any]:
@@ -135,10 +150,11 @@ def set_metadata(model: onnx.ModelProto, info: dict[str, Any]) -> None:
     entry.key, entry.value = METADATA_KEY, json.dumps(info, ensure_ascii=False)
 
 
-def to_onnx(model: nn.Module, extra: dict[str, Any] | None = None) -> onnx.ModelProto:
+def to_onnx(model: nn.Module, extra: dict[str, Any] | None = None, scoring: bool = False) -> onnx.ModelProto:
     """The ONNX graph of ``model`` (a :class:`~rnnkit.models.language_model.LanguageModel`,
     :class:`~rnnkit.models.tagger.Tagger` or :class:`~rnnkit.models.classifier.Classifier`)
-    in float32, its metadata ``extra`` merged over what the graph itself says."""
+    in float32, its metadata ``extra`` merged over what the graph itself says; ``scoring``:
+    a language model's scoring graph (targets in, their log-probabilities out)."""
     require_onnx()
     from onnx import checker, helper
 
@@ -147,13 +163,14 @@ def to_onnx(model: nn.Module, extra: dict[str, Any] | None = None) -> onnx.Model
     from rnnkit.layers.rnn import RNN
 
     g = Graph()
-    task, inputs, outputs, recurrences = models.build(g, model)
+    task, inputs, outputs, recurrences = models.build(g, model, scoring)
     assert isinstance(model.rnn, RNN)  # every model models.build takes has one
     info = {
         "format": FORMAT,
         "task": task,
         "layout": "time-major: ids (L, N), states (D*num_layers, N, H)",
-        "signature": models.signature(model),
+        "signature": models.signature(model, scoring),
+        **({"graph": "scores"} if scoring else {}),
         "inputs": {v.name: _shape(v) for v in inputs},
         "outputs": {v.name: _shape(v) for v in outputs},
         "state": initial_state(model.rnn),

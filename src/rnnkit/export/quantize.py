@@ -12,10 +12,10 @@ weights four times smaller make it faster where memory bandwidth is the limit.
   contrib operator) and ``Gather`` (the embedding tables). It has none for ``GRU`` or
   ``RNN``: a GRU or Elman stack stays float32 in an int8 file, and the export says so.
 * :func:`quantize_model`: an int8 copy of a model for rnnkit's own CPU inference (score,
-  next, generate, predict): every ``nn.Linear`` becomes torch's dynamically quantized
-  linear layer, and an LSTM or (``reset_after``) GRU stack becomes torch's dynamically
-  quantized ``LSTM``/``GRU`` (fbgemm's int8 kernels) computing the same cell. Elman stacks
-  keep their float32 recurrence.
+  next, generate, predict ``--quantize int8``: :func:`quantize_run`): every ``nn.Linear``
+  becomes torch's dynamically quantized linear layer, and an LSTM or (``reset_after``) GRU
+  stack becomes torch's dynamically quantized ``LSTM``/``GRU`` (fbgemm's int8 kernels)
+  computing the same cell. Elman stacks keep their float32 recurrence.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ from rnnkit.layers.rnn import RNN
 
 if TYPE_CHECKING:
     import onnx
+
+    from rnnkit.inference import Trained
 
 QUANTIZE_CHOICES = ("int8",)
 """What ``quantize=`` accepts (besides None: float32)."""
@@ -220,3 +222,24 @@ def quantize_model(model: nn.Module) -> nn.Module:
             parent_name, _, attr = name.rpartition(".")
             setattr(copied.get_submodule(parent_name), attr, Int8Recurrence(module))
     return _quantize(copied, {nn.Linear})
+
+
+def quantize_run(trained: Trained, quantize: str | None = "int8") -> Trained:
+    """``trained`` (what :func:`rnnkit.load` returns, on the CPU) answering in int8: its model
+    replaced by :func:`quantize_model`'s copy wherever its methods read it (the run's
+    ``model`` for a language model, its task's for a tagger or a classifier), in place.
+
+    For inference only (``score``, ``next``, ``generate``, ``tag``, ``classify``): a run's
+    reported figures are its float32 model's, so ``evaluate`` and ``report`` are not for a
+    quantized one (``bench/int8.py`` measures what int8 costs). ``quantize=None`` leaves
+    ``trained`` as it is.
+    """
+    check_quantize(quantize)
+    if quantize is None:
+        return trained
+    if trained.device.type != "cpu":
+        raise RnnkitError(
+            f"int8 inference runs on the CPU; load the run with device='cpu' (it is on {trained.device})"
+        )
+    trained.model = trained.task.model = quantize_model(trained.model)
+    return trained

@@ -2,8 +2,9 @@
 
 A thin layer over ``onnxruntime.InferenceSession`` that knows rnnkit's inputs and outputs
 (read from the file's ``rnnkit`` metadata): the initial state, a language model's
-log-probabilities with the state carried, a tagger's tags. It takes ids, not text: turning
-text into ids is the caller's (rnnkit's task objects, or the README's standalone script).
+log-probabilities with the state carried (from its full or its scoring graph), a tagger's
+tags. It takes ids, not text: turning text into ids is the caller's (rnnkit's task objects,
+or the README's standalone script).
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ class OnnxModel:
         self.meta: dict[str, Any] = json.loads(props["rnnkit"])
         self.task: str = self.meta["task"]
         self.state_names: list[str] = self.meta["state"]["names"]
+        self.scoring: bool = self.meta.get("graph") == "scores"
+        """The file is a language model's scoring graph (``export_onnx(..., scoring=True)``)."""
 
     def initial_state(self) -> State:
         """The state before a sequence's first token, (D*num_layers, 1, H) each: zeros or the
@@ -79,13 +82,36 @@ class OnnxModel:
         """A language model: log P(next token) (L, N, V) at every step of ``tokens`` (L, N)
         int64, and the state after the last step (feed it back to go on)."""
         self._expect("lm", "log_probs")
+        if self.scoring:
+            raise RnnkitError(
+                "log_probs needs a language model's full graph; this file is its scoring graph "
+                "(targets in, their log-probabilities out): use score, or export without scoring"
+            )
         out = self.run({"tokens": tokens}, state)
         return out["log_probs"], self._final(out)
 
     def score(
-        self, tokens: np.ndarray, targets: np.ndarray, state: State | None = None
+        self,
+        tokens: np.ndarray,
+        targets: np.ndarray,
+        state: State | None = None,
+        lengths: np.ndarray | None = None,
     ) -> tuple[np.ndarray, State]:
-        """A language model: log P(targets[t, n] | tokens[≤t, n]) of shape (L, N), and the final state."""
+        """A language model: log P(targets[t, n] | tokens[≤t, n]) of shape (L, N), and the final state.
+
+        A scoring graph computes only the targets' log-probabilities (much less than the full
+        distribution) and takes ``lengths`` (N,) of a padded batch: 0 past each sequence's end,
+        the state after each one's last token (None: every sequence is L long). The full
+        graph takes no ``lengths``.
+        """
+        self._expect("lm", "score")
+        if self.scoring:
+            if lengths is None:
+                lengths = np.full(tokens.shape[1], tokens.shape[0], np.int64)
+            out = self.run({"tokens": tokens, "targets": targets, "lengths": lengths}, state)
+            return out["target_log_probs"], self._final(out)
+        if lengths is not None:
+            raise RnnkitError("score: lengths need a scoring graph (export_onnx(..., scoring=True))")
         log_probs, state = self.log_probs(tokens, state)
         return np.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0], state
 

@@ -22,7 +22,7 @@ from rnnkit.data.lines import Piece, read_pieces
 from rnnkit.data.text import Codec, split_lines
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import RnnkitError
-from rnnkit.fileio import read_text
+from rnnkit.fileio import open_binary, read_text
 from rnnkit.models.config import build_model
 from rnnkit.models.language_model import LanguageModel
 from rnnkit.tasks.base import Batches, Data, Step, rebuilt
@@ -334,16 +334,7 @@ def _pieces(path: str | os.PathLike[str], start: int = 0, first: bool = True) ->
     """The lines of a corpus file in pieces of :data:`EVAL_PIECE` bytes at most
     (:func:`rnnkit.data.lines.read_pieces`), from byte offset ``start`` (where a piece
     starts; ``first``: whether it opens its line)."""
-    path = Path(path)
-    try:
-        handle = path.open("rb")
-    except FileNotFoundError:
-        raise RnnkitError(f"{path}: no such corpus file") from None
-    except IsADirectoryError:
-        raise RnnkitError(f"{path}: is a directory, expected a corpus file") from None
-    except OSError as err:
-        raise RnnkitError(f"{path}: cannot read the corpus file ({err.strerror})") from None
-    with handle:
+    with open_binary(path, "corpus file") as handle:
         handle.seek(start)
         yield from read_pieces(handle, str(path), EVAL_PIECE, start, first)
 
