@@ -187,6 +187,24 @@ def write_toy_treebank(root, train: int = 60):
     return root
 
 
+def train_tiny_runs(root: Path, tiny: list[str], tag: list[str] = (), classify: list[str] = ()) -> dict:
+    """A tiny language model, tagger and classifier trained in this process: ``root/lm-run``,
+    ``tag-run`` and ``classify-run`` (by task), each with the settings ``tiny`` and its own."""
+    from rnnkit.cli.main import main
+
+    (root / "lm").mkdir()
+    corpora = {
+        "lm": (write_toy_lm_corpus(root / "lm"), ["--train.bptt=8"]),
+        "tag": (write_toy_treebank(root / "treebank"), ["--task=tag", *tag]),
+        "classify": (write_toy_sst(root / "sst"), ["--task=classify", "--data.classes=2", *classify]),
+    }
+    runs = {}
+    for task, (data, own) in corpora.items():
+        runs[task] = root / f"{task}-run"
+        assert main(["train", "--data", str(data), "--out", str(runs[task]), *own, *tiny]) == 0
+    return runs
+
+
 def last_weights(run) -> dict[str, torch.Tensor]:
     """The weights of a run's ``last`` checkpoint, read as plain tensors."""
     import json

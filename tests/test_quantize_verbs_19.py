@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import rnnkit
-from conftest import assert_one_line_error, write_toy_lm_corpus, write_toy_sst, write_toy_treebank
+from conftest import assert_one_line_error, train_tiny_runs
 from rnnkit.cli.main import main
 from rnnkit.errors import RnnkitError
 from rnnkit.export import quantize
@@ -46,14 +46,7 @@ def rnnkit_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProc
 def runs(tmp_path_factory):
     """A tiny LSTM language model, LSTM tagger and GRU classifier (trained in this process)."""
     root = tmp_path_factory.mktemp("runs")
-    (root / "lm").mkdir()
-    lm = write_toy_lm_corpus(root / "lm")
-    assert main(["train", "--data", str(lm), "--out", str(root / "lm-run"), *TINY, "--train.bptt=8"]) == 0
-    treebank = write_toy_treebank(root / "treebank")
-    assert main(["train", "--data", str(treebank), "--out", str(root / "tag-run"), "--task=tag", *TINY]) == 0
-    sst = write_toy_sst(root / "sst")
-    classify = ["--task=classify", "--data.classes=2", "--model.cell=gru"]
-    assert main(["train", "--data", str(sst), "--out", str(root / "classify-run"), *classify, *TINY]) == 0
+    train_tiny_runs(root, TINY, classify=["--model.cell=gru"])
     (root / "lines.txt").write_text("\n".join(LINES) + "\n")
     (root / "sentences.txt").write_text("the cat sat on the mat .\nthe dog ran .\ncat dog mat\n")
     (root / "reviews.txt").write_text("the film good\nthe film awful\nthe film great\n")

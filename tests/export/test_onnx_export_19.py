@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 import rnnkit
-from conftest import write_toy_lm_corpus, write_toy_sst, write_toy_treebank
-from rnnkit.cli.main import main
+from conftest import train_tiny_runs
 from rnnkit.config import to_dict
 from rnnkit.errors import RnnkitError
 from rnnkit.export import export_onnx
@@ -28,16 +27,8 @@ TINY += ["--train.optimizer=adam", "--train.lr=0.01", "--no-progress"]
 def runs(tmp_path_factory):
     """A tiny trained language model, tagger (CRF and character feature) and classifier."""
     root = tmp_path_factory.mktemp("runs")
-    (root / "lm").mkdir()
-    lm = write_toy_lm_corpus(root / "lm")
-    assert main(["train", "--data", str(lm), "--out", str(root / "lm-run"), *TINY, "--train.bptt=8"]) == 0
-    treebank = write_toy_treebank(root / "treebank")
-    tag = ["--task=tag", "--model.crf=true", "--model.char_embed=4", "--model.char_hidden=4"]
-    assert main(["train", "--data", str(treebank), "--out", str(root / "tag-run"), *tag, *TINY]) == 0
-    sst = write_toy_sst(root / "sst")
-    classify = ["--task=classify", "--data.classes=2", "--model.pooling=max", "--model.cell=gru"]
-    assert main(["train", "--data", str(sst), "--out", str(root / "classify-run"), *classify, *TINY]) == 0
-    return {task: root / f"{task}-run" for task in ("lm", "tag", "classify")}
+    tag = ["--model.crf=true", "--model.char_embed=4", "--model.char_hidden=4"]
+    return train_tiny_runs(root, TINY, tag=tag, classify=["--model.pooling=max", "--model.cell=gru"])
 
 
 def exported(run, tmp_path):

@@ -25,8 +25,7 @@ import pytest
 import torch
 
 import rnnkit
-from conftest import write_toy_lm_corpus, write_toy_sst, write_toy_treebank
-from rnnkit.cli.main import main
+from conftest import train_tiny_runs
 from rnnkit.inference import next_distribution
 from rnnkit.serve.methods import next_batch
 
@@ -75,23 +74,7 @@ class Server:
 def runs(tmp_path_factory):
     """A tiny language model, tagger and classifier, trained once for the module."""
     root = tmp_path_factory.mktemp("serve")
-    (root / "lm").mkdir()
-    lm = write_toy_lm_corpus(root / "lm")
-    assert main(["train", "--data", str(lm), "--out", str(root / "lm-run"), *TINY, "--train.bptt=8"]) == 0
-    treebank = write_toy_treebank(root / "treebank")
-    assert main(["train", "--data", str(treebank), "--out", str(root / "tag-run"), "--task=tag", *TINY]) == 0
-    sst = write_toy_sst(root / "sst")
-    args = [
-        "train",
-        "--data",
-        str(sst),
-        "--out",
-        str(root / "cls-run"),
-        "--task=classify",
-        "--data.classes=2",
-    ]
-    assert main([*args, *TINY]) == 0
-    return {"lm": root / "lm-run", "tag": root / "tag-run", "classify": root / "cls-run", "root": root}
+    return {**train_tiny_runs(root, TINY), "root": root}
 
 
 @pytest.fixture(scope="module")
