@@ -15,6 +15,7 @@ from rnnkit.errors import RnnkitError
 from rnnkit.fileio import make_dir, write_text_atomic
 from rnnkit.models.config import check_task_options
 from rnnkit.tasks import task_kind
+from rnnkit.tasks.lm import LanguageModelling
 from rnnkit.training.distributed import is_main_process
 from rnnkit.training.loop import fit
 from rnnkit.training.memory import check_memory
@@ -69,7 +70,7 @@ def preset_notes(preset: str | None, config: RunConfig, corpus: Any) -> list[str
     """What a language model's settings assumed that its corpus does not hold: the adaptive
     softmax's cutoffs scaled to another vocabulary (a note), a corpus far (over 2x either
     way) from the one a preset was calibrated on (a warning)."""
-    if config.task != "lm":
+    if task_kind(config.task) is not LanguageModelling:
         return []
     notes, m = [], config.model
     words, tokens = len(corpus.vocab), int(corpus.train.numel())

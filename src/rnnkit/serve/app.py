@@ -29,12 +29,10 @@ from starlette.routing import Route
 from rnnkit.errors import RnnkitError
 from rnnkit.inference import Trained
 from rnnkit.serve.batcher import MAX_QUEUED, Batcher, ModelThread
-from rnnkit.serve.methods import METHODS, Method
+from rnnkit.serve.methods import KINDS, METHODS, Method, kind_name, routes_of
 from rnnkit.serve.openapi import openapi
 from rnnkit.serve.schema import Limits, RequestError, read_request, request_schemas
 from rnnkit.textsafe import printable
-
-TASK_NAMES = {"lm": "a language model", "tag": "a tagger", "classify": "a classifier"}
 
 
 class JSONResponse(Response):
@@ -129,7 +127,7 @@ class Service:
         self.trained, self.limits, self.quantized = trained, limits, quantized
         self.wait, self.max_batch, self.batching = wait, max_batch, batching
         self.task = trained.config.task
-        self.methods = METHODS.get(self.task, {})
+        self.methods = routes_of(trained)
         self.schemas = request_schemas(limits)
         self.executor = ModelThread()
         self.batchers: dict[str, Batcher] = {}
@@ -177,19 +175,16 @@ class Service:
 
     def elsewhere(self, path: str) -> Endpoint:
         """Another task's route: 404 naming what this run serves."""
-        owner = next(task for task, routes in METHODS.items() if path in routes)
+        owner = next(kind for kind, routes in METHODS.items() if path in routes)
 
         async def answer(request: Request) -> Response:
             return error(
                 404,
-                f"{path} is for {TASK_NAMES.get(owner, owner)}; this server runs {self._model()} "
+                f"{path} is for {KINDS[owner]}; this server runs {kind_name(self.trained)} "
                 f"and serves {self.served()}",
             )
 
         return answer
-
-    def _model(self) -> str:
-        return TASK_NAMES.get(self.task, f"a {self.task!r} model")
 
     async def health(self, request: Request) -> Response:
         model = self.trained.model
@@ -232,7 +227,8 @@ class Service:
             allowed = exc.headers.get("Allow", "") if exc.headers else ""
             return error(405, f"{request.method} {path}: expected {allowed or 'another method'}")
         if exc.status_code == 404:
-            return error(404, f"no route {path}; this server runs {self._model()} and serves {self.served()}")
+            runs = kind_name(self.trained)
+            return error(404, f"no route {path}; this server runs {runs} and serves {self.served()}")
         return error(exc.status_code, str(exc.detail))
 
     async def failed(self, request: Request, exc: Exception) -> Response:
@@ -254,7 +250,7 @@ def build_app(
     runs one request at a time."""
     service = Service(trained, limits or Limits(), wait, max_batch, batching, quantized)
     routes = [Route(p, service.endpoint(p), methods=["POST"]) for p in service.methods]
-    every = {p for routes_of in METHODS.values() for p in routes_of}
+    every = {p for routes in METHODS.values() for p in routes}
     others = sorted(every - set(service.methods))
     routes += [Route(p, service.elsewhere(p), methods=["GET", "POST"]) for p in others]
     routes += [

@@ -16,7 +16,7 @@ import torch
 
 from rnnkit.data.text import Codec
 from rnnkit.data.vocab import Vocab
-from rnnkit.inference import BATCH_TOKENS, LanguageModelRun, Trained, context_ids
+from rnnkit.inference import BATCH_TOKENS, ClassifierRun, LanguageModelRun, TaggerRun, Trained, context_ids
 from rnnkit.models.language_model import LanguageModel
 
 Method = Callable[[Trained, list[dict[str, Any]]], list[dict[str, Any]]]
@@ -73,17 +73,35 @@ def classify(trained: Trained, requests: list[dict[str, Any]]) -> list[dict[str,
     return [{"results": r} for r in _split(requests, "sentences", results)]
 
 
-METHODS: dict[str, dict[str, tuple[Method, Callable[[dict[str, Any]], int], bool]]] = {
-    "lm": {
+METHODS: dict[type[Trained], dict[str, tuple[Method, Callable[[dict[str, Any]], int], bool]]] = {
+    LanguageModelRun: {
         "/v1/score": (score, lambda r: len(score_lines_of(r)), True),
         "/v1/next": (next_tokens, lambda r: 1, True),
         "/v1/generate": (generate, lambda r: 1, False),
     },
-    "tag": {"/v1/tag": (tag, lambda r: len(r["sentences"]), True)},
-    "classify": {"/v1/classify": (classify, lambda r: len(r["sentences"]), True)},
+    TaggerRun: {"/v1/tag": (tag, lambda r: len(r["sentences"]), True)},
+    ClassifierRun: {"/v1/classify": (classify, lambda r: len(r["sentences"]), True)},
 }
-"""Per task, its routes: the method, how many items (lines, sentences, prompts) a request
-holds (what ``--max-batch`` counts) and whether concurrent requests are batched."""
+"""Per kind of loaded run (what :func:`rnnkit.load` returns), its routes: the method, how many
+items (lines, sentences, prompts) a request holds (what ``--max-batch`` counts) and whether
+concurrent requests are batched."""
+
+KINDS: dict[type[Trained], str] = {
+    LanguageModelRun: "a language model",
+    TaggerRun: "a tagger",
+    ClassifierRun: "a classifier",
+}
+"""How the service names each kind of run in its messages."""
+
+
+def routes_of(trained: Trained) -> dict[str, tuple[Method, Callable[[dict[str, Any]], int], bool]]:
+    """The routes ``trained`` serves (none for a kind of run without methods)."""
+    return next((routes for kind, routes in METHODS.items() if isinstance(trained, kind)), {})
+
+
+def kind_name(trained: Trained) -> str:
+    """``a language model``, ``a tagger``, ...: what ``trained`` is, in a message."""
+    return next((name for kind, name in KINDS.items() if isinstance(trained, kind)), "a model")
 
 
 @torch.no_grad()

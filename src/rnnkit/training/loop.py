@@ -475,7 +475,7 @@ def _resume(state: TrainState, run_dir: Path, config: RunConfig) -> None:
     _truncate_metrics(RunDir(run_dir).metrics, state.history.step, record.get("metrics_bytes"))
     change = settings_change(run_dir, config)
     if change is not None:
-        log = MetricsLog(RunDir(run_dir).metrics, lambda: state.earlier.seconds)
+        log = MetricsLog(RunDir(run_dir).metrics, functools.partial(_trained_for, state, None))
         try:
             log({"step": state.history.step, **change})
         finally:
@@ -493,6 +493,11 @@ def _resume(state: TrainState, run_dir: Path, config: RunConfig) -> None:
         )
 
 
+def _trained_for(state: TrainState, meter: Progress | None) -> float:
+    """The run's training seconds so far: its earlier sessions', and this one's on ``meter``."""
+    return state.earlier.seconds + (meter.seconds() if meter is not None else 0.0)
+
+
 def _open_session(config: RunConfig, task: Task, state: TrainState, run_dir: Path, progress: bool) -> Session:
     """This session's meter, metrics log and step (through DDP when distributed: gradients
     averaged in the backward pass, rank 0's weights broadcast to every rank)."""
@@ -502,10 +507,7 @@ def _open_session(config: RunConfig, task: Task, state: TrainState, run_dir: Pat
             _StepModule(task), device_ids=[device] if device.type == "cuda" else None
         )
     meter = Progress(config.train.epochs, rate_unit(config.task, config.data.level), progress)
-
-    def elapsed() -> float:  # the run's training time, over every session
-        return state.earlier.seconds + meter.seconds()
-
+    elapsed = functools.partial(_trained_for, state, meter)
     log = MetricsLog(RunDir(run_dir).metrics if world.main else None, elapsed)
     return Session(config, meter, step, log, world, run_dir)
 
