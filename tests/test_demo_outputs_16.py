@@ -26,22 +26,46 @@ def strict_loads(text: str):
     return json.loads(text, parse_constant=refuse)
 
 
+@pytest.fixture
+def real_page():
+    """The demo's explorer page as it is (the other tests write its preface alone: faster)."""
+
+
 @pytest.fixture(autouse=True)
-def fake_training(monkeypatch):
+def fake_training(monkeypatch, request):
+    labels = {}
+    trained.clear()
+
     def train(label, setup, seed, task=None, device="cpu"):
-        return label, long_range.Result(label, {}, {}, 0.01, curve=[(0, 3.5), (50, 3.0), (99, 2.5)])
+        # an untrained model of the cell (the demo saves it as a run and shows it in its page)
+        model = long_range.make_model(label, setup, len(task.tokens))
+        labels[id(model)] = label
+        trained[label] = model
+        return model, long_range.Result(label, {}, {}, 0.01, curve=[(0, 3.5), (50, 3.0), (99, 2.5)])
 
     def accuracy(model, task, distance, setup, seed=1234):
-        return 1.0 if model in ("gru", "lstm") else 0.125
+        return 1.0 if labels[id(model)] in ("gru", "lstm") else 0.125
 
     def gradient(model, task, setup, distances, seed=4321):
-        rate = 0.2 if model.startswith("elman") else 0.99
-        return {d: (math.nan if (model, d) == ("irnn", 20) else rate**d) for d in distances}
+        label = labels[id(model)]
+        rate = 0.2 if label.startswith("elman") else 0.99
+        return {d: (math.nan if (label, d) == ("irnn", 20) else rate**d) for d in distances}
 
     monkeypatch.setattr(long_range, "train", train)
     monkeypatch.setattr(long_range, "accuracy", accuracy)
     monkeypatch.setattr(long_range, "gradient_by_distance", gradient)
     monkeypatch.setattr(demo, "parity_error", lambda: 0.0)
+    if "real_page" not in request.fixturenames:
+
+        def preface_only(out, models, setup, task, seed, preface):
+            (out / demo.RUNS).mkdir(exist_ok=True)
+            (out / "index.html").write_text(preface)
+
+        monkeypatch.setattr(demo, "_explorer_page", preface_only)
+
+
+trained: dict = {}
+"""The models the fake training returned, by cell."""
 
 
 def test_summary_is_strict_json_with_null_for_non_finite(tmp_path, capsys):
@@ -79,8 +103,8 @@ def test_an_earlier_calls_files_are_removed_before_writing_and_nothing_else(tmp_
     assert (tmp_path / "notes.txt").read_text() == "from before"
     assert f"removed an earlier call's accuracy.png, training.png from {tmp_path}" in out
     assert (
-        f"plots and a summary page: {tmp_path} "
-        "(index.html, summary.json, accuracy.png, gradient.png, training.png; "
+        f"plots, the cells' runs and the explorer's page: {tmp_path} "
+        "(index.html, summary.json, accuracy.png, gradient.png, training.png, runs; "
         "1 other entry there left untouched)"
     ) in out
 
@@ -132,3 +156,39 @@ def test_cli_json_and_device(tmp_path, capsys):
     assert "device 'nope' is not usable here" in err and len(err.strip().splitlines()) == 1
     with pytest.raises(RnnkitError, match="device 'nope'"):
         demo.run_demo(out=tmp_path, device="nope")
+
+
+def test_the_page_is_the_explorer_on_the_five_runs_it_saved(tmp_path, capsys, real_page):
+    import re
+
+    import rnnkit
+
+    assert demo.run_demo(out=tmp_path, steps=5) == 0
+    out = capsys.readouterr().out
+    labels = list(long_range.CELLS)
+    for label in labels:  # each cell a run directory with the demo's very weights
+        loaded = rnnkit.load(tmp_path / "runs" / label).model.state_dict()
+        expected = trained[label].state_dict()
+        assert loaded.keys() == expected.keys()
+        assert all(bool((loaded[k] == expected[k]).all()) for k in expected)
+    live = f"rnnkit explore {tmp_path / 'runs' / 'elman-sigmoid'} {tmp_path / 'runs' / 'lstm'}"
+    assert f"the live explorer, any text: {live}" in out
+    page = (tmp_path / "index.html").read_text()
+    assert "<script src=" not in page and '<link rel="stylesheet" href=' not in page  # one file
+    assert "The lecture's claims" in page and "gradient.png" in page and "not evidence" in page
+    data = re.search(r'<script id="rnnkit-data" type="application/json">(.*?)</script>', page, re.S)
+    shot = json.loads(data.group(1))
+    # the page opens on the sigmoid Elman network beside the LSTM
+    assert [r["name"] for r in shot["runs"]] == ["elman-sigmoid", "lstm", "elman-tanh", "irnn", "gru"]
+    assert len(shot["texts"]) == len(demo.PAGE_DISTANCES)
+    for n, d in enumerate(demo.PAGE_DISTANCES):
+        words = shot["texts"][n].split()
+        blank = len(words) - 1
+        assert words[blank] == words[blank - d]  # the name, d words before the blank
+        for run in range(len(labels)):
+            entry = shot["results"][f"{run}|{n}"]
+            assert entry["analyze"]["tokens"] == words and len(entry["gradient"]["0/0"]["map"]) == len(words)
+            assert (
+                f"0/0/h/{blank - d}-{blank - d + 1}" in entry["units"]
+                and f"0/0/h/{blank}-{blank + 1}" in entry["units"]
+            )

@@ -27,8 +27,15 @@ from rnnkit.fileio import WriteError, make_dir, stopped_writing, write_text_atom
 TABLE_DISTANCES = (5, 20, 50)
 PLOT_DISTANCES = (4, 5, 10, 15, 20, 30, 40, 50, 60)
 GRADIENT_DISTANCES = (1, 20, 50)
-FILES = ("index.html", "summary.json", "accuracy.png", "gradient.png", "training.png")
-"""Everything the demo writes: a call removes these (an earlier call's) from its folder, nothing else."""
+RUNS = "runs"
+FILES = ("index.html", "summary.json", "accuracy.png", "gradient.png", "training.png", RUNS)
+"""Everything the demo writes: a call removes these files (an earlier call's) from its folder,
+nothing else; ``runs/`` holds a run directory per cell (``rnnkit explore`` reads them), written
+over an earlier call's."""
+PAGE_FIRST = ("elman-sigmoid", "lstm")
+"""The runs the explorer's page shows side by side when it opens."""
+PAGE_DISTANCES = (5, 50)
+"""The explorer's page shows the five cells on a sequence with the name this many words back."""
 
 
 def parity_error() -> float:
@@ -134,6 +141,7 @@ def _run(out: Path, seed: int, setup: long_range.Setup, device: torch.device, st
     )
     print(header)
     results: dict[str, long_range.Result] = {}
+    models = {}
     gradient_curves: dict[str, dict[int, float]] = {}
     all_distances = list(range(0, setup.length - 1))
     for label in long_range.CELLS:
@@ -141,7 +149,7 @@ def _run(out: Path, seed: int, setup: long_range.Setup, device: torch.device, st
         result.accuracy = {d: long_range.accuracy(model, task, d, setup) for d in PLOT_DISTANCES}
         gradient_curves[label] = long_range.gradient_by_distance(model, task, setup, all_distances)
         result.gradient = {d: gradient_curves[label][d] for d in GRADIENT_DISTANCES}
-        results[label] = result
+        results[label], models[label] = result, model
         print(
             f"{label:14} "
             + " ".join(f"{result.accuracy[d]:9.2f}" for d in TABLE_DISTANCES)
@@ -159,10 +167,14 @@ def _run(out: Path, seed: int, setup: long_range.Setup, device: torch.device, st
     seconds = time.perf_counter() - start
     try:
         summary = _write(out, setup, seed, task, results, gradient_curves, checked, seconds, device, warning)
+        preface = _preface(setup, seed, task, results, checked, seconds, warning)
+        _explorer_page(out, models, setup, task, seed, preface)
     except WriteError as err:  # a full disk: say which files this call did write
         raise stopped_writing(err, out, FILES, "the demo") from None
-    report_folder(out, list(FILES), removed, others, "plots and a summary page")
-    print(f"open {(out / 'index.html').resolve()}")
+    report_folder(out, list(FILES), removed, others, "plots, the cells' runs and the explorer's page")
+    print(f"open {(out / 'index.html').resolve()} (the explorer on two sequences, no server needed)")
+    live = " ".join(str(out / RUNS / label) for label in PAGE_FIRST)
+    print(f"the live explorer, any text: rnnkit explore {live}")
     print(f"total time {time.perf_counter() - start:.0f} s")
     return summary
 
@@ -208,6 +220,11 @@ def _write(out, setup, seed, task, results, gradient_curves, checked, seconds, d
         }
     )
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=1, allow_nan=False) + "\n")
+    return summary
+
+
+def _preface(setup, seed, task, results, checked, seconds, warning) -> str:
+    """The demo's table, claims and plots: the top of its page, above the explorer."""
     rows = "".join(
         f"<tr><td>{html.escape(k)}</td>"
         + "".join(f"<td>{r.accuracy[d]:.2f}</td>" for d in TABLE_DISTANCES)
@@ -222,21 +239,72 @@ def _write(out, setup, seed, task, results, gradient_curves, checked, seconds, d
         f"<th>grad d={d}</th>" for d in GRADIENT_DISTANCES
     )
     caution = f"\n<p><b>{html.escape(warning)}</b></p>" if warning else ""
-    page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>rnnkit demo</title>
-<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}
-td,th{{padding:.2em .6em;text-align:right}} img{{max-width:49%}}</style></head><body>
-<h1>Vanishing gradients, seen</h1>
+    return f"""<section id="demo-section">
+<style>#demo-section td,#demo-section th{{padding:.2em .6em;text-align:right}}
+#demo-section img{{max-width:32%}}</style>
+<h2>rnnkit demo: vanishing gradients, seen</h2>
 <p>Language models of five cells learned the lecture's <i>"Jane ... said hi to ___"</i> corpus:
 the word at the blank is the name d words earlier. Chance is {task.chance:.3f}. Seed {seed};
 {setup.steps} Adam steps per cell; {seconds:.0f} s in all.</p>{caution}
 <table><tr><th>cell</th>{head}<th>train s</th></tr>{rows}</table>
-<h2>The lecture's claims, on these numbers</h2><ul>{claim_items}</ul>
+<h3>The lecture's claims, on these numbers</h3><ul>{claim_items}</ul>
 <img src="accuracy.png" alt="accuracy by distance"> <img src="gradient.png" alt="gradient by distance">
 <img src="training.png" alt="training curves">
 <p>The gradient is ||∂E_t/∂h_(t-d)|| at the blank, computed in float64 through autograd: the lecture's
 ∂h_t/∂h_k = Π ∂h_j/∂h_(j-1), whose norm the sigmoid's f' ≤ 1/4 shrinks at every step.</p>
-</body></html>
+<p>Below, the five trained cells in the explorer, on two of the corpus's sequences (the name
+{" and ".join(str(d) for d in PAGE_DISTANCES)} words before the blank): pick two runs to see them
+side by side. This page is a snapshot of those two texts (no server); for any text run
+<code>rnnkit explore {" ".join(f"{RUNS}/{label}" for label in PAGE_FIRST)}</code> in this folder.</p>
+</section>
 """
+
+
+def _explorer_page(
+    out: Path, models: dict, setup: long_range.Setup, task: LongRange, seed: int, preface: str
+) -> None:
+    """Save each cell's model as a run under ``out/runs/`` and write index.html: ``preface``
+    above the explorer's page with a snapshot of the five runs on the sequences of
+    :data:`PAGE_DISTANCES` (units for the name and the blank)."""
+    from rnnkit import explore
+
+    # the page opens on its first two runs side by side: the sigmoid Elman network and the LSTM,
+    # the lecture's argument in one picture
+    order = sorted(
+        models, key=lambda label: PAGE_FIRST.index(label) if label in PAGE_FIRST else len(PAGE_FIRST)
+    )
+    runs = [_save_run(out / RUNS / label, label, models[label], setup, task) for label in order]
+    g = torch.Generator().manual_seed(seed + 77)
+    texts, spans = [], []
+    for d in PAGE_DISTANCES:
+        tokens, blank, _ = task.batch(torch.tensor([min(d, setup.length - 1)]), setup.length, g)
+        at = int(blank[0])
+        texts.append(task.text(tokens[:, 0]))
+        spans.append([(at - min(d, at), at - min(d, at) + 1), (at, at + 1)])  # the name, the blank
+    page = explore.static_page(explore.snapshot(runs, texts, spans=spans), preface)
     write_text_atomic(out / "index.html", page)
-    return summary
+
+
+def _save_run(
+    path: Path, label: str, model: torch.nn.Module, setup: long_range.Setup, task: LongRange
+) -> Path:
+    """``model`` (one cell's, as :func:`rnnkit.experiments.long_range.make_model` builds it) as a run
+    directory that :func:`rnnkit.load` and ``rnnkit explore`` read: its config, vocabulary and
+    ``best`` checkpoint (no training log: the demo trains outside ``rnnkit train``)."""
+    from rnnkit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from rnnkit.data.vocab import Vocab
+    from rnnkit.training.checkpoint import save_checkpoint
+    from rnnkit.training.run import write_config
+    from rnnkit.training.rundir import RunDir
+
+    cell, options = long_range.CELLS[label]
+    model_config = ModelConfig(
+        cell=cell, embed_size=setup.embed, hidden_size=setup.hidden, num_layers=1, **options
+    )
+    train = TrainConfig(optimizer="adam", lr=setup.lr, clip_norm=setup.clip)
+    make_dir(path)
+    files = RunDir(path)
+    write_config(path, RunConfig(task="lm", model=model_config, data=DataConfig(level="word"), train=train))
+    Vocab(task.tokens, unk=None).save(files.vocab)
+    save_checkpoint(files.best, model, {"step": setup.steps, "source": "rnnkit demo"}, setup.steps)
+    return path

@@ -340,6 +340,12 @@ def _serve_parser(verbs: Verbs) -> None:
     serve_parser(verbs)
 
 
+def _explore_parser(verbs: Verbs) -> None:
+    from rnnkit.cli.explore import explore_parser  # light: no torch, no starlette
+
+    explore_parser(verbs)
+
+
 def _config_parser(verbs: Verbs) -> None:
     from rnnkit.cli import settings  # light: no torch
 
@@ -367,6 +373,7 @@ VERBS: tuple[Callable[[Verbs], None], ...] = (
     _experiment_parser,
     _export_parser,
     _serve_parser,
+    _explore_parser,
     _presets_parser,
     _config_parser,
 )
@@ -562,6 +569,10 @@ def _main(argv: Sequence[str] | None = None) -> int:
             from rnnkit.cli.commands import export
 
             return export(args)
+        if args.command == "explore":
+            from rnnkit.cli.explore import explore
+
+            return explore(args)
         if args.command == "serve":
             from rnnkit.cli.serve import serve
 

@@ -1,0 +1,123 @@
+"""``rnnkit explore RUN [RUN2]``: a local page to see inside trained recurrent networks.
+
+The address is bound before any model loads (a busy port is a one-line error at once;
+``--port 0``, the default, takes a free one), the startup line names the URL, and the
+page opens in the user's browser unless ``--no-browser`` or there is no display. Every
+number the page shows is computed by :mod:`rnnkit.explore` on the inference code the
+other verbs use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+MAX_RUNS = 2
+"""Runs shown side by side at most."""
+
+
+def explore_parser(verbs: Any) -> None:
+    """Declare ``rnnkit explore`` and its options (light: no torch, no starlette)."""
+    explore = verbs.add_parser(
+        "explore",
+        help="see inside trained runs in the browser: surprisal, gates, gradient flow, training",
+        description=(
+            "Serve an interactive page on 127.0.0.1 for RUN (and RUN2 side by side): type text and see "
+            "each token's surprisal and the top next tokens (language models), tags or class "
+            "probabilities (taggers, classifiers); a units x time heatmap of h, c and each gate of any "
+            "layer and direction, with the units that fire in a selected span; the map of "
+            "||dE_t/dh_k|| and its fall with distance (for Elman cells against the lecture's bound); "
+            "and the run's learning curves. Needs no network."
+        ),
+    )
+    explore.add_argument(
+        "runs", nargs="+", metavar="RUN", help="a run directory; a second one is shown beside it"
+    )
+    explore.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine only)")
+    explore.add_argument("--port", type=int, default=0, help="default: 0, a free port (the URL is printed)")
+    explore.add_argument("--no-browser", action="store_true", help="print the URL only; open no browser")
+    explore.add_argument(
+        "--which",
+        default="best",
+        choices=("best", "last"),
+        help="the checkpoint (default: best; a run still training shows its last)",
+    )
+    explore.add_argument("--device", default="cpu", help="auto, cpu, cuda, ... (default: cpu)")
+    explore.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads of the computations (default: 1: on a shared or small machine more threads "
+        "wait on each other, and the page's answers come later)",
+    )
+
+
+def explore(args: argparse.Namespace) -> int:
+    """Serve the explorer until Ctrl-C or SIGTERM; the exit status (130 after Ctrl-C, else 0)."""
+    from rnnkit.cli import checks
+    from rnnkit.errors import RnnkitError
+    from rnnkit.serve.address import bind
+
+    if len(args.runs) > MAX_RUNS:
+        raise RnnkitError(f"RUN: at most {MAX_RUNS} runs side by side, got {len(args.runs)}")
+    checks.between("--port", args.port, 0, 65535, "a TCP port")
+    checks.between("--threads", args.threads, 1, 1024, "CPU threads")
+    sock = bind(args.host, args.port)  # before any model loads: a busy port fails at once
+    try:
+        return _explore(args, sock)
+    finally:
+        sock.close()
+
+
+def _explore(args: argparse.Namespace, sock: Any) -> int:
+    import torch
+
+    from rnnkit.explore import make_app
+    from rnnkit.explore.compute import Explorer
+    from rnnkit.serve import server
+    from rnnkit.serve.address import is_loopback, url
+    from rnnkit.training.loop import pick_device
+
+    torch.set_num_threads(args.threads)
+    explorer = Explorer(args.runs, which=args.which, device=pick_device(args.device))
+    for note in explorer.notes:
+        print(f"rnnkit explore: {note}", file=sys.stderr, flush=True)
+    app = make_app(explorer)
+    if not is_loopback(sock):
+        print(
+            f"rnnkit explore: warning: listening on {sock.getsockname()[0]}: other machines can reach "
+            "this page, which has no authentication",
+            file=sys.stderr,
+            flush=True,
+        )
+    address = url(sock)
+    sock.listen(128)  # uvicorn listens too; the browser opened below must find the port open
+    if not args.no_browser:
+        _open_browser(address)
+    stopped_by = server.run(app, sock, f"rnnkit explore: {address} (Ctrl-C to stop)")
+    stopped = {signal.SIGINT: "interrupted", signal.SIGTERM: "stopped (SIGTERM)"}.get(stopped_by, "stopped")
+    print(f"rnnkit explore: {stopped}", file=sys.stderr, flush=True)
+    return 130 if stopped_by == signal.SIGINT else 0
+
+
+def _open_browser(url: str) -> None:
+    """Open ``url`` in the user's browser, in the background; never fails. Without a display
+    on Linux it does nothing: Python's fallback would run a text browser in this terminal."""
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    ):
+        print(f"rnnkit explore: no display; open {url} in a browser", file=sys.stderr, flush=True)
+        return
+
+    def opened() -> None:
+        import contextlib
+        import webbrowser
+
+        with contextlib.suppress(Exception):  # no browser at all: the printed URL is enough
+            webbrowser.open(url)
+
+    threading.Thread(target=opened, daemon=True).start()

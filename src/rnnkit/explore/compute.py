@@ -1,0 +1,222 @@
+"""Every number ``rnnkit explore`` shows, computed on the inference and diagnostic code the CLI uses.
+
+An :class:`Explorer` holds the runs (:mod:`rnnkit.explore.runs`, rebuilt by
+:func:`rnnkit.inference.load`) and answers the page's questions about a text
+(:mod:`rnnkit.explore.views`): surprisal and next tokens (a language model's
+:class:`~rnnkit.inference.LineScore` and its head), tags or class probabilities (the run's
+own ``tag``/``classify``), the values inside a layer, the units a selected span turns on, the
+map of ||∂E_t/∂h_k|| (:mod:`rnnkit.explore.sweep`, checked against
+:func:`~rnnkit.analysis.gradient_flow.gradient_matrix`) and the run's training log.
+
+A text is read once per run (:class:`~rnnkit.explore.reading.Reading`): its tokens, one float64
+forward pass recording every layer-direction, and every answer computed on it are kept for the
+few texts read last (:data:`CACHED_TEXTS`), so the page's several requests about one text share
+one forward pass. One lock serialises the computations (one model, one thread).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+import torch
+
+from rnnkit.errors import RnnkitError
+from rnnkit.explore import views
+from rnnkit.explore.reading import GATE_NAMES, MAX_CHARS, MAX_TOKENS, Reading, step_values, value_range
+from rnnkit.explore.runs import QUANTITIES, Run, training_log, validation_sample
+from rnnkit.explore.views import GRADIENT_TOKENS, SNIPPETS, default_threshold, on_units, snippets
+
+__all__ = ["GRADIENT_TOKENS", "MAX_CHARS", "MAX_TOKENS", "Explorer", "finite"]
+
+CACHED_TEXTS = 8
+"""Texts whose readings (tokens, traces, results) are kept, per explorer."""
+
+MAX_K = 50
+"""Top-k next tokens at most."""
+
+LABELS = {
+    "h": "hidden state h_t",
+    "c": "memory cell c_t",
+    "i": "input gate i_t",
+    "f": "forget gate f_t",
+    "o": "output gate o_t",
+    "z": "update gate z_t",
+    "r": "reset gate r_t",
+}
+assert set(LABELS) == {"h", "c", *GATE_NAMES}
+
+
+class Explorer:
+    """The runs ``rnnkit explore`` shows and every answer of its API (see
+    :mod:`rnnkit.explore.app`), computed one at a time."""
+
+    def __init__(
+        self, runs: list[str | os.PathLike[str]], which: str = "best", device: torch.device | str = "cpu"
+    ) -> None:
+        device = torch.device(device)
+        self.runs = [Run(i, path, which, device) for i, path in enumerate(runs)]
+        self.notes = [note for run in self.runs for note in run.notes]
+        for run in self.runs:
+            if not run.training:
+                # a broken checkpoint is a one-line error now, not on the page; the float64 probe
+                # and its first standalone cell (the first costs seconds of imports) before any text
+                run.probe().cell(0)
+        self.lock = threading.Lock()
+        self.cache: OrderedDict[tuple[int, str], Reading] = OrderedDict()
+        self.samples: dict[tuple[int, int, str], Any] = {}
+
+    # -- the API ----------------------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        return {"runs": [run.describe() for run in self.runs]}
+
+    def analyze(self, run: int, text: str, k: int = 5) -> dict[str, Any]:
+        if not 1 <= k <= MAX_K:
+            raise RnnkitError(f"k: must be in [1, {MAX_K}], got {k}")
+        with self.lock:
+            reading = self.reading(run, text)
+            key = ("analyze", k)
+            if key not in reading.results:
+                reading.results[key] = views.analysis(reading, k)
+            return reading.results[key]
+
+    def inside(self, run: int, text: str, layer: int, direction: int, quantity: str) -> dict[str, Any]:
+        with self.lock:
+            reading = self.reading(run, text)
+            key = ("inside", layer, direction, quantity)
+            if key not in reading.results:
+                values, lo, hi = self._values(reading, layer, direction, quantity)
+                reading.results[key] = {
+                    "tokens": reading.shown,
+                    "values": values.tolist(),
+                    "range": [lo, hi],
+                    "label": LABELS[quantity],
+                    "layer": layer,
+                    "direction": direction,
+                    "quantity": quantity,
+                    "notes": reading.notes,
+                }
+            return reading.results[key]
+
+    def units(
+        self,
+        run: int,
+        text: str,
+        layer: int,
+        direction: int,
+        quantity: str,
+        start: int,
+        end: int,
+        threshold: float | None = None,
+    ) -> dict[str, Any]:
+        with self.lock:
+            reading = self.reading(run, text)
+            values, lo, hi = self._values(reading, layer, direction, quantity)
+            T = values.shape[0]
+            if not 0 <= start < end <= T:
+                raise RnnkitError(f"start, end: a span of the text's {T} tokens (0 <= start < end <= {T})")
+            threshold = default_threshold(quantity, lo, hi) if threshold is None else threshold
+            found = on_units(values, start, end)
+            sample = self._sample(reading.run, layer, direction, quantity)
+            notes = [] if sample else ["the run's validation text is not reachable: no examples from it"]
+            elsewhere = (
+                [
+                    {"unit": u["unit"], "snippets": snippets(sample, u["unit"], threshold)}
+                    for u in found[:SNIPPETS]
+                ]
+                if sample
+                else []
+            )
+            return {"units": found, "elsewhere": elsewhere, "threshold": threshold, "notes": notes}
+
+    def gradient(self, run: int, text: str, layer: int, direction: int) -> dict[str, Any]:
+        with self.lock:
+            reading = self.reading(run, text)
+            key = ("gradient", layer, direction)
+            if key not in reading.results:
+                reading.results[key] = views.gradient(reading, self._index(reading.run, layer, direction))
+            return reading.results[key]
+
+    def training(self, run: int) -> dict[str, Any]:
+        return training_log(self._run(run))
+
+    # -- helpers ------------------------------------------------------------------------------------
+    def _run(self, run: int) -> Run:
+        if not isinstance(run, int) or not 0 <= run < len(self.runs):
+            raise RnnkitError(f"run: no run {run!r}; the runs are 0..{len(self.runs) - 1}")
+        return self.runs[run]
+
+    def reading(self, run: int, text: str) -> Reading:
+        """The text as ``run`` reads it: kept for the :data:`CACHED_TEXTS` texts read last."""
+        r = self._run(run)
+        if not isinstance(text, str) or not text.strip():
+            raise RnnkitError("text: empty; type some text")
+        key = (run, text)
+        reading = self.cache.get(key)
+        if reading is not None and reading.trained is r.model():
+            self.cache.move_to_end(key)
+            return reading
+        reading = self.cache[key] = Reading(r, text)
+        while len(self.cache) > CACHED_TEXTS:
+            self.cache.popitem(last=False)
+        return reading
+
+    def _index(self, run: Run, layer: int, direction: int) -> int:
+        m = run.config.model
+        D = 2 if m.bidirectional else 1
+        if not isinstance(layer, int) or not 0 <= layer < m.num_layers:
+            raise RnnkitError(f"layer: must be in [0, {m.num_layers - 1}], got {layer!r}")
+        if not isinstance(direction, int) or not 0 <= direction < D:
+            raise RnnkitError(f"direction: must be in [0, {D - 1}], got {direction!r}")
+        return layer * D + direction
+
+    def _values(
+        self, reading: Reading, layer: int, direction: int, quantity: str
+    ) -> tuple[np.ndarray, float, float]:
+        run = reading.run
+        index = self._index(run, layer, direction)
+        quantities = QUANTITIES.get(run.config.model.cell, ["h"])
+        if quantity not in quantities:
+            raise RnnkitError(f"quantity: one of {', '.join(quantities)} for this cell, got {quantity!r}")
+        key = ("values", index, quantity)
+        if key not in reading.results:
+            values = step_values(reading.trace(index), quantity)[
+                reading.offset : reading.offset + reading.steps
+            ]
+            reading.results[key] = (values, *value_range(run.config.model, quantity, values))
+        return reading.results[key]
+
+    def _sample(
+        self, run: Run, layer: int, direction: int, quantity: str
+    ) -> list[tuple[list[str], np.ndarray]]:
+        """The quantity's values on a sample of the run's validation text: (tokens, values (T, H))
+        per passage; [] when the text is not reachable."""
+        key = (run.id, self._index(run, layer, direction), quantity)
+        if key not in self.samples:
+            out = []
+            for passage in validation_sample(run):
+                try:
+                    reading = Reading(run, passage)
+                except RnnkitError:
+                    continue
+                values = step_values(reading.trace(key[1]), quantity)[
+                    reading.offset : reading.offset + reading.steps
+                ]
+                out.append((reading.shown, values))
+            self.samples[key] = out
+        return self.samples[key]
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every float that is not finite (an impossible line's perplexity) as None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value

@@ -1,0 +1,254 @@
+r"""One float64 forward pass per text for every view, and the whole map ||∂E_t/∂h_k|| in one sweep back.
+
+A :class:`Probe` is a run's float64 reference twin (:func:`rnnkit.analysis.gradient_flow.probe`),
+made once per loaded model. :meth:`Probe.record` runs a text through it once, recording every
+cell call of every layer-direction (input, previous state, new state) and the per-step losses:
+the values inside each layer, the gates and the gradient maps are all read from that one
+:class:`Recording` (:meth:`Recording.trace` is the diagnostics' :class:`~rnnkit.analysis.gradient_flow.Trace`
+of one layer-direction).
+
+:func:`rnnkit.analysis.gradient_flow.gradient_matrix` runs one backward pass per loss E_t,
+each through the whole graph (the output layer's included): T passes, too slow for a page
+that redraws as the user types. Where each E_t reads the top layer's output y_t alone (a
+language model's next-token loss, a tagger's per-word loss), the same numbers come from
+one sweep backwards through the steps, carrying all T rows at once:
+
+.. math::
+    \delta^{(t)} h_k = [k = t]\,\frac{\partial E_t}{\partial y_t}
+        + \delta^{(t)} s_{k+1} \frac{\partial s_{k+1}}{\partial h_k}
+        + \delta^{(t)} x^{\ell+1}_k \ \text{(from the layer above)}
+
+each step's vector-Jacobian product from :mod:`rnnkit.explore.steps`, for the rows whose
+E_t has reached the step (a forward direction's later losses have not). The tests hold it
+to ``gradient_matrix``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from rnnkit.analysis import gradient_flow as gf
+from rnnkit.cells.base import RecurrentCell
+from rnnkit.explore.steps import Call, Steps, steps
+
+ROW_BYTES = 64 << 20
+"""Rows are carried in groups whose gradients on one layer's outputs hold at most this many bytes."""
+
+
+class Probe:
+    """A run's float64 reference twin, made once, and standalone copies of its cells.
+
+    With ``graph=False`` a recording keeps no autograd graph of the recurrent layers (the
+    sweep needs none: only ∂E_t/∂y_t, taken on the output layer's graph); a classifier's one
+    loss is differentiated through the whole graph (``graph=True``).
+    """
+
+    def __init__(self, model: nn.Module, graph: bool = True) -> None:
+        self.model = gf.probe(model)
+        self.cells: dict[int, RecurrentCell] = {}
+        self.graph = graph
+        if not graph:  # nothing is differentiated through the recurrent layers: no graph for them
+            self.model.requires_grad_(False)
+
+    def cell(self, index: int) -> RecurrentCell:
+        """Layer-direction ``index``'s cell holding its weights (kept)."""
+        if index not in self.cells:
+            self.cells[index] = self.model.rnn.standalone_cell(index)
+        return self.cells[index]
+
+    def record(self, tokens: Tensor, loss: gf.Loss) -> Recording:
+        """``tokens`` (L, N) through the twin once, every cell call of every layer-direction recorded."""
+        if tokens.dim() != 2 or tokens.shape[0] < 2:
+            raise ValueError(f"tokens must be (L, N) with L >= 2, got shape {tuple(tokens.shape)}")
+        twin, recording = self.model, Recording(self, leaf_output=not self.graph)
+        rnn = twin.rnn
+        handles = [rnn.register_forward_hook(recording.output)]
+        handles += [cell.register_forward_hook(recording.call(i)) for i, cell in enumerate(rnn.cells)]
+        try:
+            losses = loss(twin, tokens.to(next(twin.parameters()).device))
+        finally:
+            for handle in handles:
+                handle.remove()
+        losses, recording.loss_steps = losses if isinstance(losses, tuple) else (losses, [])
+        y = recording.y
+        if not recording.loss_steps and y is not None and losses.shape[0] == y.shape[0]:
+            # one loss per step, read at y_t: the sweep needs only ∂E_t/∂y_t, and nothing else
+            # needs the output layer's graph (which the next backward pass frees)
+            (recording.direct,) = torch.autograd.grad(losses[:, 0].sum(), y)
+            losses = losses.detach()
+        recording.losses = losses
+        return recording
+
+
+class Recording:
+    """Every cell call of one forward pass of a probe (``calls`` by layer-direction, in the order
+    run), the recurrent network's output y (L, N, H·D) and the per-step losses."""
+
+    def __init__(self, probe: Probe, leaf_output: bool = False) -> None:
+        self.probe, self.leaf_output = probe, leaf_output
+        self.calls: dict[int, list[Call]] = {}
+        self.y: Tensor | None = None
+        self.losses: Tensor | None = None
+        self.direct: Tensor | None = None
+        """∂(Σ_t E_t)/∂y (L, N, H·D) where each E_t reads y_t alone; None for other losses."""
+        self.loss_steps: list[int] = []
+        self._traces: dict[int, gf.Trace] = {}
+        self._steps: dict[int, Steps] = {}
+
+    def output(self, module: nn.Module, args: Any, output: Any) -> Any:
+        if not self.leaf_output:
+            self.y = output[0]
+            return None
+        self.y = output[0].detach().requires_grad_()  # the output layer's graph starts here
+        return (self.y, *output[1:])
+
+    def call(self, index: int) -> Any:
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            self.calls.setdefault(index, []).append((args[0], args[1], output))
+
+        return hook
+
+    def steps(self, index: int) -> Steps:
+        """Layer-direction ``index``'s backward steps (kept)."""
+        if index not in self._steps:
+            self._steps[index] = steps(self.probe.cell(index), self.calls[index])
+        return self._steps[index]
+
+    def trace(self, index: int) -> gf.Trace:
+        """Layer-direction ``index`` as :func:`rnnkit.analysis.gradient_flow.trace` records it (kept)."""
+        if index not in self._traces:
+            assert self.losses is not None
+            calls, at = self.calls[index], list(self.loss_steps)
+            if index % self.probe.model.rnn.num_directions == 1:  # the backward direction ran from the end
+                calls = calls[::-1]
+                at = [len(calls) - 1 - t for t in at]
+            inputs, previous, states = ([c[j] for c in calls] for j in range(3))
+            self._traces[index] = gf.Trace(self.probe.model, index, inputs, previous, states, self.losses, at)
+        return self._traces[index]
+
+
+def gradient_matrix(recording: Recording, index: int) -> np.ndarray:
+    """G[t, k] = ||∂E_t/∂h_k|| (sequence 0) for every loss row t and step k of layer-direction
+    ``index``, as :func:`rnnkit.analysis.gradient_flow.gradient_matrix` gives it, for losses E_t
+    that read the top output y_t alone (one loss per step)."""
+    y, g = recording.y, recording.direct
+    assert y is not None and g is not None, "one loss per step, read at y_t"
+    L, width = y.shape[0], y.shape[-1]
+    rows_at_once = max(1, ROW_BYTES // (L * width * y.element_size()))
+    G = np.zeros((L, L))
+    for first in range(0, L, rows_at_once):
+        rows = range(first, min(L, first + rows_at_once))
+        G[first : first + len(rows)] = _rows(recording, index, Diagonal(g[:, 0], rows))
+    return G
+
+
+class Diagonal:
+    """The rows' gradients on the top layer's outputs: row r's E_t reads y_t alone (t = ``rows[r]``),
+    so its gradient there is ∂E_t/∂y_t (``g[t]``) and zero at every other position."""
+
+    def __init__(self, g: Tensor, rows: range) -> None:
+        self.g, self.rows = g, rows
+        self.support = torch.zeros((len(rows), g.shape[0]), dtype=torch.bool)
+        self.support[torch.arange(len(rows)), torch.tensor(rows)] = True
+
+    def at(self, position: int, lo: int, hi: int, columns: slice) -> Tensor:
+        """Rows [lo, hi) at ``position``, the output's ``columns``."""
+        g = self.g[position, columns]
+        out = g.new_zeros((hi - lo, g.shape[0]))
+        r = position - self.rows.start
+        if lo <= r < hi:
+            out[r - lo] = g
+        return out
+
+
+class Dense:
+    """The rows' gradients on a layer's outputs at every position (R, L, W), nonzero where
+    ``support`` (R, L) says."""
+
+    def __init__(self, gradients: Tensor, support: Tensor) -> None:
+        self.gradients, self.support = gradients, support
+
+    def at(self, position: int, lo: int, hi: int, columns: slice) -> Tensor:
+        return self.gradients[lo:hi, position, columns]
+
+
+def _rows(recording: Recording, index: int, direct: Diagonal | Dense) -> np.ndarray:
+    """Norms (R, L) of the rows whose gradients on the top layer's outputs are ``direct``, swept
+    down the layers to layer-direction ``index``."""
+    rnn = recording.probe.model.rnn
+    D = rnn.num_directions
+    observed_layer, observed_direction = divmod(index, D)
+    norms = np.zeros(tuple(direct.support.shape))
+    for layer in range(rnn.num_layers - 1, observed_layer - 1, -1):
+        below: Dense | None = None
+        for direction in range(D):
+            if layer == observed_layer and direction != observed_direction:
+                continue
+            at = layer * D + direction
+            H = recording.probe.cell(at).hidden_size
+            columns = slice(direction * H, (direction + 1) * H)
+            want_input = layer > observed_layer
+            found, into = _sweep(recording.steps(at), direct, columns, direction == 1, want_input)
+            if layer == observed_layer:
+                norms = found
+            if into is not None:
+                below = (
+                    into
+                    if below is None
+                    else Dense(below.gradients + into.gradients, below.support | into.support)
+                )
+        direct = below if below is not None else direct
+    return norms
+
+
+def _sweep(
+    back: Steps, direct: Diagonal | Dense, columns: slice, reverse: bool, want_input: bool
+) -> tuple[np.ndarray, Dense | None]:
+    """One direction of one layer, backwards through the order it ran: the norm of each row's
+    total gradient on h at every position (R, L) and, with ``want_input``, the gradients on
+    the layer's input at every position.
+
+    A row carries zeros until its E_t reaches the step (the later losses of a forward
+    direction): each step is taken for the span of rows reached so far alone.
+    """
+    R, L = direct.support.shape
+    positions = list(range(L)) if reverse else list(range(L - 1, -1, -1))  # the sweep's order
+    reached = direct.support[:, positions].cummax(1).values.numpy()  # (R, L) in the sweep's order
+    norms = np.zeros((R, L))
+    into = support = None
+    carried: list[Tensor] = []  # the rows' gradients on the state the next step received
+    lo = hi = 0
+    for s, position in enumerate(positions):
+        rows = np.flatnonzero(reached[:, s])
+        if not len(rows):
+            continue
+        lo, hi, before = int(rows[0]), int(rows[-1]) + 1, (lo, hi)
+        dh = direct.at(position, lo, hi, columns)
+        if not carried:
+            grads = [dh] + [torch.zeros_like(dh)] * (back.state_fields - 1)
+        else:
+            if (lo, hi) != before:  # rows reached here: nothing carried for them yet
+                carried = [_widen(c, before, (lo, hi)) for c in carried]
+            grads = [dh + carried[0], *carried[1:]]
+        norms[lo:hi, position] = grads[0].norm(dim=-1).cpu().numpy()
+        if L - 1 - s == 0 and not want_input:
+            break
+        dx, carried = back.back(L - 1 - s, grads, want_input)
+        if dx is not None:
+            if into is None:
+                into = torch.zeros((R, L, dx.shape[-1]), dtype=dx.dtype, device=dx.device)
+                support = torch.zeros((R, L), dtype=torch.bool)
+            into[lo:hi, position] = dx
+            support[lo:hi, position] = True
+    return norms, None if into is None else Dense(into, support)
+
+
+def _widen(rows: Tensor, was: tuple[int, int], now: tuple[int, int]) -> Tensor:
+    """``rows`` of the span ``was`` within the wider span ``now``, zeros in the rows added."""
+    (a, b), (lo, hi) = was, now
+    width = rows.shape[1]
+    return torch.cat([rows.new_zeros((a - lo, width)), rows, rows.new_zeros((hi - b, width))])
