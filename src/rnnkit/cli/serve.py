@@ -13,7 +13,7 @@ import os
 import signal
 import socket
 import sys
-from typing import Any, cast
+from typing import Any
 
 from rnnkit.errors import RnnkitError
 from rnnkit.serve.address import bind, is_loopback, url
@@ -93,7 +93,7 @@ def serve(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace, sock: socket.socket) -> int:
     import torch
 
-    from rnnkit.export.quantize import quantize_model
+    from rnnkit.export.quantize import quantize_run
     from rnnkit.inference import load
     from rnnkit.serve import server
     from rnnkit.serve.app import build_app
@@ -102,8 +102,7 @@ def _serve(args: argparse.Namespace, sock: socket.socket) -> int:
 
     torch.set_num_threads(args.threads)
     trained = load(args.run, which=args.which, device=pick_device(args.device))
-    if args.quantize == "int8":
-        trained.model = cast(Any, trained.task).model = quantize_model(trained.model)  # what it answers with
+    quantize_run(trained, args.quantize)  # int8: the model every route answers with; None: as loaded
     vocab = len(trained.vocab) if trained.vocab is not None else 1
     limits = Limits(args.max_chars, args.max_items, args.max_tokens, min(vocab, 1000), args.timeout)
     app = build_app(
