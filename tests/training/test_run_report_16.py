@@ -156,6 +156,9 @@ def test_ctrl_c_prints_the_command_that_continues_the_run(corpus, tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         env=ENV,
+        # as a terminal's foreground job gets it: a suite started in the background (`cmd &`)
+        # passes SIGINT ignored to every child, and Python then never raises KeyboardInterrupt
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 120
