@@ -37,6 +37,8 @@ import threading
 import time
 from pathlib import Path
 
+import harness
+
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM_ARGS = [
     "--headless",
@@ -81,16 +83,6 @@ def sample_text(tokens: int) -> list[str]:
     while len(words) < tokens:
         words += passage.split()
     return words[:tokens]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def nearest_rank(values: list[float], q: float) -> float:
@@ -219,7 +211,7 @@ def main() -> None:
         "edits": args.edits,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": {
-            "cpu": cpu_model(),
+            "cpu": harness.cpu_model(),
             "cores": os.cpu_count(),
             "python": platform.python_version(),
             "load_average_after": os.getloadavg(),  # other work on the machine skews the figures

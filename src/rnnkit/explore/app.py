@@ -25,7 +25,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from rnnkit.errors import RnnkitError
-from rnnkit.explore.compute import MAX_CHARS, Explorer, finite
+from rnnkit.experiments.common import strict_json
+from rnnkit.explore.compute import MAX_CHARS, Explorer
 from rnnkit.textsafe import printable
 
 STATIC = Path(__file__).parent / "static"
@@ -72,7 +73,7 @@ class JSONResponse(Response):
 
     def render(self, content: Any) -> bytes:
         return json.dumps(
-            finite(content), ensure_ascii=False, allow_nan=False, separators=(",", ":")
+            strict_json(content), ensure_ascii=False, allow_nan=False, separators=(",", ":")
         ).encode()
 
 

@@ -16,7 +16,6 @@ one forward pass. One lock serialises the computations (one model, one thread).
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 from collections import OrderedDict
@@ -31,7 +30,7 @@ from rnnkit.explore.reading import GATE_NAMES, MAX_CHARS, MAX_TOKENS, Reading, s
 from rnnkit.explore.runs import QUANTITIES, Run, training_log, validation_sample
 from rnnkit.explore.views import GRADIENT_TOKENS, SNIPPETS, default_threshold, on_units, snippets
 
-__all__ = ["GRADIENT_TOKENS", "MAX_CHARS", "MAX_TOKENS", "Explorer", "finite"]
+__all__ = ["GRADIENT_TOKENS", "MAX_CHARS", "MAX_TOKENS", "Explorer"]
 
 CACHED_TEXTS = 8
 """Texts whose readings (tokens, traces, results) are kept, per explorer."""
@@ -209,14 +208,3 @@ class Explorer:
                 out.append((reading.shown, values))
             self.samples[key] = out
         return self.samples[key]
-
-
-def finite(value: Any) -> Any:
-    """``value`` with every float that is not finite (an impossible line's perplexity) as None."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite(v) for v in value]
-    return value

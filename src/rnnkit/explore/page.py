@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from rnnkit.errors import RnnkitError
-from rnnkit.explore.compute import Explorer, finite
+from rnnkit.experiments.common import strict_json
+from rnnkit.explore.compute import Explorer
 from rnnkit.explore.runs import QUANTITIES
 
 STATIC = Path(__file__).parent / "static"
@@ -88,7 +89,7 @@ def snapshot(
         "results": results,
         "training": {str(run.id): explorer.training(run.id) for run in explorer.runs},
     }
-    return finite(whole) if digits is None else rounded(whole, digits)
+    return strict_json(whole) if digits is None else rounded(whole, digits)
 
 
 def rounded(value: Any, digits: int) -> Any:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import os
 import sys
 import time
@@ -27,6 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from rnnkit.errors import RnnkitError
+from rnnkit.experiments.common import strict_json
 from rnnkit.inference import Trained
 from rnnkit.serve.batcher import MAX_QUEUED, Batcher, ModelThread
 from rnnkit.serve.methods import KINDS, METHODS, Method, kind_name, routes_of
@@ -44,18 +44,8 @@ class JSONResponse(Response):
         try:
             text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
         except ValueError:
-            text = json.dumps(_finite(content), ensure_ascii=False, separators=(",", ":"))
+            text = json.dumps(strict_json(content), ensure_ascii=False, separators=(",", ":"))
         return text.encode("utf-8")
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
 
 
 def error(status: int, message: str) -> JSONResponse:
