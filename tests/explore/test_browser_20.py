@@ -367,6 +367,7 @@ def test_the_static_snapshot_works_from_the_file_system(browser, runs, tmp_path)
     page.mouse.down()
     page.mouse.move(box["x"] + ml + 3.5 * cw, y)
     page.mouse.up()
+    watched.settle()  # the snapshot answers asynchronously, as the server does
     assert "live server" in panel.locator(".units-out").inner_text()
     page.screenshot(path=str(tmp_path / "explore-static.png"), full_page=True)
     watched.check()
