@@ -190,7 +190,7 @@ def main() -> int:
     p.add_argument("--tagger", help="a tagger run: /v1/tag (e.g. runs/ewt-upos-3ep)")
     p.add_argument("--seconds", type=float, default=30.0, help="per phase (30)")
     p.add_argument("--clients", default="1,8,32", help="concurrent clients per phase (1,8,32)")
-    p.add_argument("--threads", type=int, default=1, help="the server's model thread's CPU threads (1)")
+    p.add_argument("--threads", type=int, default=2, help="the model thread's CPU threads (2, as serve)")
     p.add_argument("--batch-wait-ms", type=float, default=5.0)
     p.add_argument("--max-batch", type=int, default=64)
     p.add_argument("--json", default="bench/results/serve.json")
