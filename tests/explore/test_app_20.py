@@ -4,6 +4,7 @@ requests answered in one JSON line with a 4xx, the server alive after them, a cl
 from __future__ import annotations
 
 import json
+import math
 import signal
 import socket
 import subprocess
@@ -85,6 +86,28 @@ def test_every_route_answers_json(server):
     assert training["metric"] == "accuracy" and training["epochs"] == [1]
     page = httpx.get(f"{server}/", timeout=30)
     assert page.status_code in (200, 404) and (page.status_code == 200 or "error" in page.json())
+
+
+def test_answers_say_where_their_time_went_and_inside_sends_what_the_page_paints(server):
+    text = "w1 w2 w3 w4 w5"
+    for route, body in (
+        ("analyze", {"run": 0, "text": text}),
+        ("inside", {"run": 0, "text": text, "layer": 0, "quantity": "c"}),
+        ("gradient", {"run": 0, "text": text, "layer": 0}),
+    ):
+        answer = post(server, route, body)
+        assert answer.status_code == 200, answer.text
+        timing = dict(part.strip().split(";dur=") for part in answer.headers["server-timing"].split(","))
+        assert set(timing) == {"wait", "compute", "encode"} and all(float(v) >= 0 for v in timing.values())
+    for quantity in ("h", "c", "f"):
+        body = {"run": 1, "text": "the cat sat on the mat", "layer": 0, "direction": 1, "quantity": quantity}
+        sent = post(server, "inside", body).json()
+        lo, hi = sent["range"]
+        largest = max(abs(lo), abs(hi))
+        decimals = 3 - math.floor(math.log10(largest))  # 4 significant digits of the colour range
+        values = [v for row in sent["values"] for v in row]
+        assert values and all(round(v, decimals) == v for v in values), (quantity, values[:5])
+        assert max(abs(v) for v in values) > 0  # rounded, not flattened
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ is whether the page shows them faithfully.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import queue
 import re
@@ -24,16 +25,21 @@ import pytest
 from conftest import CLI_ENV, write_toy_lm_corpus
 from rnnkit.cli.main import main
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+
+def _chromium_module():
+    """bench/chromium.py, the one place the browser's path and flags are written (the benchmark
+    launches it the same way)."""
+    path = Path(__file__).resolve().parents[2] / "bench" / "chromium.py"
+    spec = importlib.util.spec_from_file_location("rnnkit_bench_chromium", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+chromium = _chromium_module()
+CHROMIUM = chromium.CHROMIUM
+RIGHTMOST = "e => Math.max(...[e, ...e.querySelectorAll('*')].map((c) => c.getBoundingClientRect().right))"
+"""The right edge of an element and everything inside it, in CSS pixels."""
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt install chromium)"
@@ -92,9 +98,9 @@ def server(runs):
 @pytest.fixture(scope="module")
 def browser():
     with playwright_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+        browser = chromium.launch(pw, CHROMIUM)
+        yield browser
+        browser.close()
 
 
 class Watched:
@@ -281,6 +287,21 @@ def test_clicking_a_time_step_shades_the_words_its_gradient_reaches(live, server
 
 def test_two_runs_sit_side_by_side_with_their_training_curves(live, server, tmp_path):
     page = live.page
+    type_text(live, TEXT)
+    # nothing of one panel runs into the next, and the page does not scroll sideways: at 1400 px
+    # and at 1000, near the narrowest width that still puts the panels side by side
+    for width in (1400, 1000):
+        page.set_viewport_size({"width": width, "height": 1000})
+        page.wait_for_function(f"window.innerWidth === {width}")
+        assert page.evaluate("document.scrollingElement.scrollWidth <= window.innerWidth"), width
+        for section in ("text", "inside", "gradient", "training"):
+            left = page.locator(f"#{section}-panel-0").bounding_box()
+            right = page.locator(f"#{section}-panel-1").bounding_box()
+            assert left["x"] + left["width"] <= right["x"], (width, section)
+            for legend in page.locator(f"#{section}-panel-0 .legend").all():
+                reach = legend.evaluate(RIGHTMOST)
+                assert reach <= right["x"], (width, section, reach, right["x"])
+    page.set_viewport_size({"width": 1400, "height": 1000})
     for section in ("text", "inside", "gradient", "training"):
         assert "two" in page.locator(f"#{section}-panels").get_attribute("class")
         assert page.locator(f"#{section}-panel-0").get_attribute("data-run") == "0"

@@ -18,7 +18,7 @@ from conftest import CLI_ENV, write_toy_lm_corpus, write_toy_sst, write_toy_tree
 from rnnkit.analysis import gradient_flow as gf
 from rnnkit.cli.main import main
 from rnnkit.errors import RnnkitError
-from rnnkit.explore import compute, snapshot
+from rnnkit.explore import compute, snapshot, sweep
 from rnnkit.explore.compute import Explorer
 
 TINY = ["--model.hidden_size=8", "--model.embed_size=8", "--train.epochs=1", "--train.threads=1"]
@@ -151,6 +151,64 @@ def test_the_gradient_map_is_autograd_of_each_loss(explorer, run, layers, direct
     top = explorer.gradient(run, text, layers - 1, directions - 1)["map"]
     if directions == 2:  # the top backward direction reaches the later steps only
         assert all(v is None for t, row in enumerate(top) for k, v in enumerate(row) if k < t)
+
+
+def test_more_threads_give_the_same_answers_side_by_side(runs, monkeypatch):
+    """With threads=3 the trained model and the probe compute at once, and the gradient map's rows
+    are swept in two spans by two threads: every answer as with one thread, asked concurrently."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    one = Explorer([runs["lstm"], runs["tag"]])
+    two = Explorer([runs["lstm"], runs["tag"]], threads=3)
+    assert two.lock is not two.probe_lock and one.lock is one.probe_lock
+    texts = {0: "w1 w2 w3 w4 w5 w6 w7 w8 w9", 1: "the cat sat on the mat ."}
+    questions = [
+        (run, kind, layer, direction)
+        for run, directions in ((0, 1), (1, 2))
+        for kind in ("analyze", "inside", "gradient")
+        for layer in (0, 1) if run == 0 or layer == 0
+        for direction in range(directions)
+    ]  # fmt: skip
+
+    def ask(explorer, question):
+        run, kind, layer, direction = question
+        if kind == "analyze":
+            return explorer.analyze(run, texts[run])
+        if kind == "inside":
+            return explorer.inside(run, texts[run], layer, direction, "c")
+        return explorer.gradient(run, texts[run], layer, direction)
+
+    split, sweep_once = [], sweep.gradient_matrix
+
+    def spied(recording, index, workers=1):
+        split.append(workers)
+        return sweep_once(recording, index, workers)
+
+    monkeypatch.setattr(sweep, "gradient_matrix", spied)
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda q: ask(two, q), questions))
+    assert set(split) == {2}  # the probe's two threads swept every map
+    for question, found in zip(questions, together):
+        expected = ask(one, question)
+        if question[1] != "gradient":
+            assert found == expected, question
+            continue
+        G, E = ([[np.nan if v is None else v for v in row] for row in d["map"]] for d in (found, expected))
+        np.testing.assert_allclose(G, E, rtol=1e-12, atol=1e-300, equal_nan=True)
+
+
+def test_inside_rounds_to_the_colour_ranges_digits_only_when_asked(explorer):
+    text = "w1 w2 w3 w4 w5 w6"
+    for quantity in ("h", "c", "f"):
+        exact = explorer.inside(LSTM, text, 0, 0, quantity)
+        shown = explorer.inside(LSTM, text, 0, 0, quantity, digits=4)
+        lo, hi = exact["range"]
+        step = 10.0 ** (math.floor(math.log10(max(abs(lo), abs(hi)))) - 3)
+        assert np.abs(np.array(shown["values"]) - np.array(exact["values"])).max() <= step / 2 + 1e-15
+        values = [v for row in shown["values"] for v in row]
+        assert all(round(v / step) * step == pytest.approx(v, abs=1e-12) for v in values)
+        assert shown["values"] != exact["values"] and {**shown, "values": 0} == {**exact, "values": 0}
+        assert len(json.dumps(shown)) < 0.6 * len(json.dumps(exact))
 
 
 def test_the_elman_bound_is_the_diagnostics_bound(explorer):

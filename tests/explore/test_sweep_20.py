@@ -4,6 +4,8 @@ autograd fallback, on small float64 models: language models and a deep bidirecti
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -91,3 +93,31 @@ def test_one_recording_is_the_diagnostics_trace_of_every_layer_direction():
             torch.testing.assert_close(a.c, b.c, rtol=0, atol=0)
         for a, b in zip(found.inputs, expected.inputs):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_rows_swept_by_several_threads_are_the_same_map(workers, monkeypatch):
+    """The rows split into spans of about equal work, each swept by its own thread, in groups small
+    enough for the memory bound too: the map of one sweep, for every layer-direction."""
+    torch.manual_seed(0)
+    config = ModelConfig(cell="lstm", embed_size=5, hidden_size=6, num_layers=2, bidirectional=True)
+    tagger = build_tagger(config, words=9, chars=1, tags=4).eval()
+    words = torch.randint(0, 9, (11, 1), generator=torch.Generator().manual_seed(5))
+    recording = sweep.Probe(tagger, graph=False).record(words, gf.tagger_loss())
+    alone = [sweep.gradient_matrix(recording, index) for index in range(4)]
+    monkeypatch.setattr(sweep, "ROW_BYTES", 3 * 11 * 12 * 8)  # 3 rows at once: several groups per span
+    for index in range(4):
+        found = sweep.gradient_matrix(recording, index, workers=workers)
+        np.testing.assert_allclose(found, alone[index], rtol=1e-12, atol=1e-300)
+        expected = oracle(tagger, words, index, gf.tagger_loss())
+        np.testing.assert_allclose(found, expected, rtol=1e-9, atol=1e-300)
+
+
+def test_the_row_spans_cover_every_row_once_with_about_equal_work():
+    work = np.arange(1, 101)  # a forward direction's rows: E_t carried from t back to 0
+    spans = sweep._balanced(work, 2)
+    assert spans[0][0] == 0 and spans[-1][1] == 100
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))
+    shares = [work[a:b].sum() / work.sum() for a, b in spans]
+    assert len(spans) == 2 and max(shares) < 0.52
+    assert sweep._balanced(np.ones(3), 8) == [(0, 1), (1, 2), (2, 3)]

@@ -50,9 +50,12 @@ def explore_parser(verbs: Any) -> None:
     explore.add_argument(
         "--threads",
         type=int,
-        default=1,
-        help="CPU threads of the computations (default: 1: on a shared or small machine more threads "
-        "wait on each other, and the page's answers come later)",
+        default=2,
+        help="threads computing the page's answers (default: 2): one for the text's surprisal (tags, "
+        "classes), beside the rest for the views read from the float64 probe, whose gradient map "
+        "splits its rows over them (3 or more on an idle machine with the cores); 1: one answer at a "
+        "time. Each computation is single-threaded: on a shared or small machine threads inside one "
+        "matrix product wait on each other, and the answers come later",
     )
 
 
@@ -82,8 +85,8 @@ def _explore(args: argparse.Namespace, sock: Any) -> int:
     from rnnkit.serve.address import is_loopback, url
     from rnnkit.training.loop import pick_device
 
-    torch.set_num_threads(args.threads)
-    explorer = Explorer(args.runs, which=args.which, device=pick_device(args.device))
+    torch.set_num_threads(1)  # see --threads: the answers run side by side, each on one thread
+    explorer = Explorer(args.runs, which=args.which, device=pick_device(args.device), threads=args.threads)
     for note in explorer.notes:
         print(f"rnnkit explore: {note}", file=sys.stderr, flush=True)
     app = make_app(explorer)

@@ -2,8 +2,11 @@
 
 Every answer is JSON; every refusal is ``{"error": "..."}`` with a 4xx status, one line
 naming the field and what was expected; an internal error is a 500 with one line, logged,
-and the server goes on. The computations run one at a time off the event loop (see
-:class:`rnnkit.explore.compute.Explorer`).
+and the server goes on. The computations, and the encoding of their answers, run off the event
+loop (see :class:`rnnkit.explore.compute.Explorer`), so one long answer never holds up another's
+delivery; each answer says in a ``Server-Timing`` header how long it waited for its model
+(``wait``), was computed (``compute``) and encoded (``encode``), which the browser's Resource
+Timing shows beside the transfer (``bench/explore.py`` reads them).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -65,6 +69,10 @@ FIELDS: dict[str, dict[str, tuple[str, bool]]] = {
 
 DEFAULTS = {"k": 5, "direction": 0, "quantity": "h", "threshold": None}
 
+INSIDE_DIGITS = 4
+"""Significant digits (of the colour range) of the values ``/api/inside`` sends: the page paints
+them, and 20,000 values of a 200-unit layer over 100 tokens are then ~130 KB of JSON, not ~410 KB."""
+
 
 class JSONResponse(Response):
     """JSON, UTF-8; a float that is not finite (an impossible text's perplexity) is null."""
@@ -72,9 +80,14 @@ class JSONResponse(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(
-            strict_json(content), ensure_ascii=False, allow_nan=False, separators=(",", ":")
-        ).encode()
+        try:  # nearly always every number is finite: no walk over every value first
+            return _dumps(content)
+        except ValueError:
+            return _dumps(strict_json(content))
+
+
+def _dumps(content: Any) -> bytes:
+    return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
 class RefusedError(Exception):
@@ -139,9 +152,23 @@ def _log(message: str) -> None:
     print(f"rnnkit explore: {printable(message)}", file=sys.stderr, flush=True)
 
 
-async def _answer(compute: Callable[[], Any]) -> Response:
+async def _answer(compute: Callable[[], Any], explorer: Explorer) -> Response:
+    def answer() -> Response:
+        explorer.held.waited = 0.0
+        start = time.perf_counter()
+        content = compute()
+        computed = time.perf_counter()
+        response = JSONResponse(content)
+        encoded = time.perf_counter()
+        waited = explorer.held.waited
+        response.headers["Server-Timing"] = (
+            f"wait;dur={waited:.1f}, compute;dur={(computed - start) * 1000 - waited:.1f}, "
+            f"encode;dur={(encoded - computed) * 1000:.1f}"
+        )
+        return response
+
     try:
-        return JSONResponse(await run_in_threadpool(compute))
+        return await run_in_threadpool(answer)
     except RnnkitError as err:
         return error(400, str(err).splitlines()[0] if str(err) else "bad request")
     except Exception as err:  # the page shows a line; the server goes on
@@ -160,7 +187,7 @@ def build_app(explorer: Explorer) -> Starlette:
                 body = await _body(request, route)
             except RefusedError as refusal:
                 return error(refusal.status, str(refusal))
-            return await _answer(lambda: compute(body))
+            return await _answer(lambda: compute(body), explorer)
 
         return endpoint
 
@@ -171,7 +198,7 @@ def build_app(explorer: Explorer) -> Starlette:
         value = request.query_params.get("run", "0")
         if not value.lstrip("-").isdigit():
             return error(400, f"run: expected an integer, got {value[:40]!r}")
-        return await _answer(lambda: explorer.training(int(value)))
+        return await _answer(lambda: explorer.training(int(value)), explorer)
 
     async def page(request: Request) -> Response:
         index = STATIC / "index.html"
@@ -197,7 +224,9 @@ def build_app(explorer: Explorer) -> Starlette:
             "/api/inside",
             post(
                 "inside",
-                lambda b: explorer.inside(b["run"], b["text"], b["layer"], b["direction"], b["quantity"]),
+                lambda b: explorer.inside(
+                    b["run"], b["text"], b["layer"], b["direction"], b["quantity"], INSIDE_DIGITS
+                ),
             ),
             methods=["POST"],
         ),

@@ -11,14 +11,23 @@ map of ||∂E_t/∂h_k|| (:mod:`rnnkit.explore.sweep`, checked against
 A text is read once per run (:class:`~rnnkit.explore.reading.Reading`): its tokens, one float64
 forward pass recording every layer-direction, and every answer computed on it are kept for the
 few texts read last (:data:`CACHED_TEXTS`), so the page's several requests about one text share
-one forward pass. One lock serialises the computations (one model, one thread).
+one forward pass. Each model computes one question at a time: the trained model (the text's
+surprisal, tags or classes) under one lock, its float64 probe (the values inside, the units,
+the gradient map) under another, so with ``threads`` >= 2 the text's answer is computed beside
+the others, never queued behind the gradient map; the probe's share is ``threads - 1``, over which
+the gradient map's rows are split (:func:`rnnkit.explore.sweep.gradient_matrix`). With one
+thread, one lock for all.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -52,12 +61,18 @@ assert set(LABELS) == {"h", "c", *GATE_NAMES}
 
 class Explorer:
     """The runs ``rnnkit explore`` shows and every answer of its API (see
-    :mod:`rnnkit.explore.app`), computed one at a time."""
+    :mod:`rnnkit.explore.app`), each model computing one at a time (see the module's docstring
+    for ``threads``)."""
 
     def __init__(
-        self, runs: list[str | os.PathLike[str]], which: str = "best", device: torch.device | str = "cpu"
+        self,
+        runs: list[str | os.PathLike[str]],
+        which: str = "best",
+        device: torch.device | str = "cpu",
+        threads: int = 1,
     ) -> None:
         device = torch.device(device)
+        self.threads = max(1, threads)
         self.runs = [Run(i, path, which, device) for i, path in enumerate(runs)]
         self.notes = [note for run in self.runs for note in run.notes]
         for run in self.runs:
@@ -66,6 +81,12 @@ class Explorer:
                 # and its first standalone cell (the first costs seconds of imports) before any text
                 run.probe().cell(0)
         self.lock = threading.Lock()
+        """Held while the trained models compute (and, with one thread, for everything)."""
+        self.probe_lock = self.lock if self.threads == 1 else threading.Lock()
+        """Held while the float64 probes compute: the recordings and what is read from them."""
+        self.cache_lock = threading.Lock()
+        self.held = threading.local()
+        """Per thread: ``waited``, the milliseconds its last question waited for a lock."""
         self.cache: OrderedDict[tuple[int, str], Reading] = OrderedDict()
         self.samples: dict[tuple[int, int, str], Any] = {}
 
@@ -76,22 +97,27 @@ class Explorer:
     def analyze(self, run: int, text: str, k: int = 5) -> dict[str, Any]:
         if not 1 <= k <= MAX_K:
             raise RnnkitError(f"k: must be in [1, {MAX_K}], got {k}")
-        with self.lock:
+        with self._hold(self.lock):
             reading = self.reading(run, text)
             key = ("analyze", k)
             if key not in reading.results:
                 reading.results[key] = views.analysis(reading, k)
             return reading.results[key]
 
-    def inside(self, run: int, text: str, layer: int, direction: int, quantity: str) -> dict[str, Any]:
-        with self.lock:
+    def inside(
+        self, run: int, text: str, layer: int, direction: int, quantity: str, digits: int | None = None
+    ) -> dict[str, Any]:
+        """The quantity's values (T, H) in the layer-direction; with ``digits``, each rounded to
+        that many significant digits of its colour range (what the page draws needs no more, and
+        the answer is then a third of the size), else as computed."""
+        with self._hold(self.probe_lock):
             reading = self.reading(run, text)
-            key = ("inside", layer, direction, quantity)
+            key = ("inside", layer, direction, quantity, digits)
             if key not in reading.results:
                 values, lo, hi = self._values(reading, layer, direction, quantity)
                 reading.results[key] = {
                     "tokens": reading.shown,
-                    "values": values.tolist(),
+                    "values": (values if digits is None else shown(values, lo, hi, digits)).tolist(),
                     "range": [lo, hi],
                     "label": LABELS[quantity],
                     "layer": layer,
@@ -112,7 +138,7 @@ class Explorer:
         end: int,
         threshold: float | None = None,
     ) -> dict[str, Any]:
-        with self.lock:
+        with self._hold(self.probe_lock):
             reading = self.reading(run, text)
             values, lo, hi = self._values(reading, layer, direction, quantity)
             T = values.shape[0]
@@ -133,17 +159,26 @@ class Explorer:
             return {"units": found, "elsewhere": elsewhere, "threshold": threshold, "notes": notes}
 
     def gradient(self, run: int, text: str, layer: int, direction: int) -> dict[str, Any]:
-        with self.lock:
+        with self._hold(self.probe_lock):
             reading = self.reading(run, text)
             key = ("gradient", layer, direction)
             if key not in reading.results:
-                reading.results[key] = views.gradient(reading, self._index(reading.run, layer, direction))
+                index = self._index(reading.run, layer, direction)
+                reading.results[key] = views.gradient(reading, index, max(1, self.threads - 1))
             return reading.results[key]
 
     def training(self, run: int) -> dict[str, Any]:
         return training_log(self._run(run))
 
     # -- helpers ------------------------------------------------------------------------------------
+    @contextmanager
+    def _hold(self, lock: threading.Lock) -> Iterator[None]:
+        """``lock`` held, the wait for it recorded in :attr:`held` (the server reports it)."""
+        start = time.perf_counter()
+        with lock:
+            self.held.waited = (time.perf_counter() - start) * 1000
+            yield
+
     def _run(self, run: int) -> Run:
         if not isinstance(run, int) or not 0 <= run < len(self.runs):
             raise RnnkitError(f"run: no run {run!r}; the runs are 0..{len(self.runs) - 1}")
@@ -155,14 +190,15 @@ class Explorer:
         if not isinstance(text, str) or not text.strip():
             raise RnnkitError("text: empty; type some text")
         key = (run, text)
-        reading = self.cache.get(key)
-        if reading is not None and reading.trained is r.model():
-            self.cache.move_to_end(key)
+        with self.cache_lock:  # the two models' threads share the texts read
+            reading = self.cache.get(key)
+            if reading is not None and reading.trained is r.model():
+                self.cache.move_to_end(key)
+                return reading
+            reading = self.cache[key] = Reading(r, text)
+            while len(self.cache) > CACHED_TEXTS:
+                self.cache.popitem(last=False)
             return reading
-        reading = self.cache[key] = Reading(r, text)
-        while len(self.cache) > CACHED_TEXTS:
-            self.cache.popitem(last=False)
-        return reading
 
     def _index(self, run: Run, layer: int, direction: int) -> int:
         m = run.config.model
@@ -208,3 +244,11 @@ class Explorer:
                 out.append((reading.shown, values))
             self.samples[key] = out
         return self.samples[key]
+
+
+def shown(values: np.ndarray, lo: float, hi: float, digits: int) -> np.ndarray:
+    """``values`` rounded to ``digits`` significant digits of the range [lo, hi] (a step of
+    1e-3 on [-1, 1] with 4): far finer than the colours drawn from them."""
+    largest = max(abs(lo), abs(hi))
+    scale = math.floor(math.log10(largest)) if largest > 0 and math.isfinite(largest) else 0
+    return np.round(values, max(0, digits - 1 - scale))

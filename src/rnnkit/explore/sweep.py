@@ -25,6 +25,8 @@ to ``gradient_matrix``.
 
 from __future__ import annotations
 
+import itertools
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -131,19 +133,67 @@ class Recording:
         return self._traces[index]
 
 
-def gradient_matrix(recording: Recording, index: int) -> np.ndarray:
+def gradient_matrix(recording: Recording, index: int, workers: int = 1) -> np.ndarray:
     """G[t, k] = ||∂E_t/∂h_k|| (sequence 0) for every loss row t and step k of layer-direction
     ``index``, as :func:`rnnkit.analysis.gradient_flow.gradient_matrix` gives it, for losses E_t
-    that read the top output y_t alone (one loss per step)."""
+    that read the top output y_t alone (one loss per step).
+
+    The rows are independent: with ``workers`` > 1 they are split into that many spans of about
+    equal work, swept side by side by as many threads (torch releases the GIL in its kernels),
+    so a machine's second core shortens the map's wait instead of idling.
+    """
     y, g = recording.y, recording.direct
     assert y is not None and g is not None, "one loss per step, read at y_t"
     L, width = y.shape[0], y.shape[-1]
     rows_at_once = max(1, ROW_BYTES // (L * width * y.element_size()))
+    spans = [
+        range(first, min(stop, first + rows_at_once))
+        for start, stop in _balanced(_row_work(recording, index, L), workers)
+        for first in range(start, stop, rows_at_once)
+    ]
     G = np.zeros((L, L))
-    for first in range(0, L, rows_at_once):
-        rows = range(first, min(L, first + rows_at_once))
-        G[first : first + len(rows)] = _rows(recording, index, Diagonal(g[:, 0], rows))
+
+    def fill(rows: range) -> None:
+        G[rows.start : rows.stop] = _rows(recording, index, Diagonal(g[:, 0], rows))
+
+    if workers <= 1 or len(spans) == 1:
+        for rows in spans:
+            fill(rows)
+        return G
+    _prepare(recording, index)  # the steps each thread reads, made once before they start
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for done in [pool.submit(fill, rows) for rows in spans]:
+            done.result()
     return G
+
+
+def _row_work(recording: Recording, index: int, L: int) -> np.ndarray:
+    """About how many steps each row t is carried through: a forward direction carries E_t from
+    t back to 0, a backward one from t on to the end, a layer above the observed one both ways."""
+    rnn = recording.probe.model.rnn
+    D = rnn.num_directions
+    layer, direction = divmod(index, D)
+    t = np.arange(L)
+    if layer == rnn.num_layers - 1:
+        return (L - t) if direction == 1 else (t + 1)
+    return (t + 1) + (L - t) * (D - 1)
+
+
+def _balanced(work: np.ndarray, parts: int) -> list[tuple[int, int]]:
+    """Contiguous spans [start, stop) of the rows, ``parts`` of them at most, of about equal ``work``."""
+    L = len(work)
+    parts = max(1, min(parts, L))
+    cuts = np.searchsorted(np.cumsum(work), np.sum(work) * np.arange(1, parts) / parts, side="right")
+    bounds = sorted({0, *(int(c) for c in cuts), L})
+    return [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
+
+
+def _prepare(recording: Recording, index: int) -> None:
+    """Every layer-direction's backward steps that a sweep down to ``index`` reads (kept)."""
+    rnn = recording.probe.model.rnn
+    D = rnn.num_directions
+    for at in [index, *range((index // D + 1) * D, rnn.num_layers * D)]:
+        recording.steps(at)
 
 
 class Diagonal:

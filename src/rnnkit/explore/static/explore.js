@@ -20,6 +20,7 @@
   const SEQUENTIAL_STOPS = [[0, "#fbfbfd"], [0.35, "#9ecae1"], [0.7, "#3576b8"], [1, "#0b2a5b"]];
   const DIVERGING_STOPS = [[0, "#1d5fa6"], [0.25, "#83b4dc"], [0.5, "#f6f6f6"], [0.75, "#eb8f6f"], [1, "#a3162b"]];
   const GRADIENT_STOPS = [[0, "#1a1038"], [0.25, "#3f2d88"], [0.5, "#2f83b5"], [0.75, "#57c29a"], [1, "#f4f2a0"]];
+  const NO_PATH = [240, 241, 244, 255];
   const SERIES_COLOURS = ["#2f5fb3", "#d9483b", "#2a9d6f", "#8e5cc2", "#e39a1d", "#4b5262", "#c2417f", "#1b9aaa"];
 
   function hexRgb(hex) {
@@ -40,6 +41,27 @@
       }
     }
     return s[s.length - 1][1];
+  }
+  // The heatmaps colour thousands of cells per answer: a table of the ramp at LUT_SIZE points
+  // (steps of 0.1% of the range, finer than the eye tells apart) instead of interpolating each.
+  const LUT_SIZE = 1024;
+  const luts = new Map();
+  function rampLut(stops) {
+    if (!luts.has(stops)) {
+      const lut = new Uint8ClampedArray(3 * LUT_SIZE);
+      for (let i = 0; i < LUT_SIZE; i++) lut.set(rampRgb(stops, i / (LUT_SIZE - 1)), 3 * i);
+      luts.set(stops, lut);
+    }
+    return luts.get(stops);
+  }
+  // Write the colour of ``x`` (0..1 on the ramp) at byte ``o`` of the ImageData ``px``, opaque.
+  function paintCell(px, o, lut, x) {
+    const v = Number.isFinite(x) ? Math.min(1, Math.max(0, x)) : 0;
+    const i = 3 * Math.round(v * (LUT_SIZE - 1));
+    px[o] = lut[i];
+    px[o + 1] = lut[i + 1];
+    px[o + 2] = lut[i + 2];
+    px[o + 3] = 255;
   }
   const css = (rgb) => `rgb(${rgb[0]}, ${rgb[1]}, ${rgb[2]})`;
   function inkFor(rgb) {
@@ -108,6 +130,7 @@
   const SNAPSHOT = readSnapshot();
 
   class ApiError extends Error {}
+  const PARSE_MS = new WeakMap(); // an answer -> the milliseconds JSON.parse took on it (the timings)
 
   async function liveApi(path, body, signal) {
     let res;
@@ -121,7 +144,10 @@
     }
     let data = null;
     try {
-      data = await res.json();
+      const text = await res.text();
+      const start = performance.now();
+      data = JSON.parse(text);
+      if (data && typeof data === "object") PARSE_MS.set(data, performance.now() - start);
     } catch (err) {
       if (err && err.name === "AbortError") throw err;
       throw new ApiError(`${path}: the server answered ${res.status} without JSON`);
@@ -267,12 +293,19 @@
     }
   }
 
-  function markPainted(version, slot, view, arrived) {
+  // Record, for the edit ``version``, when a view's answer arrived (decoded), how long decoding
+  // and building its DOM took, and (in the next animation frame) when it was painted.
+  function markPainted(version, slot, view, arrived, cost) {
     const rec = byVersion.get(version);
     if (!rec) return;
+    const key = `${slot.index}:${view}`;
     if (arrived !== undefined) {
       rec.arrived = rec.arrived || {};
-      rec.arrived[`${slot.index}:${view}`] = arrived;
+      rec.arrived[key] = arrived;
+    }
+    if (cost) {
+      rec.cost = rec.cost || {};
+      rec.cost[key] = cost;
     }
     requestAnimationFrame(() => {
       const now = performance.now();
@@ -424,24 +457,33 @@
     fire();
   }
 
-  // ---------------------------------------------------------------- text and surprisal
-  async function loadAnalyze(slot, version = state.version) {
-    const p = slot.els.text;
+  // ---------------------------------------------------------------- one text view's round trip
+  // Ask for ``view`` of the slot's run (at most one request in flight, see request()), then show
+  // the answer in the panel ``part`` (``show``) or its error line, and record the timings. Every
+  // view that follows the text goes through here. ``reset`` forgets the view's state of the text
+  // before (an answer or an error replaces it).
+  async function loadView(slot, view, part, path, body, again, show, version, reset) {
+    const p = slot.els[part];
     p.panel.classList.add("busy");
-    const res = await request(slot, "analyze", "/api/analyze", { run: slot.run.id, text: state.text, k: 5 }, () => loadAnalyze(slot));
+    const res = await request(slot, view, path, body, again);
     if (!res) return;
     const arrived = performance.now();
     p.panel.classList.remove("busy");
     clearNode(p.msgs);
     clearNode(p.body);
-    if (res.error) {
-      message(p.msgs, res.error, "error");
-      slot.data.analyze = null;
-    } else {
-      slot.data.analyze = res.data;
-      renderAnalyze(slot, res.data);
-    }
-    markPainted(version, slot, "analyze", arrived);
+    if (reset) reset();
+    slot.data[view] = res.error ? null : res.data;
+    if (res.error) message(p.msgs, res.error, "error");
+    else show(res.data);
+    const parse = res.data ? PARSE_MS.get(res.data) : undefined;
+    markPainted(version, slot, view, arrived, { parse, render: performance.now() - arrived });
+  }
+
+  // ---------------------------------------------------------------- text and surprisal
+  function loadAnalyze(slot, version = state.version) {
+    const body = { run: slot.run.id, text: state.text, k: 5 };
+    return loadView(slot, "analyze", "text", "/api/analyze", body, () => loadAnalyze(slot),
+      (d) => renderAnalyze(slot, d), version);
   }
 
   function renderAnalyze(slot, a) {
@@ -612,37 +654,19 @@
   }
 
   // ---------------------------------------------------------------- inside the cell
-  async function loadInside(slot, version = state.version) {
-    const p = slot.els.inside;
+  function loadInside(slot, version = state.version) {
     if (!state.text.trim()) return;
-    p.panel.classList.add("busy");
     const { layer, direction, quantity } = slot.inside;
     const body = { run: slot.run.id, text: state.text, layer, direction, quantity };
-    const res = await request(slot, "inside", "/api/inside", body, () => loadInside(slot));
-    if (!res) return;
-    const arrived = performance.now();
-    p.panel.classList.remove("busy");
-    clearNode(p.msgs);
-    clearNode(p.body);
-    slot.inside.span = null;
-    slot.inside.units = null;
-    slot.inside.hlUnit = null;
-    if (res.error) {
-      message(p.msgs, res.error, "error");
-      slot.data.inside = null;
-    } else {
-      slot.data.inside = res.data;
-      renderInside(slot);
-    }
-    markPainted(version, slot, "inside", arrived);
+    return loadView(slot, "inside", "inside", "/api/inside", body, () => loadInside(slot),
+      () => renderInside(slot), version, () => Object.assign(slot.inside, { span: null, units: null, hlUnit: null }));
   }
 
   function insideScale(range) {
     const [lo, hi] = range;
     const diverging = lo < 0 && hi > 0;
     const stops = diverging ? DIVERGING_STOPS : SEQUENTIAL_STOPS;
-    const span = hi - lo || 1;
-    return { lo, hi, stops, at: (v) => rampRgb(stops, (v - lo) / span) };
+    return { lo, hi, stops };
   }
 
   function heatGeometry(panel, T, H) {
@@ -675,15 +699,11 @@
     img.height = H;
     const ictx = img.getContext("2d");
     const data = ictx.createImageData(T, H);
+    const lut = rampLut(sc.stops);
+    const span = sc.hi - sc.lo || 1;
     for (let t = 0; t < T; t++) {
-      for (let u = 0; u < H; u++) {
-        const rgb = sc.at(values[t][u]);
-        const o = 4 * (u * T + t);
-        data.data[o] = rgb[0];
-        data.data[o + 1] = rgb[1];
-        data.data[o + 2] = rgb[2];
-        data.data[o + 3] = 255;
-      }
+      const row = values[t];
+      for (let u = 0; u < H; u++) paintCell(data.data, 4 * (u * T + t), lut, (row[u] - sc.lo) / span);
     }
     ictx.putImageData(data, 0, 0);
     const axis = tokenAxis(d.tokens || [], g, (i) => slot.inside.span && i >= slot.inside.span[0] && i < slot.inside.span[1]);
@@ -860,26 +880,12 @@
   }
 
   // ---------------------------------------------------------------- gradient flow
-  async function loadGradient(slot, version = state.version) {
-    const p = slot.els.gradient;
+  function loadGradient(slot, version = state.version) {
     if (!state.text.trim()) return;
-    p.panel.classList.add("busy");
     const { layer, direction } = slot.grad;
     const body = { run: slot.run.id, text: state.text, layer, direction };
-    const res = await request(slot, "gradient", "/api/gradient", body, () => loadGradient(slot));
-    if (!res) return;
-    const arrived = performance.now();
-    p.panel.classList.remove("busy");
-    clearNode(p.msgs);
-    clearNode(p.body);
-    if (res.error) {
-      message(p.msgs, res.error, "error");
-      slot.data.gradient = null;
-    } else {
-      slot.data.gradient = res.data;
-      renderGradient(slot);
-    }
-    markPainted(version, slot, "gradient", arrived);
+    return loadView(slot, "gradient", "gradient", "/api/gradient", body, () => loadGradient(slot),
+      () => renderGradient(slot), version);
   }
 
   function logRange(map) {
@@ -923,15 +929,18 @@
     img.height = T;
     const ictx = img.getContext("2d");
     const data = ictx.createImageData(T, T);
+    const lut = rampLut(GRADIENT_STOPS);
+    const px = data.data;
     for (let t = 0; t < T; t++) {
+      const row = map[t];
       for (let k = 0; k < T; k++) {
-        const v = map[t][k];
-        const rgb = v === null || v === undefined ? [240, 241, 244] : rampRgb(GRADIENT_STOPS, pos(v));
+        const v = row[k];
         const o = 4 * (t * T + k);
-        data.data[o] = rgb[0];
-        data.data[o + 1] = rgb[1];
-        data.data[o + 2] = rgb[2];
-        data.data[o + 3] = 255;
+        if (v === null || v === undefined) {
+          px.set(NO_PATH, o); // grey: no path from E_t to h_k
+        } else {
+          paintCell(px, o, lut, pos(v));
+        }
       }
     }
     ictx.putImageData(data, 0, 0);
@@ -1028,17 +1037,9 @@
   }
 
   // ---------------------------------------------------------------- training
-  async function loadTraining(slot) {
-    const p = slot.els.training;
-    const res = await request(slot, "training", `/api/training?run=${encodeURIComponent(slot.run.id)}`, undefined, () => loadTraining(slot));
-    if (!res) return;
-    clearNode(p.msgs);
-    clearNode(p.body);
-    if (res.error) {
-      message(p.msgs, res.error, "error");
-      return;
-    }
-    renderTraining(slot, res.data);
+  function loadTraining(slot) {
+    const path = `/api/training?run=${encodeURIComponent(slot.run.id)}`;
+    return loadView(slot, "training", "training", path, undefined, () => loadTraining(slot), (d) => renderTraining(slot, d));
   }
 
   function renderTraining(slot, d) {
