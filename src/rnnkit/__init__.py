@@ -23,6 +23,9 @@ _LAZY = {
     "ElmanCell": "rnnkit.cells",
     "GRUCell": "rnnkit.cells",
     "LSTMCell": "rnnkit.cells",
+    "LayerNormLSTMCell": "rnnkit.cells",
+    "MinGRUCell": "rnnkit.cells",
+    "MinLSTMCell": "rnnkit.cells",
     "LSTMState": "rnnkit.cells",
     "detach_state": "rnnkit.cells",
     "irnn_cell": "rnnkit.cells",
@@ -31,7 +34,17 @@ _LAZY = {
 if TYPE_CHECKING:
     import torch
 
-    from rnnkit.cells import ElmanCell, GRUCell, LSTMCell, LSTMState, detach_state, irnn_cell
+    from rnnkit.cells import (
+        ElmanCell,
+        GRUCell,
+        LayerNormLSTMCell,
+        LSTMCell,
+        LSTMState,
+        MinGRUCell,
+        MinLSTMCell,
+        detach_state,
+        irnn_cell,
+    )
     from rnnkit.inference import Trained
     from rnnkit.layers import RNN
     from rnnkit.registry import CELLS, rnn
@@ -70,6 +83,9 @@ __all__ = [
     "GRUCell",
     "LSTMCell",
     "LSTMState",
+    "LayerNormLSTMCell",
+    "MinGRUCell",
+    "MinLSTMCell",
     "RnnkitError",
     "__version__",
     "detach_state",

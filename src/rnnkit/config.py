@@ -518,7 +518,9 @@ def _number_text(value: object) -> str:
     return _number(value) if isinstance(value, float) and not math.isfinite(value) else repr(value)
 
 
-_GATES = {"elman": 1, "irnn": 1, "gru": 3, "lstm": 4}
+_GATES = {"elman": 1, "irnn": 1, "gru": 3, "lstm": 4, "lnlstm": 4, "mingru": 2, "minlstm": 3}
+_NO_W_HH = ("mingru", "minlstm")  # gates from x_t alone: no recurrent weight matrix, one bias
+_LAYER_NORMS = {"lnlstm": 18}  # LayerNorm gains and shifts per unit: W x and U h (4 gates each), c_t
 
 
 def scaled_cutoffs(config: ModelConfig, vocab_size: int) -> list[int]:
@@ -542,8 +544,10 @@ def recurrent_parameters(model: ModelConfig, task: str = "lm") -> int:
     if task == "tag" and model.char_embed > 0:
         total += 2 * 4 * model.char_hidden * (model.char_embed + model.char_hidden + 2)
         size += 2 * model.char_hidden
+    recurrent, biases = (0, 1) if model.cell in _NO_W_HH else (model.hidden_size, 2)
+    norms = _LAYER_NORMS.get(model.cell, 0) * model.hidden_size
     for _ in range(model.num_layers):
-        total += directions * gates * model.hidden_size * (size + model.hidden_size + 2)
+        total += directions * (gates * model.hidden_size * (size + recurrent + biases) + norms)
         size = directions * model.hidden_size
     if model.projection_size is not None:
         total += size * model.projection_size

@@ -10,8 +10,8 @@ the order users see (``rnnkit config``, ``--help``, error messages).
 
 from __future__ import annotations
 
-CELLS = ("elman", "irnn", "gru", "lstm")
-"""The recurrent cells (:data:`rnnkit.registry.CELLS`)."""
+CELLS = ("elman", "irnn", "gru", "lstm", "lnlstm", "mingru", "minlstm")
+"""The recurrent cells (:data:`rnnkit.registry.CELLS`): the lecture's, then those that came after."""
 
 NONLINEARITIES = ("sigmoid", "tanh", "relu")
 """An Elman cell's f (:data:`rnnkit.cells.elman.ACTIVATIONS`)."""

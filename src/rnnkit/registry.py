@@ -1,4 +1,5 @@
-"""Cell names (``"elman"``, ``"irnn"``, ``"gru"``, ``"lstm"``: :data:`rnnkit.names.CELLS`) and :func:`rnn`."""
+"""Cell names (``"elman"``, ``"irnn"``, ``"gru"``, ``"lstm"``, ``"lnlstm"``, ``"mingru"``, ``"minlstm"``:
+:data:`rnnkit.names.CELLS`) and :func:`rnn`."""
 
 from __future__ import annotations
 
@@ -7,7 +8,16 @@ from collections.abc import Callable
 
 import torch
 
-from rnnkit.cells import ElmanCell, GRUCell, LSTMCell, RecurrentCell, irnn_cell
+from rnnkit.cells import (
+    ElmanCell,
+    GRUCell,
+    LayerNormLSTMCell,
+    LSTMCell,
+    MinGRUCell,
+    MinLSTMCell,
+    RecurrentCell,
+    irnn_cell,
+)
 from rnnkit.errors import RnnkitError
 from rnnkit.layers.rnn import RNN
 
@@ -16,6 +26,9 @@ CELLS: dict[str, Callable[..., RecurrentCell]] = {
     "irnn": irnn_cell,
     "gru": GRUCell,
     "lstm": LSTMCell,
+    "lnlstm": LayerNormLSTMCell,
+    "mingru": MinGRUCell,
+    "minlstm": MinLSTMCell,
 }
 """Each name of :data:`rnnkit.names.CELLS`, in its order, and the cell it builds."""
 _BUILDER_ARGS = {"input_size", "hidden_size", "device", "dtype"}
@@ -44,7 +57,8 @@ def rnn(
     """Build a (deep, bidirectional) recurrent network of the named cell.
 
     Args:
-        cell: ``"elman"``, ``"irnn"``, ``"gru"`` or ``"lstm"``.
+        cell: ``"elman"``, ``"irnn"``, ``"gru"``, ``"lstm"``, ``"lnlstm"``, ``"mingru"`` or
+            ``"minlstm"``.
         input_size, hidden_size, num_layers, bidirectional, dropout: as in ``nn.LSTM``.
         impl: ``"auto"`` (fast path), ``"reference"``, ``"own"`` or ``"native"``.
         locked_dropout: share each dropout mask between layers over time (variational).
@@ -53,7 +67,8 @@ def rnn(
         **options: the cell's own options, torch's names where torch has them:
             ``nonlinearity`` (``"sigmoid"|"tanh"|"relu"``, elman), ``bias``,
             ``reset_after`` (gru), ``forget_bias`` (lstm), ``scale`` and
-            ``input_std`` (irnn), ``learn_initial_state`` (all).
+            ``input_std`` (irnn), ``candidate`` (``"g"|"linear"``, mingru and minlstm),
+            ``learn_initial_state`` (all).
 
     Returns:
         An :class:`~rnnkit.layers.RNN` whose ``forward(input, state=None, lengths=None)``

@@ -4,13 +4,19 @@ from rnnkit.cells.base import LSTMState, RecurrentCell, State, detach_state, hid
 from rnnkit.cells.elman import ElmanCell
 from rnnkit.cells.gru import GRUCell
 from rnnkit.cells.irnn import irnn_cell
+from rnnkit.cells.lnlstm import LayerNormLSTMCell
 from rnnkit.cells.lstm import LSTMCell
+from rnnkit.cells.mingru import MinGRUCell
+from rnnkit.cells.minlstm import MinLSTMCell
 
 __all__ = [
     "ElmanCell",
     "GRUCell",
     "LSTMCell",
     "LSTMState",
+    "LayerNormLSTMCell",
+    "MinGRUCell",
+    "MinLSTMCell",
     "RecurrentCell",
     "State",
     "detach_state",

@@ -55,10 +55,16 @@ def hidden_of(state: State) -> Tensor:
 
 
 def initial_state(
-    batch_size: int, like: Tensor, h_0: Tensor | None, c_0: Tensor | None, has_cell_state: bool
+    batch_size: int,
+    like: Tensor,
+    h_0: Tensor | None,
+    c_0: Tensor | None,
+    has_cell_state: bool,
+    hidden_size: int | None = None,
 ) -> State:
-    """Zeros shaped (N, H) like ``like``'s rows, or the learned vectors ``h_0``/``c_0`` expanded."""
-    H = like.shape[1]
+    """Zeros shaped (N, H) in ``like``'s dtype and device, or the learned vectors ``h_0``/``c_0``
+    expanded. H is ``hidden_size``, or ``like.shape[1]`` when ``like`` is a W_hh."""
+    H = like.shape[1] if hidden_size is None else hidden_size
     h = like.new_zeros(batch_size, H) if h_0 is None else h_0.expand(batch_size, H)
     if not has_cell_state:
         return h
@@ -76,11 +82,15 @@ class RecurrentCell(nn.Module):
     some initialization vector", learned; otherwise the initial state is zeros.
 
     Subclasses set ``gates`` and ``has_cell_state`` and write ``forward(x_t, state)``
-    as the lecture's equations.
+    as the lecture's equations. A cell whose gates read only the input (minGRU, minLSTM)
+    sets ``recurrent_weights = False``: it then has no ``weight_hh``/``bias_hh`` at all
+    rather than an unused or empty one, so its ``state_dict``, parameter count, optimizer
+    and every W_hh observer (weight drop, the gradient-flow bounds) see what it really has.
     """
 
     gates: int = 1
     has_cell_state: bool = False
+    recurrent_weights: bool = True
 
     def __init__(
         self,
@@ -102,13 +112,11 @@ class RecurrentCell(nn.Module):
         kw = {"device": device, "dtype": dtype}
         rows = self.gates * hidden_size
         self.weight_ih = nn.Parameter(torch.empty(rows, input_size, **kw))
-        self.weight_hh = nn.Parameter(torch.empty(rows, hidden_size, **kw))
-        if self.bias:
-            self.bias_ih = nn.Parameter(torch.empty(rows, **kw))
-            self.bias_hh = nn.Parameter(torch.empty(rows, **kw))
-        else:
-            self.register_parameter("bias_ih", None)
-            self.register_parameter("bias_hh", None)
+        if self.recurrent_weights:
+            self.weight_hh = nn.Parameter(torch.empty(rows, hidden_size, **kw))
+        biases = ("bias_ih", "bias_hh") if self.recurrent_weights else ("bias_ih",)
+        for name in biases:
+            self.register_parameter(name, nn.Parameter(torch.empty(rows, **kw)) if self.bias else None)
         if self.learn_initial_state:
             self.h_0 = nn.Parameter(torch.zeros(hidden_size, **kw))
             if self.has_cell_state:
@@ -129,10 +137,11 @@ class RecurrentCell(nn.Module):
         """The state before the first step: zeros, or the learned ``h_0`` (and ``c_0``)."""
         return initial_state(
             batch_size,
-            self.weight_hh,
+            self.weight_ih,
             getattr(self, "h_0", None),
             getattr(self, "c_0", None),
             self.has_cell_state,
+            self.hidden_size,
         )
 
     def extra_repr(self) -> str:

@@ -56,7 +56,15 @@ FILES = (
     *(f"gate_{gate}.png" for gate in GATES),
 )
 """Every file diagnose writes: a call removes these (and only these) from --out first."""
-CELL_NAMES = {"elman": "Elman", "irnn": "IRNN", "gru": "GRU", "lstm": "LSTM"}
+CELL_NAMES = {
+    "elman": "Elman",
+    "irnn": "IRNN",
+    "gru": "GRU",
+    "lstm": "LSTM",
+    "lnlstm": "LayerNorm LSTM",
+    "mingru": "minGRU",
+    "minlstm": "minLSTM",
+}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -242,8 +250,14 @@ def _observed(rnn: nn.Module, args: argparse.Namespace) -> tuple[int, int]:
 
 
 def _wanted(cell: nn.Module, what: str | None) -> list[str]:
-    """The diagnostics ``--what`` asks for (default: all that apply to ``cell``; gates need gates)."""
-    applicable = [d for d in DIAGNOSTICS if d != "gates" or hasattr(cell, "gate_values")]
+    """The diagnostics ``--what`` asks for (default: all that apply to ``cell``; gates need gates,
+    the spectrum of W_hh needs a W_hh)."""
+    applicable = [
+        d
+        for d in DIAGNOSTICS
+        if (d != "gates" or hasattr(cell, "gate_values"))
+        and (d != "spectrum" or getattr(cell, "recurrent_weights", True))  # minGRU/minLSTM: no W_hh
+    ]
     wanted = applicable if what is None else [w.strip() for w in what.split(",") if w.strip()]
     for w in wanted:
         if w not in applicable:

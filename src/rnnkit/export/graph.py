@@ -116,7 +116,10 @@ def native_op(cell: RecurrentCell) -> NativeOp:
     """The ONNX operator computing ``cell``, or a one-line error for a cell without one."""
     found = NATIVE.get(type(cell))
     if found is None:
-        raise RnnkitError(f"ONNX export: no ONNX operator computes the cell {type(cell).__name__}")
+        raise RnnkitError(
+            f"ONNX export: the cell {type(cell).__name__} has no ONNX export yet (no ONNX operator "
+            "computes it); a folder export (--format folder) holds every cell"
+        )
     return found
 
 

@@ -8,7 +8,9 @@ the layer's cells and weights. The reference kernel is
   ``rnn_relu``, what ``nn.LSTM`` & co. call): cuDNN on GPUs, oneDNN for fp32 LSTM on
   CPUs. Variable lengths go through a ``PackedSequence``.
 * ``own``: :mod:`rnnkit.layers.kernels`: one GEMM for all input projections and a
-  single backward sweep; covers every cell, option, dtype and device.
+  single backward sweep; covers every cell, option, dtype and device. For the min cells
+  (no W_hh) it is :mod:`rnnkit.layers.scan` (an in-place loop on CPUs, the log-space
+  parallel scan elsewhere); for the LayerNorm LSTM :mod:`rnnkit.layers.lnlstm`.
 
 :func:`choose` is the table of which wins; ``bench/cells.py`` measures it (see
 ``bench/RESULTS.md``). Both are proven equal to the reference path by the parity tests.
@@ -27,8 +29,13 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from rnnkit.cells.base import LSTMState, RecurrentCell, State, hidden_of, map_state
 from rnnkit.cells.elman import ElmanCell
 from rnnkit.cells.gru import GRUCell
+from rnnkit.cells.lnlstm import LayerNormLSTMCell
 from rnnkit.cells.lstm import LSTMCell
+from rnnkit.cells.mingru import MinGRUCell
+from rnnkit.cells.minlstm import MinLSTMCell
 from rnnkit.layers.kernels import ElmanRecurrence, GRURecurrence, LSTMRecurrence
+from rnnkit.layers.lnlstm import lnlstm_direction
+from rnnkit.layers.scan import scan_direction
 from rnnkit.layers.state import flip_sequences, step_mask
 
 LayerParams = dict[str, Tensor]
@@ -183,7 +190,7 @@ def own_layer(
     kernels write into preallocated tensors, which autocast cannot re-type.
     """
     if torch.is_autocast_enabled(x.device.type):
-        dtype = params[0]["weight_hh"].dtype
+        dtype = params[0]["weight_ih"].dtype
         with torch.autocast(x.device.type, enabled=False):
             states = [map_state(s, lambda t: t.to(dtype)) for s in states]
             return own_layer(cells, params, x.to(dtype), states, lengths)
@@ -217,7 +224,14 @@ def _own_lstm(cell: LSTMCell, x: Tensor, state: LSTMState, p: LayerParams, mask:
     return y, LSTMState(h, c)
 
 
-_OWN = {ElmanCell: _own_elman, GRUCell: _own_gru, LSTMCell: _own_lstm}
+_OWN = {
+    ElmanCell: _own_elman,
+    GRUCell: _own_gru,
+    LSTMCell: _own_lstm,
+    LayerNormLSTMCell: lnlstm_direction,
+    MinGRUCell: scan_direction,
+    MinLSTMCell: scan_direction,
+}
 
 
 def _own_kernel(cell: RecurrentCell) -> Callable:
@@ -246,6 +260,11 @@ def choose(
       case (GRU, Elman, fp64, one
       direction with lengths) steps through ordinary ops in torch, where our kernels are
       faster.
+    * minGRU / minLSTM (torch has no fused op): :func:`rnnkit.layers.scan.scan_direction`,
+      the in-place loop on CPUs and the log-space parallel scan elsewhere
+      (:func:`~rnnkit.layers.scan.best_method`).
+    * the LayerNorm LSTM: every step's LN(θ_x x_t) at once, then the loop over h
+      (:mod:`rnnkit.layers.lnlstm`).
     """
     if native_op(cell) is not None:
         if device.type == "cuda":

@@ -109,6 +109,11 @@ class RNN(nn.Module):
                     self.register_parameter(names[name], p)
                 self._cells.append(copy.deepcopy(cell).to("meta"))
                 self._names.append(names)
+        if self.weight_drop and not self.cell.recurrent_weights:
+            raise RnnkitError(
+                f"weight_drop drops entries of W_hh, and {type(self.cell).__name__} has none "
+                "(its gates read only x_t); set weight_drop = 0"
+            )
         self._flat_ptrs: list[int] = []
         self.flatten_parameters()
 
@@ -215,14 +220,15 @@ class RNN(nn.Module):
             state = self._join_state(self._initial_states(weights, input.shape[1]))
         elif state is None:  # zeros in torch's layout at once, not stacked from one per layer
             shape = (self.num_layers * self.num_directions, input.shape[1], self.hidden_size)
-            h = weights[0]["weight_hh"].new_zeros(shape)
+            h = weights[0]["weight_ih"].new_zeros(shape)
             state = LSTMState(h, torch.zeros_like(h)) if self.cell.has_cell_state else h
         return fast.native_stack(self.cell, input, state, flat, lengths, self.num_layers, self.bidirectional)
 
     def _initial_states(self, weights: list[dict[str, Tensor]], N: int) -> list[State]:
         """Every layer-direction's state before the first step: zeros, or the learned h_0 (c_0)."""
         lstm = self.cell.has_cell_state
-        return [initial_state(N, p["weight_hh"], p.get("h_0"), p.get("c_0"), lstm) for p in weights]
+        H = self.hidden_size
+        return [initial_state(N, p["weight_ih"], p.get("h_0"), p.get("c_0"), lstm, H) for p in weights]
 
     def _apply(self, fn, recurse=True):
         result = super()._apply(fn, recurse)
@@ -300,7 +306,7 @@ class RNN(nn.Module):
             raise RnnkitError(
                 f"input must have at least one step and one sequence, got shape {tuple(input.shape)}"
             )
-        ref = self.weight_hh_l0
+        ref = self.weight_ih_l0
         if input.dtype != ref.dtype or input.device != ref.device:
             raise RnnkitError(
                 f"input is {input.dtype} on {input.device} but the parameters are {ref.dtype} on "

@@ -1,0 +1,116 @@
+"""The LayerNorm LSTM (issue 22, item 5): Ba et al. 2016's equations by hand, fast path = reference.
+
+A pure-Python oracle (lists of floats, LN written out) against the cell's step; the fast path
+(:mod:`rnnkit.layers.lnlstm`) against the reference loop in float64 with gradients, with and
+without lengths, one and two directions and layers; ``gradcheck`` on the step.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import rnnkit
+from conftest import F64, assert_all_close, run_and_grad
+from rnnkit.cells import LayerNormLSTMCell, LSTMState
+
+LENGTHS = [7, 3, 5, 1]
+
+
+def _ln(v: list[float], gain: list[float], shift: list[float], eps: float = 1e-5) -> list[float]:
+    mu = sum(v) / len(v)
+    var = sum((x - mu) ** 2 for x in v) / len(v)
+    return [a * (x - mu) / math.sqrt(var + eps) + b for x, a, b in zip(v, gain, shift)]
+
+
+def _matvec(W: list[list[float]], v: list[float]) -> list[float]:
+    return [sum(w * x for w, x in zip(row, v)) for row in W]
+
+
+def _sigmoid(v: float) -> float:
+    return 1.0 / (1.0 + math.exp(-v))
+
+
+def test_three_steps_by_hand_from_the_papers_equations():
+    torch.manual_seed(3)
+    cell = LayerNormLSTMCell(3, 2, dtype=torch.float64)
+    with torch.no_grad():  # gains and shifts away from 1 and 0, so that each is tested
+        for name, p in cell.named_parameters():
+            if name.startswith("ln_"):
+                p.add_(0.3 * torch.randn_like(p))
+    P = {name: p.tolist() for name, p in cell.named_parameters()}
+    b = [u + v for u, v in zip(P["bias_ih"], P["bias_hh"])]
+    xs = torch.randn(3, 1, 3, dtype=torch.float64)
+    h, c = [0.2, -0.4], [0.5, 0.1]
+    state = LSTMState(torch.tensor([h], dtype=torch.float64), torch.tensor([c], dtype=torch.float64))
+    for t in range(3):
+        x = xs[t, 0].tolist()
+        # (i; f; g; o) = LN(θ_h h; α1, β1) + LN(θ_x x; α2, β2) + b
+        pre = [
+            u + v + w
+            for u, v, w in zip(
+                _ln(_matvec(P["weight_hh"], h), P["ln_hh_weight"], P["ln_hh_bias"]),
+                _ln(_matvec(P["weight_ih"], x), P["ln_ih_weight"], P["ln_ih_bias"]),
+                b,
+            )
+        ]
+        i, f, g, o = pre[0:2], pre[2:4], pre[4:6], pre[6:8]
+        c = [_sigmoid(fj) * cj + _sigmoid(ij) * math.tanh(gj) for fj, cj, ij, gj in zip(f, c, i, g)]
+        h = [_sigmoid(oj) * math.tanh(n) for oj, n in zip(o, _ln(c, P["ln_c_weight"], P["ln_c_bias"]))]
+        state = cell(xs[t], state)
+        assert state.h[0].tolist() == pytest.approx(h, rel=1e-12, abs=1e-14)
+        assert state.c[0].tolist() == pytest.approx(c, rel=1e-12, abs=1e-14)
+
+
+@pytest.mark.parametrize("with_lengths", [False, True], ids=["full", "lengths"])
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("options", [{}, {"bias": False, "learn_initial_state": True}], ids=["bias", "h0"])
+def test_fast_path_equals_reference_in_float64(options, bidirectional, layers, with_lengths):
+    torch.manual_seed(0)
+    ref = rnnkit.rnn("lnlstm", 3, 5, layers, bidirectional, impl="reference", dtype=torch.float64, **options)
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    fast = rnnkit.rnn("lnlstm", 3, 5, layers, bidirectional, dtype=torch.float64, **options)
+    fast.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(7, 4, 3, dtype=torch.float64)
+    lengths = LENGTHS if with_lengths else None
+    out_r, finals_r, grads_r = run_and_grad(ref, x, lengths)
+    out_f, finals_f, grads_f = run_and_grad(fast, x, lengths)
+    torch.testing.assert_close(out_f, out_r, **F64)
+    assert_all_close(finals_f, finals_r, **F64)
+    assert all(gr is not None for gr in grads_r)
+    assert_all_close(grads_f, grads_r, **F64)
+
+
+def test_gradcheck_cell():
+    torch.manual_seed(0)
+    cell = LayerNormLSTMCell(3, 4, dtype=torch.float64)
+    names = [n for n, _ in cell.named_parameters()]
+    x = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    h = torch.randn(2, 4, dtype=torch.float64, requires_grad=True)
+    c = torch.randn(2, 4, dtype=torch.float64, requires_grad=True)
+
+    def step(x, h, c, *weights):
+        out = torch.func.functional_call(cell, dict(zip(names, weights)), (x, LSTMState(h, c)))
+        return tuple(out)
+
+    assert torch.autograd.gradcheck(step, (x, h, c, *cell.parameters()))
+
+
+def test_padding_changes_no_real_output_and_weight_drop_works():
+    torch.manual_seed(1)
+    rnn = rnnkit.rnn("lnlstm", 3, 4, 2, True, weight_drop=0.3, dtype=torch.float64).eval()
+    x = torch.randn(7, 4, 3, dtype=torch.float64)
+    garbage = x.clone()
+    for n, length in enumerate(LENGTHS):
+        garbage[length:, n] = 50.0
+    out, final = rnn(x, lengths=LENGTHS)
+    out_g, final_g = rnn(garbage, lengths=LENGTHS)
+    torch.testing.assert_close(out_g, out, rtol=0, atol=0)
+    assert_all_close(list(final_g), list(final), rtol=0, atol=0)
+    rnn.train()
+    assert torch.isfinite(rnn(x)[0]).all()
