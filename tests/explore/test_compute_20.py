@@ -311,3 +311,37 @@ def test_a_snapshot_holds_every_view_as_json(runs):
     assert set(shot["results"]["1|0"]["gradient"]) == {"0/0", "0/1", "1/0", "1/1"}
     assert shot["training"]["0"]["metric"] == "ppl" and shot["training"]["1"]["metric"] == "accuracy"
     assert math.isfinite(shot["training"]["0"]["valid"][0])
+
+
+@pytest.mark.parametrize("cell", ["lnlstm", "mingru", "minlstm"])
+def test_the_new_cells_gates_are_the_cells_own(cell, tmp_path):
+    """explore shows the gates of the cells after the lecture: each equals the cell's
+    ``gate_values`` stepped here over the run's own embedding, in float64."""
+    data = write_toy_lm_corpus(tmp_path, vocab=8, length=6, train=30, valid=6)
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--out", str(run), *TINY, f"--model.cell={cell}"]) == 0
+    text = "w1 w2 w3 w4 w5"
+    explorer = Explorer([run])
+    quantities = explorer.describe()["runs"][0]["quantities"]
+    shown_for = {"lnlstm": ["h", "c", "i", "f", "o"], "mingru": ["h", "z"], "minlstm": ["h", "f", "i"]}
+    assert quantities == shown_for[cell]
+    trained = rnnkit.load(run)
+    model, vocab = trained.model.double(), trained.vocab
+    ids = torch.tensor([vocab.index("<eos>")] + [vocab.index(w) for w in text.split()])
+    step = model.rnn.standalone_cell(0)
+    names = {"i": "input", "f": "forget", "o": "output", "z": "update"}
+    with torch.no_grad():
+        x = model.embedding(ids).unsqueeze(1)  # (T, 1, E)
+        state, want = step.initial_state(1), {q: [] for q in names}
+        for x_t in x:
+            for name, gate in step.gate_values(x_t, state).items():
+                short = next((k for k, v in names.items() if v == name), None)
+                if short is not None:
+                    want[short].append(gate[0])
+            state = step(x_t, state)
+    for quantity in quantities[1:]:
+        if quantity == "c":
+            continue
+        shown = np.array(explorer.inside(0, text, 0, 0, quantity)["values"])
+        expected = torch.stack(want[quantity][1:]).numpy()  # the step reading the start is not shown
+        np.testing.assert_allclose(shown, expected, atol=1e-12)

@@ -24,7 +24,13 @@ from rnnkit.training.rundir import RunDir
 SAMPLE_TOKENS = 2000
 """Tokens of the run's validation text searched for where selected units fire."""
 
-QUANTITIES = {"lstm": ["h", "c", "i", "f", "o"], "gru": ["h", "z", "r"]}
+QUANTITIES = {
+    "lstm": ["h", "c", "i", "f", "o"],
+    "gru": ["h", "z", "r"],
+    "lnlstm": ["h", "c", "i", "f", "o"],
+    "mingru": ["h", "z"],
+    "minlstm": ["h", "f", "i"],
+}
 """The values inside a layer the page can show, by cell (others: h)."""
 
 
