@@ -22,6 +22,9 @@ CELLS = {
     "elman-tanh": {"cell": "elman", "nonlinearity": "tanh"},
     "elman-relu": {"cell": "elman", "nonlinearity": "relu"},
     "irnn": {"cell": "irnn"},
+    "lnlstm": {"cell": "lnlstm"},
+    "mingru": {"cell": "mingru"},
+    "minlstm": {"cell": "minlstm"},
 }
 
 
