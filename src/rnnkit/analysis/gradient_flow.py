@@ -21,15 +21,17 @@ distance is d = t - k forward and d = k - t backward.
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnkit.cells.base import LSTMState, RecurrentCell
+from rnnkit.cells.base import RecurrentCell, hidden_of
 from rnnkit.cells.elman import ElmanCell, derivative
 from rnnkit.errors import RnnkitError
 
@@ -69,8 +71,8 @@ class Trace:
 
     @property
     def hidden(self) -> list[Tensor]:
-        """h_k at every step (for the LSTM the h of (h, c))."""
-        return [s.h if isinstance(s, LSTMState) else s for s in self.states]
+        """h_k at every step (for the LSTM the h of (h, c), for any named-tuple state its h)."""
+        return [hidden_of(s) for s in self.states]
 
     @property
     def cell(self) -> RecurrentCell:
@@ -241,7 +243,8 @@ def by_distance(G: np.ndarray, reverse: bool = False) -> np.ndarray:
 
 
 def _flat(state) -> Tensor:
-    return torch.cat([state.h, state.c], -1) if isinstance(state, LSTMState) else state
+    """A state as one vector: h, or its named tuple's fields side by side ((h, c) for the LSTM)."""
+    return state if isinstance(state, Tensor) else torch.cat(list(state), -1)
 
 
 def step_jacobians(tr: Trace, sequence: int = 0) -> list[Tensor]:
@@ -255,9 +258,10 @@ def step_jacobians(tr: Trace, sequence: int = 0) -> list[Tensor]:
     jacobians = []
     for x, prev in zip(tr.inputs, tr.previous):
         x_j, s = x[sequence].detach(), _flat(prev)[sequence].detach()
+        kind = type(prev) if isinstance(prev, tuple) else None  # LSTMState: (h, c), rebuilt as it came
 
-        def step(flat: Tensor, x_j: Tensor = x_j) -> Tensor:
-            state = LSTMState(flat[:H], flat[H:]) if cell.has_cell_state else flat
+        def step(flat: Tensor, x_j: Tensor = x_j, kind: type | None = kind) -> Tensor:
+            state = flat if kind is None else kind(*flat.split(H))
             return _flat(cell(x_j, state))
 
         jacobians.append(torch.autograd.functional.jacobian(step, s))
@@ -306,6 +310,69 @@ def elman_bound(tr: Trace) -> dict[str, float] | None:
     beta_W = torch.linalg.matrix_norm(W, ord=2).item()
     beta_h = derivative(h, cell.nonlinearity).abs().max().item()
     return {"beta_W": beta_W, "beta_h": beta_h, "product": beta_W * beta_h}
+
+
+def log_decays(tr: Trace) -> Tensor | None:
+    r"""log a_t at every step, (T, N, H) in position order, for a cell whose recurrence is
+    :math:`h_t = a_t \circ h_{t-1} + b_t` with :math:`a_t` read from the input alone
+    (minGRU: :math:`a_t = 1 - z_t`; minLSTM: :math:`a_t = f'_t`); None for other cells.
+
+    Such a cell's step Jacobian is :math:`\partial h_t/\partial h_{t-1} = \operatorname{diag}(a_t)`
+    (no :math:`W_{hh}`), so the gradient through time is a product of these factors, known
+    exactly (:func:`diagonal_products`). In log space, from the cell's own scan
+    coefficients: :math:`\log(1 - z_t) = -\text{softplus}(k_t)` stays exact where
+    :math:`1 - \sigma(k_t)` rounds to 0.
+    """
+    cell = tr.model.rnn.standalone_cell(tr.index)
+    if getattr(cell, "recurrent_weights", True) or not hasattr(cell, "coefficients"):
+        return None
+    with torch.no_grad():
+        steps = [cell.coefficients(F.linear(x, cell.weight_ih, cell.bias_ih))[0] for x in tr.inputs]
+    return torch.stack(steps).cpu()
+
+
+def diagonal_products(log_a: Tensor, max_distance: int, reverse: bool = False) -> dict[str, np.ndarray]:
+    r"""By distance d, the exact :math:`\|\partial h_{k+d}/\partial h_k\|_2 = \max_u
+    \prod_{s=k+1}^{k+d} a_{s,u}` of a diagonal recurrence (the spectral norm of a diagonal
+    matrix is its largest entry), over the same windows as :func:`product_norms`.
+
+    ``log_a``: (T, H), one sequence's :func:`log_decays` in position order; ``reverse``: of a
+    backward direction (:math:`\|\partial h_k/\partial h_{k+d}\| = \max_u \prod_{s=k}^{k+d-1}
+    a_{s,u}`). Returns ``product`` (mean over k of the norm, d = 0 .. max_distance) and
+    ``per_step`` (:math:`\exp` of the mean over k of :math:`\tfrac1d \log` of the norm: the
+    factor the gradient keeps per step over d steps, in [0, 1]; NaN at d = 0).
+    """
+    log_a = log_a.to(torch.float64)
+    if reverse:
+        log_a = log_a.flip(0)
+    T = log_a.shape[0]
+    max_distance = min(max_distance, T)
+    sums = torch.cat([log_a.new_zeros(1, log_a.shape[1]), log_a.cumsum(0)])  # sums[j] = Σ_{s<j} log a_s
+    product, per_step = np.ones(max_distance + 1), np.full(max_distance + 1, np.nan)
+    for d in range(1, max_distance + 1):
+        log_norm = (sums[d:] - sums[:-d]).max(-1).values  # one per window of d consecutive steps
+        product[d] = log_norm.exp().mean().item()
+        per_step[d] = math.exp(log_norm.mean().item() / d)
+    return {"product": product, "per_step": per_step}
+
+
+def decay_summary(log_a: Tensor, max_distance: int, reverse: bool = False) -> dict:
+    r"""What a diagonal recurrence's factors say about its gradient through time, for one
+    sequence's ``log_a`` (T, H): :func:`diagonal_products` by distance, the largest factor
+    :math:`a_{\max}` (so that :math:`\|\partial h_t/\partial h_k\| \le a_{\max}^{t-k}`,
+    the counterpart of the lecture's :math:`(\beta_W \beta_h)^d`), the mean factor, and the
+    unit that keeps its gradient longest with its factor per step (geometric mean over steps).
+    """
+    products = diagonal_products(log_a, max_distance, reverse)
+    per_unit = log_a.to(torch.float64).mean(0)
+    slowest = int(per_unit.argmax())
+    return {
+        "product_by_distance": products["product"].tolist(),
+        "per_step_by_distance": [None if np.isnan(v) else float(v) for v in products["per_step"]],
+        "a_max": log_a.max().exp().item(),
+        "a_mean": log_a.exp().mean().item(),
+        "slowest_unit": {"unit": slowest, "per_step": per_unit[slowest].exp().item()},
+    }
 
 
 def recurrent_spectrum(model: nn.Module, index: int) -> dict[str, dict[str, float]]:

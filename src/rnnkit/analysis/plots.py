@@ -246,8 +246,10 @@ def curves(
     hline: tuple[float, str] | None = None,
     extra: dict[str, tuple[list[float], list[float]]] | None = None,
     xtokens: Sequence[str] | None = None,
+    extra_styles: dict[str, str] | None = None,
 ):
-    """One line per series ``label: (x, y)``; ``extra`` dashed (bounds); an optional reference line.
+    """One line per series ``label: (x, y)``; ``extra`` dashed (bounds; ``extra_styles`` maps
+    a label to another line style, ``":"``); an optional reference line.
 
     Values that cannot be drawn (zeros on a log axis, non-finite ones) are gaps, not data;
     a log axis spans at most :data:`rnnkit.analysis.axes.LOG_RANGE` and is labelled in
@@ -265,7 +267,10 @@ def curves(
         drawn.append(y)
     for label, (x, y) in (extra or {}).items():
         y = axes.drawable(y, log_y)
-        ax.plot(x, y, "--", lw=1, color=colors.get(label.split(" ")[0]), label=label)
+        style = (extra_styles or {}).get(label, "--")
+        ax.plot(
+            x, y, style, lw=1.5 if style == ":" else 1, color=colors.get(label.split(" ")[0]), label=label
+        )
         drawn.append(y)
     if hline is not None:
         ax.axhline(hline[0], color="gray", ls=":", lw=1, label=hline[1])

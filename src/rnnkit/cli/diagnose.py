@@ -5,9 +5,10 @@ language model of any cell, over a piece of text, a file, the run's validation t
 generated long-range sequences: the t x k map of ||∂E_t/∂h_k||, its mean by distance
 (d = t - k for a forward direction, d = k - t for a backward one, whose gradient flows
 toward later steps), every step Jacobian's norm, for Elman cells the lecture's bound
-(β_W β_h)^d against the measured ||∂h_t/∂h_k||, the spectrum of W_hh, and for gated cells
-the gates of every unit over time. JSON and PNGs in ``--out``, whose earlier diagnose
-files are removed first (and no others).
+(β_W β_h)^d against the measured ||∂h_t/∂h_k||, for minGRU/minLSTM (whose step Jacobian is
+diag(a_t), a_t = 1 - z_t or f'_t) that norm exactly as max over units of ∏ a_s with its bound
+a_max^d, the spectrum of W_hh, and for gated cells the gates of every unit over time. JSON
+and PNGs in ``--out``, whose earlier diagnose files are removed first (and no others).
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ FILES = (
     *(f"gate_{gate}.png" for gate in GATES),
 )
 """Every file diagnose writes: a call removes these (and only these) from --out first."""
+DECAY_FACTORS = {"MinGRUCell": "1 - z_t", "MinLSTMCell": "f'_t"}
+"""a_t of the cells whose step Jacobian ∂h_t/∂h_(t-1) is diag(a_t), as the report names it."""
 CELL_NAMES = {
     "elman": "Elman",
     "irnn": "IRNN",
@@ -73,7 +76,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "classifier) or a fresh language model in float64 and measure ||∂E_t/∂h_k|| at every step k "
         "that E_t reaches (k <= t in a forward direction; k >= t in a backward one, whose gradient "
         "flows toward later steps), every step Jacobian's norm, for Elman cells the lecture's bound "
-        "(β_W β_h)^d, the spectrum of W_hh, and for GRU/LSTM each gate over time. Writes "
+        "(β_W β_h)^d, for minGRU/minLSTM the exact product of their diagonal step Jacobians "
+        "diag(1 - z_t) or diag(f'_t), the spectrum of W_hh, and for gated cells each gate over time. Writes "
         "diagnose.json and PNG plots into --out, replacing those of an earlier call."
     )
     p.add_argument(
@@ -348,29 +352,46 @@ def _jacobians(seen: Observation) -> dict:
     jacobians = gf.step_jacobians(tr)
     norms = gf.spectral_norms(jacobians)
     products = gf.product_norms(jacobians, tr.steps, reverse)
-    of = "(h, c)" if seen.cell.has_cell_state else "h"
+    fields = getattr(tr.previous[0], "_fields", None)  # a named-tuple state: (h, c), (h, c, n, m)
+    of = f"({', '.join(fields)})" if fields else "h"
     found: dict = {
         "jacobian": {"of": of, "step_norms": norms.tolist(), "product_norms_by_distance": products.tolist()}
     }
     chain = f"{of}_k/∂{of}_(k+d)" if reverse else f"{of}_t/∂{of}_k"
     series = {f"||∂{chain}|| measured": (list(range(len(products))), products.tolist())}
-    extra = None
+    extra, styles, note = None, None, ""
+    d = np.arange(len(products))
     bound = gf.elman_bound(tr) if isinstance(seen.cell, ElmanCell) else None
     if bound is not None:
         found["bound"] = bound
-        d = np.arange(len(products))
         extra = {f"||∂{chain}|| bound (β_W β_h)^d": (d.tolist(), (bound["product"] ** d).tolist())}
+        note = f"; β_W={bound['beta_W']:.3f}, β_h={bound['beta_h']:.3f}"
+    log_a = gf.log_decays(tr)
     step = f"∂{of}_j/∂{of}_(j{'+' if reverse else '-'}1)"
+    if log_a is not None:  # minGRU/minLSTM: the step Jacobian is diag(a_j), the product known exactly
+        a = DECAY_FACTORS.get(type(seen.cell).__name__, "a_t")
+        decay = {"a": a, "sequence": 0, **gf.decay_summary(log_a[:, 0], tr.steps, reverse)}
+        found["decay"] = decay
+        exact = f"exact: max over units of ∏ {_factor(a)}"
+        limit = f"bound a_max^d, a_max = {decay['a_max']:.3f}"
+        extra = {
+            exact: (d.tolist(), decay["product_by_distance"]),
+            limit: (d.tolist(), (decay["a_max"] ** d).tolist()),
+        }
+        styles = {exact: "--", limit: ":"}
+        step += f" = diag({a.replace('_t', '_j')})"
+        kept = a.replace(" ", "\u00a0")  # no break inside 1 - z_t where the title wraps
+        note = f"; {kept}: mean {decay['a_mean']:.3f}, max {decay['a_max']:.3f}"
     seen.draw(
         plots.curves,
         "jacobian_products.png",
         series,
         seen.distance_axis,
         "spectral norm",
-        f"Products of step Jacobians {step}: {seen.title}"
-        + (f"; β_W={bound['beta_W']:.3f}, β_h={bound['beta_h']:.3f}" if bound else ""),
+        f"Products of step Jacobians {step}: {seen.title}{note}",
         log_y=True,
         extra=extra,
+        extra_styles=styles,
     )
     seen.draw(
         plots.curves,
@@ -803,6 +824,8 @@ def _print_summary(report: dict, out: Path) -> None:
         norms, of = report["jacobian"]["step_norms"], report["jacobian"]["of"]
         step = f"∂{of}_j/∂{of}_(j{'+' if report['direction'] else '-'}1)"
         print(f"  ||{step}||: mean {np.mean(norms):.3f}, max {np.max(norms):.3f}")
+    if "decay" in report:
+        _print_decay(report["decay"], report["direction"], report.get("gradient_at") or {})
     for name, s in report.get("spectrum", {}).items():
         label = "W_hh" if name == "W_hh" else f"W_hh, {name} block"
         print(f"  {label}: spectral radius {s['spectral_radius']:.3f}, norm {s['norm']:.3f}")
@@ -820,3 +843,25 @@ def _print_summary(report: dict, out: Path) -> None:
             print(f"  largest ||∂E/∂h_k||: {where}: {e['gradient']:.3g}")
     replaced = f" (an earlier call's {len(report['replaced'])} files removed)" if report["replaced"] else ""
     print(f"  wrote into {out}: {', '.join(report['files'])}{replaced}")
+
+
+def _factor(a: str) -> str:
+    """``a`` as a factor of a product: ``(1 - z_t)``, ``f'_t``."""
+    return f"({a})" if " " in a else a
+
+
+def _print_decay(decay: dict, backward: int, at: dict) -> None:
+    """The exact gradient through time of a minGRU/minLSTM: products of its diagonal step Jacobians."""
+    a, chain = decay["a"], "∂h_k/∂h_(k+d)" if backward else "∂h_(k+d)/∂h_k"
+    products, per_step = decay["product_by_distance"], decay["per_step_by_distance"]
+    wanted = [int(d) for d in at if 0 < int(d) < len(products)] or [1, len(products) - 1]
+    print(
+        f"  step Jacobian diag({a}), so ||{chain}|| = max over units of ∏ {_factor(a)}, exactly: "
+        + ", ".join(f"d={d}: {products[d]:.2e}" for d in wanted)
+    )
+    print("    kept per step over d steps: " + ", ".join(f"d={d}: {per_step[d]:.3f}" for d in wanted))
+    slow = decay["slowest_unit"]
+    print(
+        f"    {a}: mean {decay['a_mean']:.3f}, max {decay['a_max']:.3f} (so ||{chain}|| <= "
+        f"{decay['a_max']:.3f}^d); unit {slow['unit']} keeps {slow['per_step']:.3f} per step"
+    )
