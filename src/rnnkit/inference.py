@@ -262,10 +262,40 @@ class LanguageModelRun(Trained):
         """The distinct tokens of ``text`` (read as a prompt) not in the vocabulary, sorted."""
         return sorted({t for t in self.codec.prompt_tokens(text) if t not in self.vocab})
 
-    def evaluate(self, split: str = "test", data: str | Path | None = None) -> dict[str, float]:
+    def evaluate(
+        self,
+        split: str = "test",
+        data: str | Path | None = None,
+        adapt: str | None = None,
+        progress: bool = False,
+        **settings: Any,
+    ) -> dict[str, Any]:
         """Perplexity and bits on ``split`` of ``data`` (default: the run's recorded corpus), a
         file per split streamed in constant memory; a single file's validation part is the
-        fraction the run held out (it has no test split)."""
+        fraction the run held out (it has no test split).
+
+        With ``adapt`` (``"dynamic"``, ``"cache"`` or ``"dynamic,cache"``) the split is read as
+        one stream that the model adapts to as it goes, each token scored before anything is
+        learnt from it (:mod:`rnnkit.adapt`): the settings are the run's tuned ones
+        (:meth:`tune_adapt`) or else the papers', each overridden by ``settings`` (``lr``,
+        ``decay``, ``segment``, ``eps``, ``stats_tokens``, ``stats_batch``, ``window``,
+        ``theta``, ``cache_lambda``). The figures then also hold ``model_ppl`` (the model's
+        own, before the cache's mixing) and ``adapt`` (the settings, where they came from,
+        tokens/s). The run's weights are left as trained. Example::
+
+            run = rnnkit.load("runs/ptb")
+            plain = run.evaluate("test")["ppl"]
+            adapted = run.evaluate("test", adapt="dynamic,cache")["ppl"]
+        """
+        if adapt is not None:
+            from rnnkit import adapt as adaptation  # the adaptation's code only when asked for
+
+            chosen, source = adaptation.resolve(self.run_dir, adapt, **settings)
+            figures = adaptation.evaluate_adapted(self, split, chosen, data, progress)
+            figures["adapt"]["source"] = source
+            return figures
+        if settings:
+            raise RnnkitError(f"adaptation settings ({', '.join(sorted(settings))}) need adapt=...")
         if data is None:
             recorded = recorded_data(self.run_dir)
         else:
@@ -293,6 +323,31 @@ class LanguageModelRun(Trained):
         raise RnnkitError(
             f"{self.run_dir}: a language model; --report and --confusion are for taggers and classifiers"
         )
+
+    def tune_adapt(
+        self,
+        adapt: str = "dynamic,cache",
+        budget_tokens: int = 20_000,
+        budget_minutes: float = 10.0,
+        data: str | Path | None = None,
+        progress: bool = False,
+        log: Callable[[str], None] | None = None,
+    ) -> dict[str, Any]:
+        """Search the settings of ``adapt`` on the validation split only (its first
+        ``budget_tokens`` per trial, trials stopped after ``budget_minutes``) and store them
+        in the run's ``adapt.json`` (written atomically), which :meth:`evaluate` then uses.
+        Returns what was stored: the settings and the search's cost. See :func:`rnnkit.adapt.tune`."""
+        from rnnkit import adapt as adaptation
+
+        return adaptation.tune(self, adapt, budget_tokens, budget_minutes * 60, data, progress, log)
+
+    def adapted_scorer(self, adapt: str, data: str | Path | None = None, **settings: Any) -> Any:
+        """A :class:`rnnkit.adapt.LineScorer`: lines scored in order as one stream that the
+        model adapts to (a line's figures then depend on the lines before it)."""
+        from rnnkit import adapt as adaptation
+
+        chosen, source = adaptation.resolve(self.run_dir, adapt, **settings)
+        return adaptation.LineScorer(self, chosen, data, source)
 
 
 def _words(sentence: str | Sequence[str]) -> list[str]:

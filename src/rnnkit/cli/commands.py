@@ -55,7 +55,13 @@ __all__ = ["evaluate", "export", "generate", "next_tokens", "predict", "recorded
 
 def evaluate(args: argparse.Namespace) -> int:
     """Figures of a trained run on a split of its corpus (or ``--data``); ``--report`` adds
-    per-label scores, ``--confusion`` draws the confusion matrix (taggers and classifiers)."""
+    per-label scores, ``--confusion`` draws the confusion matrix (taggers and classifiers);
+    ``--adapt`` reads a language model's split as one stream it adapts to (:mod:`rnnkit.adapt`)."""
+    from rnnkit.cli.adapt import given_settings
+
+    settings = given_settings(args)  # before any model is loaded
+    if args.adapt is not None:
+        return _evaluate_adapted(args, settings)
     trained = load(args.run, device=pick_device(args.device))
     report = trained.report(args.split, args.data) if args.report or args.confusion else None
     figures = trained.evaluate(args.split, args.data)
@@ -75,6 +81,35 @@ def evaluate(args: argparse.Namespace) -> int:
 
         title = f"{Path(args.run).name}: {args.split}"
         confusion(report["labels"], report["confusion"], args.confusion, title)
+    return 0
+
+
+def _evaluate_adapted(args: argparse.Namespace, settings: dict[str, Any]) -> int:
+    """``evaluate --adapt``: the adapted figures, the model's own and what the adaptation cost."""
+    if args.report or args.confusion:
+        raise RnnkitError("--report and --confusion are for taggers and classifiers, not with --adapt")
+    trained = load(args.run, device=pick_device(args.device))
+    if not isinstance(trained, LanguageModelRun):
+        raise RnnkitError(
+            f"{args.run}: a {trained.config.task!r} run; --adapt needs a language model (task 'lm')"
+        )
+    figures = trained.evaluate(args.split, args.data, args.adapt, not args.no_progress, **settings)
+    if args.json:
+        print(json.dumps({"split": args.split, **trained.fields(), **figures}))
+        return 0
+    adapt = figures["adapt"]
+    print(trained.describe(args.split, figures))
+    cost = f"{adapt['seconds']:.1f} s, {adapt['tokens_per_s']:.0f} tokens/s"
+    if "stats_tokens_read" in adapt:
+        cost += (
+            f", after {adapt['stats_seconds']:.1f} s of gradient statistics on {adapt['stats_tokens_read']} "
+            "training tokens"
+        )
+    shown = {k: v for k, v in adapt.items() if k in ("dynamic", "cache")}
+    print(
+        f"adapted with {adapt['methods']} (settings: {adapt['source']}; {json.dumps(shown)}); the model "
+        f"alone on the same stream: ppl {figures['model_ppl']:.2f}; {cost}"
+    )
     return 0
 
 
@@ -358,10 +393,16 @@ def score(args: argparse.Namespace) -> int:
     Words not in the vocabulary are read and scored as ``<unk>``: each line says how many
     (``oov``), its tokens show ``<unk>`` where one was read, and standard error warns and
     totals them; the throughput goes there too at the end."""
+    from rnnkit.cli.adapt import given_settings
+
     checks.at_least("--batch-size", args.batch_size, 1)
+    settings = given_settings(args)
     trained = _language_model(args)
+    if args.adapt is not None:
+        return _score_adapted(args, trained, settings)
     name, stream, size = _open_input(args.file)
-    bar = tqdm(total=size, unit="B", unit_scale=True, disable=None, leave=False, file=sys.stderr)
+    quiet = True if args.no_progress else None
+    bar = tqdm(total=size, unit="B", unit_scale=True, disable=quiet, leave=False, file=sys.stderr)
     tally = _Tally(args, trained, bar)
     chunk: list[tuple[str, int]] = []  # short lines waiting: (text, bytes)
     held = 0  # their bytes
@@ -390,6 +431,36 @@ def score(args: argparse.Namespace) -> int:
                 long = None
             bar.update(piece.offset + piece.size - bar.n)
         tally.lines(chunk, trained.score([t for t, _ in chunk]))
+    bar.close()
+    tally.close(name)
+    return 0
+
+
+def _score_adapted(args: argparse.Namespace, trained: LanguageModelRun, settings: dict[str, Any]) -> int:
+    """``score --adapt``: the lines in order as one stream the model adapts to, each line's
+    figures printed as soon as it ends (a long line read in pieces)."""
+    scorer = trained.adapted_scorer(args.adapt, None, **settings)
+    name, stream, size = _open_input(args.file)
+    bar = tqdm(
+        total=size,
+        unit="B",
+        unit_scale=True,
+        disable=True if args.no_progress else None,
+        leave=False,
+        file=sys.stderr,
+    )
+    tally = _Tally(args, trained, bar)
+    echo, length = "", 0
+    with stream:
+        for piece in read_pieces(stream, name, LINE_LIMIT):
+            text = piece.text.rstrip("\r") if piece.last else piece.text
+            if piece.first:
+                echo, length = text[:ECHO_CHARS], 0
+            scorer.add(trained.codec.piece_tokens(text, "\n" if piece.last else None))
+            length += piece.size
+            if piece.last:
+                tally.line(echo if not piece.first else text, length, scorer.end(), truncated=not piece.first)
+            bar.update(piece.offset + piece.size - bar.n)
     bar.close()
     tally.close(name)
     return 0

@@ -152,6 +152,9 @@ def _evaluate_parser(verbs: Verbs) -> None:
     evaluate.add_argument(
         "--confusion", metavar="PNG", help="taggers and classifiers: draw the confusion matrix"
     )
+    from rnnkit.cli.adapt import add_adapt_options  # light: no torch
+
+    add_adapt_options(evaluate, streamed=False)
 
 
 def _generate_parser(verbs: Verbs) -> None:
@@ -203,6 +206,9 @@ def _score_parser(verbs: Verbs) -> None:
     score.add_argument(
         "--batch-size", type=int, default=64, help="lines scored together (default: 64; 1: one at a time)"
     )
+    from rnnkit.cli.adapt import add_adapt_options  # light: no torch
+
+    add_adapt_options(score, streamed=True)
 
 
 def _next_parser(verbs: Verbs) -> None:
@@ -217,6 +223,12 @@ def _next_parser(verbs: Verbs) -> None:
     _device_argument(next_, "auto")
     _quantize_argument(next_)
     next_.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _tune_adapt_parser(verbs: Verbs) -> None:
+    from rnnkit.cli.adapt import tune_parser  # light: no torch
+
+    tune_parser(verbs)
 
 
 def _predict_parser(verbs: Verbs) -> None:
@@ -368,6 +380,7 @@ VERBS: tuple[Callable[[Verbs], None], ...] = (
     _generate_parser,
     _score_parser,
     _next_parser,
+    _tune_adapt_parser,
     _predict_parser,
     _diagnose_parser,
     _experiment_parser,
@@ -565,6 +578,10 @@ def _main(argv: Sequence[str] | None = None) -> int:
             from rnnkit.cli.diagnose import diagnose
 
             return diagnose(args)
+        if args.command == "tune-adapt":
+            from rnnkit.cli.adapt import tune_adapt
+
+            return tune_adapt(args)
         if args.command == "export":
             from rnnkit.cli.commands import export
 
