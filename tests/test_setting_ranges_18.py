@@ -147,7 +147,7 @@ def test_the_parameter_estimate_matches_the_built_model():
     torch = pytest.importorskip("torch")
     from rnnkit.models.config import build_encoder
 
-    for cell in ("elman", "gru", "lstm", "lnlstm", "mingru", "minlstm"):
+    for cell in ("elman", "gru", "lstm", "lnlstm", "mingru", "minlstm", "slstm"):
         config = load_config(
             None, [f"--model.cell={cell}", "--model.bidirectional=true", "--model.num_layers=3"]
         )

@@ -27,6 +27,8 @@ _LAZY = {
     "MinGRUCell": "rnnkit.cells",
     "MinLSTMCell": "rnnkit.cells",
     "LSTMState": "rnnkit.cells",
+    "SLSTMCell": "rnnkit.cells",
+    "SLSTMState": "rnnkit.cells",
     "detach_state": "rnnkit.cells",
     "irnn_cell": "rnnkit.cells",
 }
@@ -42,6 +44,8 @@ if TYPE_CHECKING:
         LSTMState,
         MinGRUCell,
         MinLSTMCell,
+        SLSTMCell,
+        SLSTMState,
         detach_state,
         irnn_cell,
     )
@@ -87,6 +91,8 @@ __all__ = [
     "MinGRUCell",
     "MinLSTMCell",
     "RnnkitError",
+    "SLSTMCell",
+    "SLSTMState",
     "__version__",
     "detach_state",
     "irnn_cell",

@@ -518,7 +518,7 @@ def _number_text(value: object) -> str:
     return _number(value) if isinstance(value, float) and not math.isfinite(value) else repr(value)
 
 
-_GATES = {"elman": 1, "irnn": 1, "gru": 3, "lstm": 4, "lnlstm": 4, "mingru": 2, "minlstm": 3}
+_GATES = {"elman": 1, "irnn": 1, "gru": 3, "lstm": 4, "lnlstm": 4, "mingru": 2, "minlstm": 3, "slstm": 4}
 _NO_W_HH = ("mingru", "minlstm")  # gates from x_t alone: no recurrent weight matrix, one bias
 _LAYER_NORMS = {"lnlstm": 18}  # LayerNorm gains and shifts per unit: W x and U h (4 gates each), c_t
 

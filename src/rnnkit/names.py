@@ -10,7 +10,7 @@ the order users see (``rnnkit config``, ``--help``, error messages).
 
 from __future__ import annotations
 
-CELLS = ("elman", "irnn", "gru", "lstm", "lnlstm", "mingru", "minlstm")
+CELLS = ("elman", "irnn", "gru", "lstm", "lnlstm", "mingru", "minlstm", "slstm")
 """The recurrent cells (:data:`rnnkit.registry.CELLS`): the lecture's, then those that came after."""
 
 NONLINEARITIES = ("sigmoid", "tanh", "relu")

@@ -1,5 +1,5 @@
-"""Cell names (``"elman"``, ``"irnn"``, ``"gru"``, ``"lstm"``, ``"lnlstm"``, ``"mingru"``, ``"minlstm"``:
-:data:`rnnkit.names.CELLS`) and :func:`rnn`."""
+"""Cell names (``"elman"``, ``"irnn"``, ``"gru"``, ``"lstm"``, ``"lnlstm"``, ``"mingru"``, ``"minlstm"``,
+``"slstm"``: :data:`rnnkit.names.CELLS`) and :func:`rnn`."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from rnnkit.cells import (
     MinGRUCell,
     MinLSTMCell,
     RecurrentCell,
+    SLSTMCell,
     irnn_cell,
 )
 from rnnkit.errors import RnnkitError
@@ -29,6 +30,7 @@ CELLS: dict[str, Callable[..., RecurrentCell]] = {
     "lnlstm": LayerNormLSTMCell,
     "mingru": MinGRUCell,
     "minlstm": MinLSTMCell,
+    "slstm": SLSTMCell,
 }
 """Each name of :data:`rnnkit.names.CELLS`, in its order, and the cell it builds."""
 _BUILDER_ARGS = {"input_size", "hidden_size", "device", "dtype"}
@@ -57,8 +59,8 @@ def rnn(
     """Build a (deep, bidirectional) recurrent network of the named cell.
 
     Args:
-        cell: ``"elman"``, ``"irnn"``, ``"gru"``, ``"lstm"``, ``"lnlstm"``, ``"mingru"`` or
-            ``"minlstm"``.
+        cell: ``"elman"``, ``"irnn"``, ``"gru"``, ``"lstm"``, ``"lnlstm"``, ``"mingru"``,
+            ``"minlstm"`` or ``"slstm"``.
         input_size, hidden_size, num_layers, bidirectional, dropout: as in ``nn.LSTM``.
         impl: ``"auto"`` (fast path), ``"reference"``, ``"own"`` or ``"native"``.
         locked_dropout: share each dropout mask between layers over time (variational).
@@ -68,6 +70,7 @@ def rnn(
             ``nonlinearity`` (``"sigmoid"|"tanh"|"relu"``, elman), ``bias``,
             ``reset_after`` (gru), ``forget_bias`` (lstm), ``scale`` and
             ``input_std`` (irnn), ``candidate`` (``"g"|"linear"``, mingru and minlstm),
+            ``forget`` (``"sigmoid"|"exp"``, slstm),
             ``learn_initial_state`` (all).
 
     Returns:

@@ -26,7 +26,7 @@ import safetensors.torch
 import torch
 from torch import Tensor
 
-from rnnkit.cells.base import LSTMState
+from rnnkit.cells.base import LSTMState, SLSTMState, state_kind
 from rnnkit.data.lines import LINE_LIMIT
 from rnnkit.data.text import Codec
 from rnnkit.data.vocab import Vocab
@@ -42,6 +42,9 @@ FORMAT = "rnnkit-stream"
 
 FORMAT_VERSION = 1
 """The snapshot layout this rnnkit writes and reads (``version`` in the metadata)."""
+
+_STATE_KINDS = {"lstm": LSTMState, "slstm": SLSTMState}
+"""The named-tuple recurrent states a snapshot holds, by the kind its metadata names."""
 
 _WEIGHTS: weakref.WeakKeyDictionary[LanguageModel, str] = weakref.WeakKeyDictionary()
 """sha256 of each model's weights, computed once per model (a model's weights are fixed
@@ -326,10 +329,12 @@ class Stream:
             "pending_text": torch.tensor(list(self._text.encode("utf-8")), dtype=torch.uint8),
         }
         kind = "none"
-        if isinstance(self._state, LSTMState):
-            kind, tensors["state.h"], tensors["state.c"] = "lstm", self._state.h, self._state.c
-        elif self._state is not None:
+        if isinstance(self._state, Tensor):
             kind, tensors["state.h"] = "tensor", self._state
+        elif self._state is not None:
+            kind = next(k for k, cls in _STATE_KINDS.items() if isinstance(self._state, cls))
+            for name, t in zip(self._state._fields, self._state):
+                tensors[f"state.{name}"] = t
         if self._h is not None:
             tensors["features"] = self._h
         metadata = {
@@ -426,15 +431,18 @@ class Stream:
             return t.to(device)
 
         kind = metadata["state"]
-        if kind == "lstm":
-            state: Any = LSTMState(tensor("state.h", shape), tensor("state.c", shape))
+        if kind in _STATE_KINDS:
+            cls = _STATE_KINDS[kind]
+            state: Any = cls(*(tensor(f"state.{name}", shape) for name in cls._fields))
         elif kind == "tensor":
             state = tensor("state.h", shape)
         elif kind == "none":
             state = None
         else:
             raise ValueError(f"state kind {kind!r}")
-        if (kind == "lstm") != rnn.cell.has_cell_state and kind != "none":
+        if _STATE_KINDS.get(kind) != state_kind(rnn.cell) and kind not in ("none", "tensor"):
+            raise ValueError(f"a {kind} state for cell {type(rnn.cell).__name__}")
+        if kind == "tensor" and state_kind(rnn.cell) is not None:
             raise ValueError(f"a {kind} state for cell {type(rnn.cell).__name__}")
         projection = self.model.projection
         width = rnn.hidden_size * rnn.num_directions if projection is None else projection.out_features

@@ -25,6 +25,7 @@ CELLS = {
     "lnlstm": {"cell": "lnlstm"},
     "mingru": {"cell": "mingru"},
     "minlstm": {"cell": "minlstm"},
+    "slstm": {"cell": "slstm"},
 }
 
 

@@ -21,8 +21,19 @@ class LSTMState(NamedTuple):
     c: Tensor
 
 
-State = Tensor | LSTMState
-"""A cell's state: one tensor ``h`` (Elman, GRU) or :class:`LSTMState` ``(h, c)``."""
+class SLSTMState(NamedTuple):
+    """State of an sLSTM (Beck et al. 2024): hidden ``h``, cell ``c``, normaliser ``n`` and
+    stabiliser ``m`` (the running log-space maximum that keeps the exponential gates finite)."""
+
+    h: Tensor
+    c: Tensor
+    n: Tensor
+    m: Tensor
+
+
+State = Tensor | LSTMState | SLSTMState
+"""A cell's state: one tensor ``h`` (Elman, GRU), or a named tuple of tensors whose first field
+is ``h``: :class:`LSTMState` ``(h, c)``, :class:`SLSTMState` ``(h, c, n, m)``."""
 
 
 def map_state(state, fn):
@@ -51,7 +62,15 @@ def detach_state(state: S) -> S:
 
 def hidden_of(state: State) -> Tensor:
     """The hidden vector ``h_t`` of a state: what a layer emits as its output at step t."""
-    return state.h if isinstance(state, LSTMState) else state
+    return state if isinstance(state, Tensor) else state.h
+
+
+def state_kind(cell: RecurrentCell) -> type | None:
+    """The named tuple ``cell``'s state is (``cell.state_type``; :class:`LSTMState` for any
+    cell with ``has_cell_state`` that names none), or None for a state that is one tensor h."""
+    if cell.state_type is not None:
+        return cell.state_type
+    return LSTMState if cell.has_cell_state else None
 
 
 def initial_state(
@@ -61,14 +80,20 @@ def initial_state(
     c_0: Tensor | None,
     has_cell_state: bool,
     hidden_size: int | None = None,
+    kind: type | None = None,
 ) -> State:
     """Zeros shaped (N, H) in ``like``'s dtype and device, or the learned vectors ``h_0``/``c_0``
-    expanded. H is ``hidden_size``, or ``like.shape[1]`` when ``like`` is a W_hh."""
+    expanded. H is ``hidden_size``, or ``like.shape[1]`` when ``like`` is a W_hh. ``kind`` is
+    the state's named tuple (default :class:`LSTMState` with ``has_cell_state``); its fields
+    after h and c (an sLSTM's n and m) start at zero."""
     H = like.shape[1] if hidden_size is None else hidden_size
     h = like.new_zeros(batch_size, H) if h_0 is None else h_0.expand(batch_size, H)
-    if not has_cell_state:
+    kind = kind if kind is not None else (LSTMState if has_cell_state else None)
+    if kind is None:
         return h
-    return LSTMState(h, like.new_zeros(batch_size, H) if c_0 is None else c_0.expand(batch_size, H))
+    c = like.new_zeros(batch_size, H) if c_0 is None else c_0.expand(batch_size, H)
+    rest = [like.new_zeros(batch_size, H) for _ in kind._fields[2:]]
+    return kind(h, c, *rest)
 
 
 class RecurrentCell(nn.Module):
@@ -81,7 +106,9 @@ class RecurrentCell(nn.Module):
     ``h_0`` (and, for the LSTM, ``c_0``), each of shape ``(H,)``: the lecture's "h_0 is
     some initialization vector", learned; otherwise the initial state is zeros.
 
-    Subclasses set ``gates`` and ``has_cell_state`` and write ``forward(x_t, state)``
+    Subclasses set ``gates``, and ``has_cell_state`` (the state is an :class:`LSTMState`, its
+    c_0 learned too) or ``state_type`` (another named tuple whose fields start h, c, such as
+    :class:`SLSTMState`; the layers carry, mask and stack every field) and write ``forward(x_t, state)``
     as the lecture's equations. A cell whose gates read only the input (minGRU, minLSTM)
     sets ``recurrent_weights = False``: it then has no ``weight_hh``/``bias_hh`` at all
     rather than an unused or empty one, so its ``state_dict``, parameter count, optimizer
@@ -90,6 +117,8 @@ class RecurrentCell(nn.Module):
 
     gates: int = 1
     has_cell_state: bool = False
+    state_type: type | None = None
+    """The state's named tuple where it is not one tensor h nor an LSTMState (see :func:`state_kind`)."""
     recurrent_weights: bool = True
 
     def __init__(
@@ -142,6 +171,7 @@ class RecurrentCell(nn.Module):
             getattr(self, "c_0", None),
             self.has_cell_state,
             self.hidden_size,
+            state_kind(self),
         )
 
     def extra_repr(self) -> str:

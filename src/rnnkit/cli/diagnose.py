@@ -67,6 +67,7 @@ CELL_NAMES = {
     "lnlstm": "LayerNorm LSTM",
     "mingru": "minGRU",
     "minlstm": "minLSTM",
+    "slstm": "sLSTM",
 }
 
 

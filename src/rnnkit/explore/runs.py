@@ -30,6 +30,7 @@ QUANTITIES = {
     "lnlstm": ["h", "c", "i", "f", "o"],
     "mingru": ["h", "z"],
     "minlstm": ["h", "f", "i"],
+    "slstm": ["h", "c", "i", "f", "o"],
 }
 """The values inside a layer the page can show, by cell (others: h)."""
 

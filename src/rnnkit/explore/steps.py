@@ -29,8 +29,8 @@ Call = tuple[Tensor, Any, Any]
 
 
 def fields(state: Any) -> list[Tensor]:
-    """A state's tensors: [h, c] for the LSTM, [h] otherwise."""
-    return [state.h, state.c] if isinstance(state, LSTMState) else [state]
+    """A state's tensors: its named tuple's fields ([h, c] for the LSTM), or [h]."""
+    return [state] if isinstance(state, Tensor) else list(state)
 
 
 def _stacked(calls: list[Call]) -> tuple[Tensor, list[Tensor], list[Tensor]]:
@@ -163,7 +163,7 @@ class AutogradSteps(Steps):
         state = [f.detach()[:1].expand(n, -1).clone().requires_grad_(step > 0) for f in fields(previous)]
         inputs = ([x] if want_input else []) + (state if step > 0 else [])
         with torch.enable_grad():
-            out = fields(self.cell(x, LSTMState(*state) if isinstance(previous, LSTMState) else state[0]))
+            out = fields(self.cell(x, state[0] if isinstance(previous, Tensor) else type(previous)(*state)))
             found = list(torch.autograd.grad(out, inputs, grads, allow_unused=True)) if inputs else []
         found = [torch.zeros_like(t) if g is None else g for g, t in zip(found, inputs)]
         dx = found.pop(0) if want_input else None

@@ -10,7 +10,8 @@ the layer's cells and weights. The reference kernel is
 * ``own``: :mod:`rnnkit.layers.kernels`: one GEMM for all input projections and a
   single backward sweep; covers every cell, option, dtype and device. For the min cells
   (no W_hh) it is :mod:`rnnkit.layers.scan` (an in-place loop on CPUs, the log-space
-  parallel scan elsewhere); for the LayerNorm LSTM :mod:`rnnkit.layers.lnlstm`.
+  parallel scan elsewhere); for the LayerNorm LSTM :mod:`rnnkit.layers.lnlstm`; for the
+  sLSTM :mod:`rnnkit.layers.slstm`.
 
 :func:`choose` is the table of which wins; ``bench/cells.py`` measures it (see
 ``bench/RESULTS.md``). Both are proven equal to the reference path by the parity tests.
@@ -33,9 +34,11 @@ from rnnkit.cells.lnlstm import LayerNormLSTMCell
 from rnnkit.cells.lstm import LSTMCell
 from rnnkit.cells.mingru import MinGRUCell
 from rnnkit.cells.minlstm import MinLSTMCell
+from rnnkit.cells.slstm import SLSTMCell
 from rnnkit.layers.kernels import ElmanRecurrence, GRURecurrence, LSTMRecurrence
 from rnnkit.layers.lnlstm import lnlstm_direction
 from rnnkit.layers.scan import scan_direction
+from rnnkit.layers.slstm import slstm_direction
 from rnnkit.layers.state import flip_sequences, step_mask
 
 LayerParams = dict[str, Tensor]
@@ -231,6 +234,7 @@ _OWN = {
     LayerNormLSTMCell: lnlstm_direction,
     MinGRUCell: scan_direction,
     MinLSTMCell: scan_direction,
+    SLSTMCell: slstm_direction,
 }
 
 
@@ -265,6 +269,8 @@ def choose(
       (:func:`~rnnkit.layers.scan.best_method`).
     * the LayerNorm LSTM: every step's LN(θ_x x_t) at once, then the loop over h
       (:mod:`rnnkit.layers.lnlstm`).
+    * the sLSTM: every step's W x_t + b at once, then the loop over h
+      (:mod:`rnnkit.layers.slstm`).
     """
     if native_op(cell) is not None:
         if device.type == "cuda":

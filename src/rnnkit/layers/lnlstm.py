@@ -28,8 +28,8 @@ def lnlstm_direction(
     )
     h, c = state
     outputs = []
-    for t in range(x.shape[0]):
-        pre = layer_norm(F.linear(h, W_hh), a_hh, b_hh) + W_x[t]
+    for t, W_x_t in enumerate(W_x.unbind(0)):  # unbind: one backward for all steps' slices
+        pre = layer_norm(F.linear(h, W_hh), a_hh, b_hh) + W_x_t
         i_pre, f_pre, g_pre, o_pre = pre.chunk(4, dim=-1)
         c_t = torch.sigmoid(f_pre) * c + torch.sigmoid(i_pre) * torch.tanh(g_pre)
         h_t = torch.sigmoid(o_pre) * torch.tanh(layer_norm(c_t, a_c, b_c))

@@ -9,7 +9,7 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-from rnnkit.cells.base import LSTMState, RecurrentCell, State, initial_state, map_state
+from rnnkit.cells.base import LSTMState, RecurrentCell, State, initial_state, map_state, state_kind
 from rnnkit.errors import RnnkitError
 from rnnkit.layers import fast
 from rnnkit.layers.dropout import drop_weight
@@ -49,8 +49,9 @@ class RNN(nn.Module):
     Inputs: ``input, state=None, lengths=None``
         * **input** (L, N, H_in), time-major.
         * **state** (D*num_layers, N, H) with D = 2 if bidirectional else 1, or for
-          the LSTM a pair ``(h_0, c_0)`` of such tensors; ``None`` starts from zeros
-          (or from the learned initial state).
+          the LSTM a pair ``(h_0, c_0)`` of such tensors (for the sLSTM a tuple
+          ``(h_0, c_0, n_0, m_0)``); ``None`` starts from zeros (or from the learned
+          initial state).
         * **lengths** (N,) integers in [1, L]: sequence n's real tokens are its first
           ``lengths[n]`` steps. Padding never changes outputs at real steps nor the
           final states; outputs at padded steps are zero.
@@ -58,7 +59,8 @@ class RNN(nn.Module):
     Outputs: ``output, final_state``
         * **output** (L, N, D*H): the last layer's h_t at every step.
         * **final_state** shaped like ``state``: each layer and direction's state
-          after its last real token (an :class:`~rnnkit.cells.LSTMState` for the LSTM).
+          after its last real token (an :class:`~rnnkit.cells.LSTMState` for the LSTM,
+          an :class:`~rnnkit.cells.SLSTMState` for the sLSTM).
 
     .. note::
         Parameters are named as torch names them (``weight_ih_l0``,
@@ -226,9 +228,9 @@ class RNN(nn.Module):
 
     def _initial_states(self, weights: list[dict[str, Tensor]], N: int) -> list[State]:
         """Every layer-direction's state before the first step: zeros, or the learned h_0 (c_0)."""
-        lstm = self.cell.has_cell_state
+        lstm, kind = self.cell.has_cell_state, state_kind(self.cell)
         H = self.hidden_size
-        return [initial_state(N, p["weight_ih"], p.get("h_0"), p.get("c_0"), lstm, H) for p in weights]
+        return [initial_state(N, p["weight_ih"], p.get("h_0"), p.get("c_0"), lstm, H, kind) for p in weights]
 
     def _apply(self, fn, recurse=True):
         result = super()._apply(fn, recurse)
@@ -316,13 +318,16 @@ class RNN(nn.Module):
     def _check_state(self, state, N: int, input: Tensor, any_float: bool = False) -> None:
         """Shape, device and dtype of ``state`` (``any_float``: any floating dtype will do)."""
         expected = (self.num_layers * self.num_directions, N, self.hidden_size)
-        lstm = self.cell.has_cell_state
-        if lstm and not (isinstance(state, (tuple, list)) and len(state) == 2):
-            raise RnnkitError(
-                f"state must be a pair (h_0, c_0) for an LSTM, each of shape {expected}, "
-                f"got {type(state).__name__}"
+        kind = state_kind(self.cell)
+        fields = ("state",) if kind is None else tuple(f"{f}_0" for f in kind._fields)
+        if kind is not None and not (isinstance(state, (tuple, list)) and len(state) == len(fields)):
+            what = (
+                "a pair (h_0, c_0) for an LSTM"
+                if len(fields) == 2
+                else (f"a tuple ({', '.join(fields)}) for {type(self.cell).__name__}")
             )
-        for name, t in zip(("h_0", "c_0") if lstm else ("state",), state if lstm else (state,)):
+            raise RnnkitError(f"state must be {what}, each of shape {expected}, got {type(state).__name__}")
+        for name, t in zip(fields, state if kind is not None else (state,)):
             if not isinstance(t, Tensor) or tuple(t.shape) != expected:
                 got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
                 raise RnnkitError(f"{name} must have shape (D*num_layers, N, H) = {expected}, got {got}")
@@ -335,14 +340,16 @@ class RNN(nn.Module):
 
     def _split_state(self, state) -> list[State]:
         """torch's (D*num_layers, N, H) layout -> one state per (layer, direction)."""
-        if self.cell.has_cell_state:
-            return [LSTMState(h, c) for h, c in zip(state[0].unbind(0), state[1].unbind(0))]
-        return list(state.unbind(0))
+        kind = state_kind(self.cell)
+        if kind is None:
+            return list(state.unbind(0))
+        return [kind(*parts) for parts in zip(*(t.unbind(0) for t in state))]
 
-    def _join_state(self, finals: list[State]) -> Tensor | LSTMState:
-        if self.cell.has_cell_state:
-            return LSTMState(torch.stack([s.h for s in finals]), torch.stack([s.c for s in finals]))
-        return torch.stack(finals)
+    def _join_state(self, finals: list[State]) -> State:
+        kind = state_kind(self.cell)
+        if kind is None:
+            return torch.stack(finals)
+        return kind(*(torch.stack(parts) for parts in zip(*finals)))
 
     def extra_repr(self) -> str:
         parts = [f"{self.input_size}, {self.hidden_size}", f"cell={type(self.cell).__name__}"]

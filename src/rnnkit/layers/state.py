@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from rnnkit.cells.base import LSTMState, State
+from rnnkit.cells.base import State
 from rnnkit.errors import RnnkitError
 
 
@@ -57,6 +57,6 @@ def flip_sequences(x: Tensor, lengths: Tensor | None) -> Tensor:
 
 def where_state(mask: Tensor, new: State, old: State) -> State:
     """Take ``new`` where ``mask`` is True and keep ``old`` elsewhere (padding freezes state)."""
-    if isinstance(new, LSTMState):
-        return LSTMState(torch.where(mask, new.h, old.h), torch.where(mask, new.c, old.c))
-    return torch.where(mask, new, old)
+    if isinstance(new, Tensor):
+        return torch.where(mask, new, old)
+    return type(new)(*(torch.where(mask, a, b) for a, b in zip(new, old)))

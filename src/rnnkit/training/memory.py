@@ -41,7 +41,7 @@ FLOAT = 4
 """Bytes per value: training holds fp32 weights, gradients and activations (bf16 autocast
 halves some activations; the estimate does not count on it)."""
 
-GATES = {"elman": 1, "irnn": 1, "gru": 3, "lstm": 4, "lnlstm": 4, "mingru": 2, "minlstm": 3}
+GATES = {"elman": 1, "irnn": 1, "gru": 3, "lstm": 4, "lnlstm": 4, "mingru": 2, "minlstm": 3, "slstm": 4}
 """Gate pre-activations per hidden unit of each cell (the width of its W_hh's output; for the
 min cells, which have no W_hh, of its W_ih's: z|h, f|i|h)."""
 

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 import rnnkit
-from rnnkit.cells.base import LSTMState
+from rnnkit.cells.base import LSTMState, SLSTMState
 from rnnkit.errors import RnnkitError
 from rnnkit.training.averaging import ParameterAverage
 from rnnkit.training.distributed import World, gather_rank_state, rank_state
@@ -243,17 +243,18 @@ def _capture(
             else:
                 scalars.setdefault(str(index), {})[key] = value
     hidden = cursor.state
-    if isinstance(hidden, LSTMState):
-        tensors["hidden.h"], tensors["hidden.c"] = hidden.h, hidden.c
-    elif hidden is not None:
+    if isinstance(hidden, Tensor):
         tensors["hidden.h"] = hidden
+    elif hidden is not None:
+        for name, t in zip(hidden._fields, hidden):
+            tensors[f"hidden.{name}"] = t
     py_version, py_state, py_gauss = random.getstate()
     np_state = np.random.get_state(legacy=True)
     assert isinstance(np_state, tuple)  # legacy=True: (name, keys, position, has_gauss, cached)
     record = {
         "history": asdict(history),
         "cursor": {k: v for k, v in asdict(cursor).items() if k != "state"},
-        "hidden": "lstm" if isinstance(hidden, LSTMState) else ("h" if hidden is not None else None),
+        "hidden": _hidden_kind(hidden),
         "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars},
         "rng": {
             "python": [py_version, list(py_state), py_gauss],
@@ -301,10 +302,25 @@ def _restore(
         raise _UnfitError(part, err) from None
 
 
+_HIDDEN_KINDS = {"lstm": LSTMState, "slstm": SLSTMState}
+"""The named-tuple states a checkpoint can carry, by the kind its record names."""
+
+
+def _hidden_kind(hidden: Any) -> str | None:
+    """How the record names the carried state: "h" (one tensor), "lstm", "slstm", or None."""
+    if hidden is None:
+        return None
+    if isinstance(hidden, Tensor):
+        return "h"
+    return next(kind for kind, cls in _HIDDEN_KINDS.items() if isinstance(hidden, cls))
+
+
 def _hidden(kind: str | None, tensors: Tensors, device: torch.device) -> Any:
-    """The carried hidden state saved as ``kind`` ("lstm": h and c; "h"; None: none)."""
-    if kind == "lstm":
-        return LSTMState(tensors["hidden.h"].to(device), tensors["hidden.c"].to(device))
+    """The carried hidden state saved as ``kind`` ("lstm": h and c; "slstm": h, c, n and m;
+    "h"; None: none)."""
+    if kind in _HIDDEN_KINDS:
+        cls = _HIDDEN_KINDS[kind]
+        return cls(*(tensors[f"hidden.{name}"].to(device) for name in cls._fields))
     return tensors["hidden.h"].to(device) if kind == "h" else None
 
 

@@ -1,0 +1,78 @@
+"""The fast path of a loop cell against its reference loop: ``rnnkit.rnn(cell, H, H, 2)`` with
+``impl="own"`` and ``impl="reference"``, forward + backward of ``out.sum()``, in one process.
+
+    python bench/cell_paths.py                  # slstm and lnlstm, L = 35 and 256
+    python bench/cell_paths.py --cells slstm --lengths 35 --json bench/results/slstm.json
+
+Tokens/s = L * N / time, the best of ``--repeats`` after two warm-up rounds, the two paths
+interleaved so that a change in the machine's load falls on both (issue 22).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import time
+
+import torch
+
+import rnnkit
+
+
+def measure(cell: str, length: int, hidden: int, batch: int, repeats: int) -> dict:
+    """One row: both paths' tokens/s and their ratio."""
+    torch.manual_seed(0)
+    models = {impl: rnnkit.rnn(cell, hidden, hidden, 2, impl=impl) for impl in ("reference", "own")}
+    models["own"].load_state_dict(models["reference"].state_dict())
+    x = torch.randn(length, batch, hidden)
+    times: dict[str, list[float]] = {impl: [] for impl in models}
+    for _ in range(repeats + 2):
+        for impl, model in models.items():
+            start = time.perf_counter()
+            model(x)[0].sum().backward()
+            times[impl].append(time.perf_counter() - start)
+    row = {"cell": cell, "L": length}
+    for impl, seconds in times.items():
+        row[f"{impl}_tokens_per_s"] = round(length * batch / min(seconds[2:]))
+    row["own_over_reference"] = round(row["own_tokens_per_s"] / row["reference_tokens_per_s"], 2)
+    return row
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--cells", nargs="+", default=["slstm", "lnlstm"])
+    p.add_argument("--lengths", nargs="+", type=int, default=[35, 256])
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=6)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", default="bench/results/cell_paths.json")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    out = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "setup": f"rnnkit.rnn(cell, {args.hidden}, {args.hidden}, 2), float32, N = {args.batch}",
+        "load_average": os.getloadavg()[0],
+        "results": [],
+    }
+    for cell in args.cells:
+        for length in args.lengths:
+            row = measure(cell, length, args.hidden, args.batch, args.repeats)
+            out["results"].append(row)
+            print(
+                f"{cell:8s} L={length:4d}  reference {row['reference_tokens_per_s']:7d} tok/s  "
+                f"own {row['own_tokens_per_s']:7d} tok/s  {row['own_over_reference']:.2f}x",
+                flush=True,
+            )
+    out["load_average_end"] = os.getloadavg()[0]
+    with open(args.json, "w") as f:
+        json.dump(out, f, indent=1)
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,297 @@
+"""The sLSTM of xLSTM (issue 22): Beck et al. 2024 §2.2 by hand, the stabiliser, fast = reference.
+
+A pure-Python oracle (floats, the paper's equations 8-17 written out) against the cell's step;
+the stabilised form against the unstabilised one in float64; large pre-activations; the fast
+path (:mod:`rnnkit.layers.slstm`) against the reference loop in float64 with gradients, with
+and without lengths, one and two directions and layers; ``gradcheck``; a language model through
+the real console script, the stream, and ONNX's one-line refusal.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import rnnkit
+from conftest import F64, assert_all_close, run_and_grad, write_toy_lm_corpus
+from rnnkit.cells import SLSTMCell, SLSTMState
+from rnnkit.cli.main import main
+from rnnkit.config import ModelConfig
+from rnnkit.data.text import Codec
+from rnnkit.data.vocab import EOS, UNK, Vocab
+from rnnkit.errors import RnnkitError
+from rnnkit.inference import as_read
+from rnnkit.models.config import build_model
+from rnnkit.stream import Stream
+
+SCRIPT = Path(os.environ.get("VIRTUAL_ENV", Path(__file__).parents[2] / ".venv")) / "bin" / "rnnkit"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+TINY = ["--model.hidden_size=8", "--model.embed_size=8", "--train.epochs=1", "--no-progress"]
+LENGTHS = [7, 3, 5, 1]
+D64 = torch.float64
+
+
+def _matvec(W: list[list[float]], v: list[float]) -> list[float]:
+    return [sum(w * x for w, x in zip(row, v)) for row in W]
+
+
+def _sigmoid(v: float) -> float:
+    return 1.0 / (1.0 + math.exp(-v))
+
+
+def _zeros(n: int, H: int, dtype: torch.dtype = D64) -> SLSTMState:
+    return SLSTMState(*(torch.zeros(n, H, dtype=dtype) for _ in range(4)))
+
+
+@pytest.mark.parametrize("start", ["zeros", "given"])
+@pytest.mark.parametrize("forget", ["sigmoid", "exp"])
+def test_three_steps_by_hand_from_the_papers_equations(forget, start):
+    torch.manual_seed(3)
+    cell = SLSTMCell(3, 2, forget=forget, dtype=D64)
+    P = {name: p.tolist() for name, p in cell.named_parameters()}
+    b = [u + v for u, v in zip(P["bias_ih"], P["bias_hh"])]
+    xs = torch.randn(3, 1, 3, dtype=D64)
+    h, c, n, m = [0.2, -0.4], [0.5, 0.1], [1.5, 0.7], [0.3, -0.2]
+    if start == "zeros":
+        h, c, n, m = [0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]
+    state = SLSTMState(*(torch.tensor([v], dtype=D64) for v in (h, c, n, m)))
+    for t in range(3):
+        pre = [
+            u + v + w
+            for u, v, w in zip(_matvec(P["weight_ih"], xs[t, 0].tolist()), _matvec(P["weight_hh"], h), b)
+        ]
+        i_pre, f_pre, z_pre, o_pre = pre[0:2], pre[2:4], pre[4:6], pre[6:8]
+        log_i = i_pre  # eq. 12: i = exp(ĩ)
+        log_f = f_pre if forget == "exp" else [math.log(_sigmoid(v)) for v in f_pre]  # eq. 13
+        # eq. 15; from an empty normaliser (n = 0) the forget branch scales nothing: m = log i
+        m_new = [max(lf + mj, li) if nj > 0 else li for lf, mj, li, nj in zip(log_f, m, log_i, n)]
+        i_s = [math.exp(li - mn) for li, mn in zip(log_i, m_new)]  # eq. 16
+        f_s = [math.exp(lf + mj - mn) for lf, mj, mn in zip(log_f, m, m_new)]  # eq. 17
+        z = [math.tanh(v) for v in z_pre]  # eq. 11
+        o = [_sigmoid(v) for v in o_pre]  # eq. 14
+        c = [fj * cj + ij * zj for fj, cj, ij, zj in zip(f_s, c, i_s, z)]  # eq. 8
+        n = [fj * nj + ij for fj, nj, ij in zip(f_s, n, i_s)]  # eq. 9
+        h = [oj * cj / nj for oj, cj, nj in zip(o, c, n)]  # eq. 10
+        m = m_new
+        state = cell(xs[t], state)
+        for got, want in zip(state, (h, c, n, m)):
+            assert got[0].tolist() == pytest.approx(want, rel=1e-12, abs=1e-14)
+
+
+def _unstabilised(cell: SLSTMCell, xs: torch.Tensor) -> list[torch.Tensor]:
+    """h_t from eqs. 8-14 as written, exp(ĩ) and the forget gate taken as they are (no m)."""
+    N, H = xs.shape[1], cell.hidden_size
+    h, c, n = (torch.zeros(N, H, dtype=xs.dtype) for _ in range(3))
+    hs = []
+    for x in xs:
+        pre = F.linear(x, cell.weight_ih, cell.bias_ih) + F.linear(h, cell.weight_hh, cell.bias_hh)
+        i_pre, f_pre, z_pre, o_pre = pre.chunk(4, -1)
+        i, f = torch.exp(i_pre), (torch.exp(f_pre) if cell.forget == "exp" else torch.sigmoid(f_pre))
+        c = f * c + i * torch.tanh(z_pre)
+        n = f * n + i
+        h = torch.sigmoid(o_pre) * c / n
+        hs.append(h)
+    return hs
+
+
+@pytest.mark.parametrize("forget", ["sigmoid", "exp"])
+def test_the_stabiliser_does_not_change_h(forget):
+    torch.manual_seed(0)
+    cell = SLSTMCell(3, 4, forget=forget, dtype=D64)
+    with torch.no_grad():
+        cell.weight_ih.mul_(8.0)  # pre-activations of tens: m_t far from 0, exp(ĩ) still finite
+    xs = torch.randn(20, 5, 3, dtype=D64)
+    state, ms = _zeros(5, 4), []
+    with torch.no_grad():
+        expected = _unstabilised(cell, xs)
+        for x, want in zip(xs, expected):
+            state = cell(x, state)
+            ms.append(state.m.abs().max())
+            torch.testing.assert_close(state.h, want, rtol=1e-10, atol=1e-12)
+    assert max(ms) > 5.0  # the stabiliser did move
+
+
+def test_large_pre_activations_give_finite_h_in_float32():
+    torch.manual_seed(0)
+    cell = SLSTMCell(3, 4, forget="exp")
+    with torch.no_grad():  # pre-activations of +100 and beyond: exp overflows float32 unstabilised
+        cell.weight_ih.abs_().mul_(300.0)
+        cell.weight_hh.mul_(10.0)
+    xs = torch.rand(30, 5, 3) + 0.2
+    state = _zeros(5, 4, torch.float32)
+    with torch.no_grad():
+        assert not all(torch.isfinite(h).all() for h in _unstabilised(cell, xs))
+        for x in xs:
+            state = cell(x, state)
+            assert all(torch.isfinite(t).all() for t in state)
+    assert state.m.max() > 100.0 and state.n.min() >= 1.0
+
+
+def test_gradcheck_cell():
+    torch.manual_seed(0)
+    cell = SLSTMCell(3, 4, dtype=D64)
+    names = [name for name, _ in cell.named_parameters()]
+    x = torch.randn(2, 3, dtype=D64, requires_grad=True)
+    h, c = (torch.randn(2, 4, dtype=D64, requires_grad=True) for _ in range(2))
+    n = torch.rand(2, 4, dtype=D64).add(0.5).requires_grad_(True)
+    m = torch.randn(2, 4, dtype=D64, requires_grad=True)
+
+    def step(x, h, c, n, m, *weights):
+        return tuple(torch.func.functional_call(cell, dict(zip(names, weights)), (x, SLSTMState(h, c, n, m))))
+
+    assert torch.autograd.gradcheck(step, (x, h, c, n, m, *cell.parameters()))
+
+
+@pytest.mark.parametrize("with_lengths", [False, True], ids=["full", "lengths"])
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"bias": False, "learn_initial_state": True, "forget": "exp"}],
+    ids=["bias", "h0-exp"],
+)
+def test_fast_path_equals_reference_in_float64(options, bidirectional, layers, with_lengths):
+    torch.manual_seed(0)
+    ref = rnnkit.rnn("slstm", 3, 5, layers, bidirectional, impl="reference", dtype=D64, **options)
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    fast = rnnkit.rnn("slstm", 3, 5, layers, bidirectional, dtype=D64, **options)
+    fast.load_state_dict(ref.state_dict(), strict=True)
+    assert fast._kernel(torch.device("cpu"), D64, with_lengths).__name__ == "own_layer"
+    x = torch.randn(7, 4, 3, dtype=D64)
+    lengths = LENGTHS if with_lengths else None
+    out_r, finals_r, grads_r = run_and_grad(ref, x, lengths)
+    out_f, finals_f, grads_f = run_and_grad(fast, x, lengths)
+    assert len(finals_r) == 4 and finals_r[0].shape == (layers * (1 + bidirectional), 4, 5)
+    torch.testing.assert_close(out_f, out_r, **F64)
+    assert_all_close(finals_f, finals_r, **F64)
+    assert all(g is not None for g in grads_r)
+    assert_all_close(grads_f, grads_r, **F64)
+
+
+def test_padding_changes_nothing_real_and_a_state_passes_back_in():
+    torch.manual_seed(1)
+    rnn = rnnkit.rnn("slstm", 3, 4, 2, True, dtype=D64)
+    x = torch.randn(7, 4, 3, dtype=D64)
+    garbage = x.clone()
+    for i, length in enumerate(LENGTHS):
+        garbage[length:, i] = 50.0
+    out, final = rnn(x, lengths=LENGTHS)
+    out_g, final_g = rnn(garbage, lengths=LENGTHS)
+    torch.testing.assert_close(out_g, out, rtol=0, atol=0)
+    assert isinstance(final, SLSTMState)
+    assert_all_close(list(final_g), list(final), rtol=0, atol=0)
+    # Two halves with the state carried = the whole (uni: a bidirectional half would read backwards).
+    uni = rnnkit.rnn("slstm", 3, 4, 2, dtype=D64)
+    whole, end = uni(x)
+    first, mid = uni(x[:3])
+    second, end2 = uni(x[3:], tuple(mid))
+    torch.testing.assert_close(torch.cat([first, second]), whole, **F64)
+    assert_all_close(list(end2), list(end), **F64)
+    with pytest.raises(RnnkitError, match=r"state must be a tuple \(h_0, c_0, n_0, m_0\) for SLSTMCell"):
+        uni(x, (end.h, end.c))
+
+
+def test_learned_initial_state_is_h0_with_c_n_and_m_at_zero():
+    torch.manual_seed(0)
+    cell = SLSTMCell(3, 4, learn_initial_state=True, dtype=D64)
+    assert [n for n, _ in cell.named_parameters() if n.endswith("_0")] == ["h_0"]
+    with torch.no_grad():
+        cell.h_0.fill_(0.5)
+    state = cell.initial_state(2)
+    assert isinstance(state, SLSTMState)
+    assert state.h.tolist() == [[0.5] * 4] * 2
+    assert all(t.abs().sum() == 0 and t.shape == (2, 4) for t in state[1:])
+    with pytest.raises(RnnkitError, match="forget must be one of"):
+        SLSTMCell(3, 4, forget="tanh")
+
+
+@pytest.fixture(scope="module")
+def lm_run(tmp_path_factory) -> Path:
+    """An sLSTM language model trained by the real ``rnnkit train``."""
+    root = tmp_path_factory.mktemp("slstm")
+    (root / "lm").mkdir()
+    data = write_toy_lm_corpus(root / "lm", vocab=8, length=6, train=60, valid=10)
+    out = root / "lm-run"
+    proc = subprocess.run(
+        [str(SCRIPT), "train", "--data", str(data), "--model.cell=slstm", "--out", str(out), *TINY],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_a_language_model_trains_through_the_console_script_and_evaluates(lm_run):
+    assert json.loads((lm_run / "config.json").read_text())["model"]["cell"] == "slstm"
+    proc = subprocess.run(
+        [str(SCRIPT), "evaluate", str(lm_run), "--split", "valid"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
+    assert proc.returncode == 0 and "ppl" in proc.stdout, proc.stderr
+    trained = rnnkit.load(lm_run)
+    assert math.isfinite(trained.score(["w1 w2 w3"])[0]["logprob"])
+
+
+def test_onnx_export_is_refused_in_one_line(lm_run, tmp_path, capsys):
+    target = tmp_path / "model.onnx"
+    assert main(["export", str(lm_run), "--format", "onnx", "--out", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "SLSTMCell has no ONNX export yet" in err, err
+    assert not target.exists()
+
+
+WORDS = [f"w{i}" for i in range(12)]
+VOCAB = Vocab([UNK, EOS, *WORDS])
+WORD = Codec("word")
+
+
+def test_a_stream_fed_in_pieces_scores_as_the_whole_text_and_restores():
+    torch.manual_seed(0)
+    config = ModelConfig(cell="slstm", embed_size=7, hidden_size=7, num_layers=2)
+    model = build_model(config, len(VOCAB)).double().eval()
+    rng = random.Random(0)
+    text = "\n".join(" ".join(rng.choice(WORDS) for _ in range(6)) for _ in range(3)) + "\n"
+    tokens, _ = as_read(VOCAB, WORD.corpus_tokens(text))
+    ids = torch.tensor([VOCAB.index(EOS)] + [VOCAB.index(t) for t in tokens])
+    with torch.no_grad():
+        expected = model.log_prob(ids[:-1, None], ids[1:, None])[0][:, 0]
+    stream = Stream(model, VOCAB, WORD, window=5)
+    cut = len(text) // 2
+    first = stream.feed(text[:7]).logprobs + stream.feed(text[7:cut]).logprobs
+    blob = stream.snapshot()
+    rest = stream.feed(text[cut:]).logprobs
+    torch.testing.assert_close(torch.tensor(first + rest, dtype=D64), expected, rtol=0, atol=1e-10)
+    again = Stream(model, VOCAB, WORD, window=5)
+    again.restore(blob)
+    assert again.feed(text[cut:]).logprobs == rest
+
+
+def test_a_carried_slstm_state_survives_the_checkpoint_record():
+    from rnnkit.training.state import _hidden, _hidden_kind
+
+    state = SLSTMState(*(torch.randn(2, 3, 4) for _ in range(4)))
+    tensors = {f"hidden.{name}": t for name, t in zip(state._fields, state)}
+    back = _hidden(_hidden_kind(state), tensors, torch.device("cpu"))
+    assert isinstance(back, SLSTMState) and all(torch.equal(a, b) for a, b in zip(back, state))
+
+
+def test_diagnose_a_fresh_slstm_shows_its_stabilised_gates_and_w_hh(tmp_path):
+    out = tmp_path / "diagnose"
+    assert main(["diagnose", "--cell", "slstm", "--hidden", "6", "--length", "12", "--out", str(out)]) == 0
+    report = json.loads((out / "diagnose.json").read_text())
+    assert "spectrum" in report and (out / "gate_forget.png").exists() and (out / "gate_input.png").exists()
