@@ -126,7 +126,7 @@ VOCAB = Vocab([UNK, EOS, *WORDS])
 WORD = Codec("word")
 
 
-@pytest.mark.parametrize("cell", ["mingru", "minlstm", "lnlstm"])
+@pytest.mark.parametrize("cell", ["mingru", "minlstm", "lnlstm", "slstm"])
 def test_a_stream_fed_in_pieces_scores_as_the_whole_text_and_restores(cell):
     torch.manual_seed(0)
     config = ModelConfig(cell=cell, embed_size=7, hidden_size=7, num_layers=2)

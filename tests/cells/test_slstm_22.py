@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import subprocess
 from pathlib import Path
 
@@ -24,13 +23,9 @@ import rnnkit
 from conftest import F64, assert_all_close, run_and_grad, write_toy_lm_corpus
 from rnnkit.cells import SLSTMCell, SLSTMState
 from rnnkit.cli.main import main
-from rnnkit.config import ModelConfig
 from rnnkit.data.text import Codec
 from rnnkit.data.vocab import EOS, UNK, Vocab
 from rnnkit.errors import RnnkitError
-from rnnkit.inference import as_read
-from rnnkit.models.config import build_model
-from rnnkit.stream import Stream
 
 SCRIPT = Path(os.environ.get("VIRTUAL_ENV", Path(__file__).parents[2] / ".venv")) / "bin" / "rnnkit"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -258,27 +253,6 @@ def test_onnx_export_is_refused_in_one_line(lm_run, tmp_path, capsys):
 WORDS = [f"w{i}" for i in range(12)]
 VOCAB = Vocab([UNK, EOS, *WORDS])
 WORD = Codec("word")
-
-
-def test_a_stream_fed_in_pieces_scores_as_the_whole_text_and_restores():
-    torch.manual_seed(0)
-    config = ModelConfig(cell="slstm", embed_size=7, hidden_size=7, num_layers=2)
-    model = build_model(config, len(VOCAB)).double().eval()
-    rng = random.Random(0)
-    text = "\n".join(" ".join(rng.choice(WORDS) for _ in range(6)) for _ in range(3)) + "\n"
-    tokens, _ = as_read(VOCAB, WORD.corpus_tokens(text))
-    ids = torch.tensor([VOCAB.index(EOS)] + [VOCAB.index(t) for t in tokens])
-    with torch.no_grad():
-        expected = model.log_prob(ids[:-1, None], ids[1:, None])[0][:, 0]
-    stream = Stream(model, VOCAB, WORD, window=5)
-    cut = len(text) // 2
-    first = stream.feed(text[:7]).logprobs + stream.feed(text[7:cut]).logprobs
-    blob = stream.snapshot()
-    rest = stream.feed(text[cut:]).logprobs
-    torch.testing.assert_close(torch.tensor(first + rest, dtype=D64), expected, rtol=0, atol=1e-10)
-    again = Stream(model, VOCAB, WORD, window=5)
-    again.restore(blob)
-    assert again.feed(text[cut:]).logprobs == rest
 
 
 def test_a_carried_slstm_state_survives_the_checkpoint_record():
