@@ -18,7 +18,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rnnkit import names
 from rnnkit.cli import checks
@@ -370,19 +370,8 @@ def _jacobians(seen: Observation) -> dict:
     log_a = gf.log_decays(tr)
     step = f"∂{of}_j/∂{of}_(j{'+' if reverse else '-'}1)"
     if log_a is not None:  # minGRU/minLSTM: the step Jacobian is diag(a_j), the product known exactly
-        a = DECAY_FACTORS.get(type(seen.cell).__name__, "a_t")
-        decay = {"a": a, "sequence": 0, **gf.decay_summary(log_a[:, 0], tr.steps, reverse)}
-        found["decay"] = decay
-        exact = f"exact: max over units of ∏ {_factor(a)}"
-        limit = f"bound a_max^d, a_max = {decay['a_max']:.3f}"
-        extra = {
-            exact: (d.tolist(), decay["product_by_distance"]),
-            limit: (d.tolist(), (decay["a_max"] ** d).tolist()),
-        }
-        styles = {exact: "--", limit: ":"}
+        found["decay"], extra, styles, a, note = _exact_decay(seen, log_a, d, reverse)
         step += f" = diag({a.replace('_t', '_j')})"
-        kept = a.replace(" ", "\u00a0")  # no break inside 1 - z_t where the title wraps
-        note = f"; {kept}: mean {decay['a_mean']:.3f}, max {decay['a_max']:.3f}"
     seen.draw(
         plots.curves,
         "jacobian_products.png",
@@ -404,6 +393,24 @@ def _jacobians(seen: Observation) -> dict:
         xtokens=seen.subject.words,
     )
     return found
+
+
+def _exact_decay(seen: Observation, log_a: Any, d: Any, reverse: bool) -> tuple[dict, dict, dict, str, str]:
+    """A min cell's exact gradient through time: the report's figures, the plot's two lines
+    (the product, a_max^d) with their styles, the name of a_t and the title's note."""
+    from rnnkit.analysis import gradient_flow as gf
+
+    a = DECAY_FACTORS.get(type(seen.cell).__name__, "a_t")
+    decay = {"a": a, "sequence": 0, **gf.decay_summary(log_a[:, 0], seen.trace.steps, reverse)}
+    exact = f"exact: max over units of ∏ {_factor(a)}"
+    limit = f"bound a_max^d, a_max = {decay['a_max']:.3f}"
+    extra = {
+        exact: (d.tolist(), decay["product_by_distance"]),
+        limit: (d.tolist(), (decay["a_max"] ** d).tolist()),
+    }
+    kept = a.replace(" ", "\u00a0")  # no break inside 1 - z_t where the title wraps
+    note = f"; {kept}: mean {decay['a_mean']:.3f}, max {decay['a_max']:.3f}"
+    return decay, extra, {exact: "--", limit: ":"}, a, note
 
 
 def _spectrum(seen: Observation) -> dict:

@@ -302,7 +302,7 @@ def _restore(
         raise _UnfitError(part, err) from None
 
 
-_HIDDEN_KINDS = {"lstm": LSTMState, "slstm": SLSTMState}
+_HIDDEN_KINDS: dict[str, type[LSTMState] | type[SLSTMState]] = {"lstm": LSTMState, "slstm": SLSTMState}
 """The named-tuple states a checkpoint can carry, by the kind its record names."""
 
 
