@@ -28,7 +28,35 @@ def candidate_activation(name: str) -> Callable[[Tensor], Tensor] | None:
     return g if name == "g" else None
 
 
-class MinGRUCell(RecurrentCell):
+class MinCell(RecurrentCell):
+    r"""What minGRU and minLSTM share: gates from x_t alone (no ``weight_hh``) and the
+    candidate :math:`\tilde h_t` = g(W x_t + b), or W x_t + b with ``candidate="linear"``."""
+
+    recurrent_weights = False
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        candidate: str = "g",
+        learn_initial_state: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        self._activation = candidate_activation(candidate)
+        self.candidate = candidate
+        super().__init__(input_size, hidden_size, bias, learn_initial_state, device, dtype)
+
+    def candidate_of(self, W_h_x: Tensor) -> Tensor:
+        r""":math:`\tilde h_t` from its pre-activation :math:`W^{(h)} x_t + b_h`."""
+        return W_h_x if self._activation is None else g(W_h_x)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + ("" if self.candidate == "g" else f", candidate={self.candidate!r}")
+
+
+class MinGRUCell(MinCell):
     r"""One step of a minGRU (Feng et al. 2024, §3.1): a GRU whose gate reads only the input.
 
     .. math::
@@ -70,21 +98,6 @@ class MinGRUCell(RecurrentCell):
     """
 
     gates = 2
-    recurrent_weights = False
-
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        bias: bool = True,
-        candidate: str = "g",
-        learn_initial_state: bool = False,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        self._activation = candidate_activation(candidate)
-        self.candidate = candidate
-        super().__init__(input_size, hidden_size, bias, learn_initial_state, device, dtype)
 
     def gate_values(self, x_t: Tensor, h_prev: Tensor) -> dict[str, Tensor]:
         """The ``update`` gate z_t at this step (diagnostics read it; it ignores ``h_prev``)."""
@@ -94,7 +107,7 @@ class MinGRUCell(RecurrentCell):
     def forward(self, x_t: Tensor, h_prev: Tensor) -> Tensor:
         W_z_x, W_h_x = F.linear(x_t, self.weight_ih, self.bias_ih).chunk(2, dim=-1)
         z_t = torch.sigmoid(W_z_x)
-        h_tilde = W_h_x if self._activation is None else g(W_h_x)
+        h_tilde = self.candidate_of(W_h_x)
         h_t = (1 - z_t) * h_prev + z_t * h_tilde
         return h_t
 
@@ -104,8 +117,5 @@ class MinGRUCell(RecurrentCell):
         :math:`1 - \sigma(k)` would round to 0 for a gate near 1, and :math:`b_t = z_t \tilde h_t`."""
         k, W_h_x = projected.chunk(2, dim=-1)
         log_a = -F.softplus(k)
-        h_tilde = W_h_x if self._activation is None else g(W_h_x)
+        h_tilde = self.candidate_of(W_h_x)
         return log_a, torch.sigmoid(k) * h_tilde
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + ("" if self.candidate == "g" else f", candidate={self.candidate!r}")

@@ -6,11 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rnnkit.cells.base import RecurrentCell
-from rnnkit.cells.mingru import candidate_activation, g
+from rnnkit.cells.mingru import MinCell
 
 
-class MinLSTMCell(RecurrentCell):
+class MinLSTMCell(MinCell):
     r"""One step of a minLSTM (Feng et al. 2024, §3.2): input-only gates, normalised to sum to one.
 
     .. math::
@@ -44,21 +43,6 @@ class MinLSTMCell(RecurrentCell):
     """
 
     gates = 3
-    recurrent_weights = False
-
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        bias: bool = True,
-        candidate: str = "g",
-        learn_initial_state: bool = False,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        self._activation = candidate_activation(candidate)
-        self.candidate = candidate
-        super().__init__(input_size, hidden_size, bias, learn_initial_state, device, dtype)
 
     def gate_values(self, x_t: Tensor, h_prev: Tensor) -> dict[str, Tensor]:
         """The normalised ``forget`` f'_t and ``input`` i'_t gates at this step (diagnostics read them)."""
@@ -70,7 +54,7 @@ class MinLSTMCell(RecurrentCell):
         W_f_x, W_i_x, W_h_x = F.linear(x_t, self.weight_ih, self.bias_ih).chunk(3, dim=-1)
         f_t = torch.sigmoid(W_f_x)
         i_t = torch.sigmoid(W_i_x)
-        h_tilde = W_h_x if self._activation is None else g(W_h_x)
+        h_tilde = self.candidate_of(W_h_x)
         f_prime = f_t / (f_t + i_t)
         i_prime = i_t / (f_t + i_t)
         h_t = f_prime * h_prev + i_prime * h_tilde
@@ -83,8 +67,5 @@ class MinLSTMCell(RecurrentCell):
         :math:`\log f'_t = -\text{softplus}(d)` and :math:`i'_t = \sigma(d)`."""
         k_f, k_i, W_h_x = projected.chunk(3, dim=-1)
         d = F.softplus(-k_f) - F.softplus(-k_i)
-        h_tilde = W_h_x if self._activation is None else g(W_h_x)
+        h_tilde = self.candidate_of(W_h_x)
         return -F.softplus(d), torch.sigmoid(d) * h_tilde
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + ("" if self.candidate == "g" else f", candidate={self.candidate!r}")
