@@ -82,6 +82,7 @@ def test_every_route_answers_json(server):
     assert len(units["units"]) == 8 and "elsewhere" in units
     grad = post(server, "gradient", {"run": 0, "text": text, "layer": 0}).json()
     assert len(grad["map"]) == 4 and grad["direction"] == "forward" and grad["bound"] is None
+    assert grad["precision"] == "float32"  # the live page's default (see test_float32_sweep_20.py)
     training = httpx.get(f"{server}/api/training", params={"run": 1}, timeout=30).json()
     assert training["metric"] == "accuracy" and training["epochs"] == [1]
     page = httpx.get(f"{server}/", timeout=30)
@@ -151,6 +152,10 @@ def test_command_line_mistakes_are_one_line(runs, tmp_path):
     )
     assert_one_line_error(
         run_rnnkit("explore", str(runs[0]), "--threads", "0", "--no-browser"), "--threads must be in"
+    )
+    assert_one_line_error(
+        run_rnnkit("explore", str(runs[0]), "--gradient-precision", "float16", "--no-browser"),
+        "invalid choice",
     )
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -180,9 +180,9 @@ def test_more_threads_give_the_same_answers_side_by_side(runs, monkeypatch):
 
     split, sweep_once = [], sweep.gradient_matrix
 
-    def spied(recording, index, workers=1):
+    def spied(recording, index, workers=1, carry=torch.float64):
         split.append(workers)
-        return sweep_once(recording, index, workers)
+        return sweep_once(recording, index, workers, carry)
 
     monkeypatch.setattr(sweep, "gradient_matrix", spied)
     with ThreadPoolExecutor(4) as pool:
@@ -195,6 +195,26 @@ def test_more_threads_give_the_same_answers_side_by_side(runs, monkeypatch):
             continue
         G, E = ([[np.nan if v is None else v for v in row] for row in d["map"]] for d in (found, expected))
         np.testing.assert_allclose(G, E, rtol=1e-12, atol=1e-300, equal_nan=True)
+
+
+def test_a_float32_explorer_says_so_and_draws_the_float64_map_to_float32_precision(explorer, runs):
+    """``rnnkit explore``'s default (float32, rescaled rows) against this module's float64 explorer;
+    a classifier's one loss is one autograd pass in float64 whatever the setting."""
+    fast = Explorer([runs["lstm"], runs["tag"], runs["cls"]], precision=torch.float32)
+    for run, exact_run, text, layers in (
+        (0, LSTM, "w1 w2 w3 w4 w5 w6 w7 w8", 2),
+        (1, TAG, "the cat sat on the mat", 2),
+    ):
+        for layer in range(layers):
+            found, expected = fast.gradient(run, text, layer, 0), explorer.gradient(exact_run, text, layer, 0)
+            assert found["precision"] == "float32" and expected["precision"] == "float64"
+            G, E = (
+                np.array([[np.nan if v is None else v for v in row] for row in d["map"]])
+                for d in (found, expected)
+            )
+            assert not np.array_equal(G, E, equal_nan=True)
+            np.testing.assert_allclose(G, E, rtol=1e-3, atol=0, equal_nan=True)
+    assert fast.gradient(2, "the film great", 0, 0)["precision"] == "float64"
 
 
 def test_inside_rounds_to_the_colour_ranges_digits_only_when_asked(explorer):

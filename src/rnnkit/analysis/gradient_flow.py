@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import math
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -232,14 +231,12 @@ def by_distance(G: np.ndarray, reverse: bool = False) -> np.ndarray:
     d = 0 .. T-1: how the gradient falls with distance along the direction's recurrence.
     Rows without a loss (NaN) do not count; NaN at a distance no loss is that far from."""
     T = G.shape[0]
-    curve = np.full(T, np.nan)
-    for d in range(T):
-        values = np.array([G[t, t + d] if reverse else G[t + d, t] for t in range(T - d)])
-        if not np.isnan(values).all():
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                curve[d] = np.nanmean(values)
-    return curve
+    t, k = np.indices(G.shape)
+    d = (k - t) if reverse else (t - k)
+    counted = (d >= 0) & ~np.isnan(G)
+    sums = np.bincount(d[counted], weights=G[counted], minlength=T)
+    counts = np.bincount(d[counted], minlength=T)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
 def _flat(state) -> Tensor:

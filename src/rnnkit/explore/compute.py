@@ -70,9 +70,12 @@ class Explorer:
         which: str = "best",
         device: torch.device | str = "cpu",
         threads: int = 1,
+        precision: torch.dtype = torch.float64,
     ) -> None:
         device = torch.device(device)
         self.threads = max(1, threads)
+        self.precision = precision
+        """What the gradient map's sweep carries (:func:`rnnkit.explore.sweep.gradient_matrix`)."""
         self.runs = [Run(i, path, which, device) for i, path in enumerate(runs)]
         self.notes = [note for run in self.runs for note in run.notes]
         for run in self.runs:
@@ -164,7 +167,9 @@ class Explorer:
             key = ("gradient", layer, direction)
             if key not in reading.results:
                 index = self._index(reading.run, layer, direction)
-                reading.results[key] = views.gradient(reading, index, max(1, self.threads - 1))
+                reading.results[key] = views.gradient(
+                    reading, index, max(1, self.threads - 1), self.precision
+                )
             return reading.results[key]
 
     def training(self, run: int) -> dict[str, Any]:

@@ -47,6 +47,9 @@ class Steps:
     state_fields = 1
     """Tensors in the cell's state: 2 for the LSTM's (h, c)."""
 
+    dtype = torch.float64
+    """The gradients' type: each step takes and gives them in it, on the CPU."""
+
     def back(self, step: int, grads: list[Tensor], want_input: bool) -> tuple[Tensor | None, list[Tensor]]:
         """The rows' gradients (R, H_in) on step ``step``'s input (None unless ``want_input``) and
         on the state it received, from theirs ``grads`` on the state it returned."""
@@ -56,8 +59,11 @@ class Steps:
 class Weights:
     """A cell's W_ih and W_hh, side by side too: one product gives the gradients on x and h."""
 
-    def __init__(self, cell: RecurrentCell) -> None:
-        self.W_ih, self.W_hh = cell.weight_ih.detach(), cell.weight_hh.detach()
+    def __init__(self, cell: RecurrentCell, dtype: torch.dtype) -> None:
+        self.W_ih, self.W_hh = (
+            cell.weight_ih.detach().to("cpu", dtype),
+            cell.weight_hh.detach().to("cpu", dtype),
+        )
         self.both = torch.cat([self.W_ih, self.W_hh], 1)
 
     def back(self, d: Tensor, want_input: bool) -> tuple[Tensor | None, Tensor]:
@@ -73,21 +79,23 @@ class LSTMSteps(Steps):
 
     state_fields = 2
 
-    def __init__(self, cell: LSTMCell, calls: list[Call]) -> None:
+    def __init__(self, cell: LSTMCell, calls: list[Call], dtype: torch.dtype) -> None:
         x, (h_prev, c_prev), (_, c) = _stacked(calls)
         with torch.no_grad():
             gates = cell.gate_values(x, LSTMState(h_prev, c_prev))
         i, f, o, g = (gates[k] for k in ("input", "forget", "output", "candidate"))
         tanh_c = torch.tanh(c)
-        # dc = dc_next + dh Q;  d(pre_o) = dh Po;  d(pre_i | pre_f | pre_g) = dc P;  dc_prev = dc f
-        self.Q, self.Po, self.f = o * (1 - tanh_c * tanh_c), tanh_c * o * (1 - o), f
-        self.P = torch.cat([g * i * (1 - i), c_prev * f * (1 - f), i * (1 - g * g)], -1)
-        self.weights = Weights(cell)
+        # dc = dc_next + dh Q;  d(pre_i | pre_f | pre_g | pre_o) = (dc | dc | dc | dh) P;  dc_prev = dc f
+        Q = o * (1 - tanh_c * tanh_c)
+        # torch's gate order i|f|g|o: the first three read dc, the last dh
+        P = torch.stack([g * i * (1 - i), c_prev * f * (1 - f), i * (1 - g * g), tanh_c * o * (1 - o)], 1)
+        self.Q, self.f, self.P = (t.to("cpu", dtype) for t in (Q, f, P))
+        self.weights = Weights(cell, dtype)
 
     def back(self, step: int, grads: list[Tensor], want_input: bool) -> tuple[Tensor | None, list[Tensor]]:
         dh, dc_next = grads
         dc = torch.addcmul(dc_next, dh, self.Q[step])
-        d = torch.cat([dc.repeat(1, 3) * self.P[step], dh * self.Po[step]], -1)  # torch's i|f|g|o
+        d = (torch.stack([dc, dc, dc, dh], 1) * self.P[step]).flatten(1)
         dx, dh_prev = self.weights.back(d, want_input)
         return dx, [dh_prev, dc * self.f[step]]
 
@@ -95,10 +103,10 @@ class LSTMSteps(Steps):
 class ElmanSteps(Steps):
     """h_k = f(W_hh h_(k-1) + W_ih x_k + b), f' read from h_k as the diagnostics read it."""
 
-    def __init__(self, cell: ElmanCell, calls: list[Call]) -> None:
+    def __init__(self, cell: ElmanCell, calls: list[Call], dtype: torch.dtype) -> None:
         _, _, (h,) = _stacked(calls)
-        self.D = derivative(h, cell.nonlinearity)
-        self.weights = Weights(cell)
+        self.D = derivative(h, cell.nonlinearity).to("cpu", dtype)
+        self.weights = Weights(cell, dtype)
 
     def back(self, step: int, grads: list[Tensor], want_input: bool) -> tuple[Tensor | None, list[Tensor]]:
         dx, dh_prev = self.weights.back(grads[0] * self.D[step], want_input)
@@ -109,13 +117,17 @@ class GRUSteps(Steps):
     """r, z = σ(W x + U h_(k-1) + b); n = tanh(W_n x + r (U_n h_(k-1) + b_n)) (or, reset before,
     tanh(W_n x + U_n (r h_(k-1)) + b_n)); h_k = z h_(k-1) + (1 - z) n."""
 
-    def __init__(self, cell: GRUCell, calls: list[Call]) -> None:
+    def __init__(self, cell: GRUCell, calls: list[Call], dtype: torch.dtype) -> None:
         x, (h_prev,), _ = _stacked(calls)
         W_ih, W_hh = cell.weight_ih.detach(), cell.weight_hh.detach()
         b_ih = cell.bias_ih.detach() if cell.bias else None
         b_hh = cell.bias_hh.detach() if cell.bias else None
         H = cell.hidden_size
-        self.reset_after, self.W_ih, self.W_hh = cell.reset_after, W_ih, W_hh
+        self.reset_after, self.W_ih, self.W_hh = (
+            cell.reset_after,
+            W_ih.to("cpu", dtype),
+            W_hh.to("cpu", dtype),
+        )
         with torch.no_grad():
             x_r, x_z, x_n = F.linear(x, W_ih, b_ih).chunk(3, -1)
             h_r, h_z, h_n = F.linear(h_prev, W_hh, b_hh).chunk(3, -1)
@@ -127,8 +139,9 @@ class GRUSteps(Steps):
                     x_n + F.linear(r * h_prev, W_hh[2 * H :], None if b_hh is None else b_hh[2 * H :])
                 )
         # d(pre_n) = dh A;  d(pre_z) = dh C;  dh_prev ∋ dh z;  d(pre_r) = d(r-product) B
-        self.A, self.C, self.z, self.r = (1 - z) * (1 - n * n), (h_prev - n) * z * (1 - z), z, r
-        self.B = (h_n if self.reset_after else h_prev) * r * (1 - r)
+        A, C = (1 - z) * (1 - n * n), (h_prev - n) * z * (1 - z)
+        B = (h_n if self.reset_after else h_prev) * r * (1 - r)
+        self.A, self.B, self.C, self.z, self.r = (t.to("cpu", dtype) for t in (A, B, C, z, r))
 
     def back(self, step: int, grads: list[Tensor], want_input: bool) -> tuple[Tensor | None, list[Tensor]]:
         dh = grads[0]
@@ -152,11 +165,16 @@ class AutogradSteps(Steps):
     pass gives them all). The copies make the product the step's alone: an LSTM's c_(k-1) also
     reaches h_(k-1), and a product taken through the recorded graph would count that path twice."""
 
-    def __init__(self, cell: RecurrentCell, calls: list[Call]) -> None:
-        self.cell, self.calls = cell, calls
+    def __init__(self, cell: RecurrentCell, calls: list[Call], dtype: torch.dtype) -> None:
+        self.cell, self.calls, self.dtype = cell, calls, dtype
         self.state_fields = len(fields(calls[0][1]))
 
     def back(self, step: int, grads: list[Tensor], want_input: bool) -> tuple[Tensor | None, list[Tensor]]:
+        x = self.calls[step][0]
+        dx, found = self._back(step, [g.to(x.device, x.dtype) for g in grads], want_input)
+        return None if dx is None else dx.to("cpu", self.dtype), [g.to("cpu", self.dtype) for g in found]
+
+    def _back(self, step: int, grads: list[Tensor], want_input: bool) -> tuple[Tensor | None, list[Tensor]]:
         x, previous, _ = self.calls[step]
         n = grads[0].shape[0]
         x = x.detach()[:1].expand(n, -1).clone().requires_grad_(want_input)
@@ -175,7 +193,12 @@ STEPS: dict[type, type[Steps]] = {LSTMCell: LSTMSteps, GRUCell: GRUSteps, ElmanC
 change the forward, so it is differentiated by autograd)."""
 
 
-def steps(cell: RecurrentCell, calls: list[Call]) -> Steps:
+def steps(cell: RecurrentCell, calls: list[Call], dtype: torch.dtype = torch.float64) -> Steps:
     """The backward steps of ``calls`` (one layer-direction, in run order) of ``cell``, a
-    standalone copy holding the layer's weights."""
-    return STEPS.get(type(cell), AutogradSteps)(cell, calls)
+    standalone copy holding the layer's weights, carrying gradients in ``dtype`` (the
+    coefficients are computed in the recording's precision on its device, then rounded to
+    ``dtype`` on the CPU: products of a few hundred rows, one step at a time, are no work for
+    a GPU, and the sweep's bookkeeping is numpy)."""
+    made = STEPS.get(type(cell), AutogradSteps)(cell, calls, dtype)
+    made.dtype = dtype
+    return made

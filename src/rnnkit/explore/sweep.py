@@ -26,6 +26,7 @@ to ``gradient_matrix``.
 from __future__ import annotations
 
 import itertools
+import math
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -99,7 +100,7 @@ class Recording:
         """∂(Σ_t E_t)/∂y (L, N, H·D) where each E_t reads y_t alone; None for other losses."""
         self.loss_steps: list[int] = []
         self._traces: dict[int, gf.Trace] = {}
-        self._steps: dict[int, Steps] = {}
+        self._steps: dict[tuple[int, torch.dtype], Steps] = {}
 
     def output(self, module: nn.Module, args: Any, output: Any) -> Any:
         if not self.leaf_output:
@@ -114,11 +115,11 @@ class Recording:
 
         return hook
 
-    def steps(self, index: int) -> Steps:
-        """Layer-direction ``index``'s backward steps (kept)."""
-        if index not in self._steps:
-            self._steps[index] = steps(self.probe.cell(index), self.calls[index])
-        return self._steps[index]
+    def steps(self, index: int, carry: torch.dtype = torch.float64) -> Steps:
+        """Layer-direction ``index``'s backward steps carrying ``carry`` (kept)."""
+        if (index, carry) not in self._steps:
+            self._steps[index, carry] = steps(self.probe.cell(index), self.calls[index], carry)
+        return self._steps[index, carry]
 
     def trace(self, index: int) -> gf.Trace:
         """Layer-direction ``index`` as :func:`rnnkit.analysis.gradient_flow.trace` records it (kept)."""
@@ -133,10 +134,18 @@ class Recording:
         return self._traces[index]
 
 
-def gradient_matrix(recording: Recording, index: int, workers: int = 1) -> np.ndarray:
+def gradient_matrix(
+    recording: Recording, index: int, workers: int = 1, carry: torch.dtype = torch.float64
+) -> np.ndarray:
     """G[t, k] = ||∂E_t/∂h_k|| (sequence 0) for every loss row t and step k of layer-direction
     ``index``, as :func:`rnnkit.analysis.gradient_flow.gradient_matrix` gives it, for losses E_t
     that read the top output y_t alone (one loss per step).
+
+    The rows are carried in ``carry``: float64 (the default) gives the diagnostics' numbers; the
+    explorer's live map carries float32, two to three times faster, each row rescaled by a power
+    of two at every step (:class:`Scaled`), so a gradient that vanishes to 1e-60 is 1e-60 and not
+    a float32 zero: the relative error stays that of float32 arithmetic (the tests hold it to
+    1e-4), whatever the magnitude.
 
     The rows are independent: with ``workers`` > 1 they are split into that many spans of about
     equal work, swept side by side by as many threads (torch releases the GIL in its kernels),
@@ -145,7 +154,7 @@ def gradient_matrix(recording: Recording, index: int, workers: int = 1) -> np.nd
     y, g = recording.y, recording.direct
     assert y is not None and g is not None, "one loss per step, read at y_t"
     L, width = y.shape[0], y.shape[-1]
-    rows_at_once = max(1, ROW_BYTES // (L * width * y.element_size()))
+    rows_at_once = max(1, ROW_BYTES // (L * width * carry.itemsize))
     spans = [
         range(first, min(stop, first + rows_at_once))
         for start, stop in _balanced(_row_work(recording, index, L), workers)
@@ -154,13 +163,13 @@ def gradient_matrix(recording: Recording, index: int, workers: int = 1) -> np.nd
     G = np.zeros((L, L))
 
     def fill(rows: range) -> None:
-        G[rows.start : rows.stop] = _rows(recording, index, Diagonal(g[:, 0], rows))
+        G[rows.start : rows.stop] = _rows(recording, index, Diagonal(g[:, 0], rows, carry), carry)
 
     if workers <= 1 or len(spans) == 1:
         for rows in spans:
             fill(rows)
         return G
-    _prepare(recording, index)  # the steps each thread reads, made once before they start
+    _prepare(recording, index, carry)  # the steps each thread reads, made once before they start
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for done in [pool.submit(fill, rows) for rows in spans]:
             done.result()
@@ -188,45 +197,122 @@ def _balanced(work: np.ndarray, parts: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
 
 
-def _prepare(recording: Recording, index: int) -> None:
+def _prepare(recording: Recording, index: int, carry: torch.dtype) -> None:
     """Every layer-direction's backward steps that a sweep down to ``index`` reads (kept)."""
     rnn = recording.probe.model.rnn
     D = rnn.num_directions
     for at in [index, *range((index // D + 1) * D, rnn.num_layers * D)]:
-        recording.steps(at)
+        recording.steps(at, carry)
+
+
+ZERO = -(1 << 40)
+"""The exponent of a row of zeros: any row it is added to outweighs it."""
+
+
+class Scaled:
+    """Rows of gradients as float mantissas ``m`` (one tensor per state field) and one power-of-two
+    exponent per row ``e`` (int64): row r is ``m[r] * 2**e[r]``, its largest |mantissa| in
+    [0.5, 1) once :meth:`normalise` d. Scaling by a power of two is exact, so a float64 carry
+    gives the numbers it gives unscaled; a float32 carry keeps float32's relative precision
+    where the values themselves would underflow it (a sigmoid Elman's 0.25^d) or overflow it.
+    The bookkeeping is numpy on the tensors' own memory: a torch call on rows this small costs
+    more than the arithmetic."""
+
+    def __init__(self, m: list[Tensor], e: np.ndarray) -> None:
+        self.m, self.e = m, e
+
+    @classmethod
+    def zeros(cls, fields: int, rows: int, width: int, dtype: torch.dtype) -> Scaled:
+        return cls([torch.zeros((rows, width), dtype=dtype) for _ in range(fields)], np.full(rows, ZERO))
+
+    def normalise(self) -> Scaled:
+        """Each row rescaled (in place) so that its largest |mantissa| is in [0.5, 1); a row of
+        zeros gets the exponent :data:`ZERO`."""
+        m = [t.numpy() for t in self.m]
+        largest = np.abs(m[0]).max(-1)
+        for a in m[1:]:
+            np.maximum(largest, np.abs(a).max(-1), out=largest)
+        nonzero = (largest > 0) & np.isfinite(largest)
+        shift = np.frexp(np.where(nonzero, largest, 1.0))[1]
+        np.maximum(shift, -120, out=shift)  # a denormal largest: 2**-shift stays finite
+        scale = _pow2(-shift, m[0])
+        for a in m:
+            a *= scale
+        self.e = np.where(nonzero, self.e + shift, ZERO)
+        return self
+
+    def add(self, row: slice, other: Scaled) -> None:
+        """``other``'s rows added (in place) to the rows ``row`` (its fields to the first of
+        these; every field rescaled to the exponents of the sums)."""
+        mine = [t.numpy() for t in self.m]
+        own = _exponents(self.e[row], [a[row] for a in mine])
+        theirs = _exponents(other.e, [t.numpy() for t in other.m])
+        e = np.maximum(own, theirs)
+        for i, a in enumerate(mine):
+            a[row] *= _pow2(own - e, a)
+            if i < len(other.m):
+                a[row] += other.m[i].numpy() * _pow2(theirs - e, a)
+        self.e[row] = e
+
+
+def _exponents(e: np.ndarray, m: list[np.ndarray]) -> np.ndarray:
+    """``e`` where a row has a nonzero mantissa in some field, :data:`ZERO` where it is all zeros
+    (its exponent, left from before it vanished, must not outweigh the other term of a sum)."""
+    nonzero = np.any([np.any(a != 0, -1) for a in m], 0)
+    return np.where(nonzero, e, ZERO)
+
+
+ONE = {np.dtype(np.float32): np.ones(1, np.float32), np.dtype(np.float64): np.ones(1, np.float64)}
+
+
+def _pow2(k: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """2**k (k <= 127) as a column in ``like``'s dtype: exact (ldexp), 0 below its range."""
+    return np.ldexp(ONE[like.dtype], k)[..., None]
 
 
 class Diagonal:
     """The rows' gradients on the top layer's outputs: row r's E_t reads y_t alone (t = ``rows[r]``),
     so its gradient there is ∂E_t/∂y_t (``g[t]``) and zero at every other position."""
 
-    def __init__(self, g: Tensor, rows: range) -> None:
-        self.g, self.rows = g, rows
+    def __init__(self, g: Tensor, rows: range, carry: torch.dtype) -> None:
+        self.g, self.rows, self.carry = g, rows, carry
         self.support = torch.zeros((len(rows), g.shape[0]), dtype=torch.bool)
         self.support[torch.arange(len(rows)), torch.tensor(rows)] = True
 
-    def at(self, position: int, lo: int, hi: int, columns: slice) -> Tensor:
-        """Rows [lo, hi) at ``position``, the output's ``columns``."""
-        g = self.g[position, columns]
-        out = g.new_zeros((hi - lo, g.shape[0]))
+    def at(self, position: int, lo: int, hi: int, columns: slice) -> tuple[slice, Scaled] | None:
+        """The rows among [lo, hi) with a gradient at ``position`` (the output's ``columns``):
+        where they are (counted from lo) and their values; None: none has."""
         r = position - self.rows.start
-        if lo <= r < hi:
-            out[r - lo] = g
-        return out
+        if not lo <= r < hi:
+            return None
+        g = self.g[position, columns].double().cpu().numpy()
+        largest = float(np.abs(g).max())
+        e = math.frexp(largest)[1] if largest > 0 and math.isfinite(largest) else 0
+        m = torch.from_numpy(np.ldexp(g, -e)[None]).to(self.carry)  # exact: a power of two
+        return slice(r - lo, r - lo + 1), Scaled([m], np.array([e if largest > 0 else ZERO]))
 
 
 class Dense:
-    """The rows' gradients on a layer's outputs at every position (R, L, W), nonzero where
-    ``support`` (R, L) says."""
+    """The rows' gradients on a layer's outputs at every position (R, L, W) as mantissas and
+    exponents (R, L), nonzero where ``support`` (R, L) says."""
 
-    def __init__(self, gradients: Tensor, support: Tensor) -> None:
-        self.gradients, self.support = gradients, support
+    def __init__(self, gradients: Tensor, exponents: np.ndarray, support: Tensor) -> None:
+        self.gradients, self.exponents, self.support = gradients, exponents, support
 
-    def at(self, position: int, lo: int, hi: int, columns: slice) -> Tensor:
-        return self.gradients[lo:hi, position, columns]
+    def at(self, position: int, lo: int, hi: int, columns: slice) -> tuple[slice, Scaled] | None:
+        return slice(None), Scaled(
+            [self.gradients[lo:hi, position, columns]], self.exponents[lo:hi, position]
+        )
+
+    def plus(self, other: Dense) -> Dense:
+        a, b = self.gradients.numpy(), other.gradients.numpy()
+        ea, eb = _exponents(self.exponents, [a]), _exponents(other.exponents, [b])
+        e = np.maximum(ea, eb)
+        both = a * _pow2(ea - e, a) + b * _pow2(eb - e, b)
+        return Dense(torch.from_numpy(both), e, self.support | other.support)
 
 
-def _rows(recording: Recording, index: int, direct: Diagonal | Dense) -> np.ndarray:
+def _rows(recording: Recording, index: int, direct: Diagonal | Dense, carry: torch.dtype) -> np.ndarray:
     """Norms (R, L) of the rows whose gradients on the top layer's outputs are ``direct``, swept
     down the layers to layer-direction ``index``."""
     rnn = recording.probe.model.rnn
@@ -242,15 +328,11 @@ def _rows(recording: Recording, index: int, direct: Diagonal | Dense) -> np.ndar
             H = recording.probe.cell(at).hidden_size
             columns = slice(direction * H, (direction + 1) * H)
             want_input = layer > observed_layer
-            found, into = _sweep(recording.steps(at), direct, columns, direction == 1, want_input)
+            found, into = _sweep(recording.steps(at, carry), direct, columns, direction == 1, want_input)
             if layer == observed_layer:
                 norms = found
             if into is not None:
-                below = (
-                    into
-                    if below is None
-                    else Dense(below.gradients + into.gradients, below.support | into.support)
-                )
+                below = into if below is None else below.plus(into)
         direct = below if below is not None else direct
     return norms
 
@@ -263,42 +345,60 @@ def _sweep(
     the layer's input at every position.
 
     A row carries zeros until its E_t reaches the step (the later losses of a forward
-    direction): each step is taken for the span of rows reached so far alone.
+    direction): each step is taken for the span of rows reached so far alone. The rows are
+    carried :class:`Scaled`, renormalised after every step.
     """
     R, L = direct.support.shape
     positions = list(range(L)) if reverse else list(range(L - 1, -1, -1))  # the sweep's order
     reached = direct.support[:, positions].cummax(1).values.numpy()  # (R, L) in the sweep's order
-    norms = np.zeros((R, L))
-    into = support = None
-    carried: list[Tensor] = []  # the rows' gradients on the state the next step received
+    lengths = np.zeros((R, L))  # each row's norm at each position: these times 2**exponents
+    exponents = np.full((R, L), ZERO)
+    into: Tensor | None = None
+    support = torch.zeros((R, L), dtype=torch.bool)
+    carried: Scaled | None = None  # the rows' gradients on the state the next step received
     lo = hi = 0
     for s, position in enumerate(positions):
         rows = np.flatnonzero(reached[:, s])
         if not len(rows):
             continue
         lo, hi, before = int(rows[0]), int(rows[-1]) + 1, (lo, hi)
-        dh = direct.at(position, lo, hi, columns)
-        if not carried:
-            grads = [dh] + [torch.zeros_like(dh)] * (back.state_fields - 1)
-        else:
-            if (lo, hi) != before:  # rows reached here: nothing carried for them yet
-                carried = [_widen(c, before, (lo, hi)) for c in carried]
-            grads = [dh + carried[0], *carried[1:]]
-        norms[lo:hi, position] = grads[0].norm(dim=-1).cpu().numpy()
+        if carried is None:
+            carried = Scaled.zeros(back.state_fields, hi - lo, columns.stop - columns.start, back.dtype)
+        elif (lo, hi) != before:  # rows reached here: nothing carried for them yet
+            carried = _widen(carried, before, (lo, hi))
+        entering = direct.at(position, lo, hi, columns)
+        if entering is not None:
+            carried.add(*entering)
+        length = lengths[lo:hi, position] = carried.m[0].norm(dim=-1).numpy()
+        exponents[lo:hi, position] = carried.e
         if L - 1 - s == 0 and not want_input:
             break
-        dx, carried = back.back(L - 1 - s, grads, want_input)
+        dx, found = back.back(L - 1 - s, carried.m, want_input)
         if dx is not None:
             if into is None:
                 into = torch.zeros((R, L, dx.shape[-1]), dtype=dx.dtype, device=dx.device)
-                support = torch.zeros((R, L), dtype=torch.bool)
             into[lo:hi, position] = dx
             support[lo:hi, position] = True
-    return norms, None if into is None else Dense(into, support)
+        carried = Scaled(found, carried.e)
+        if _drifted(length):  # a rescale costs more than a step: only where the values drift far
+            carried.normalise()
+    norms = np.ldexp(lengths, exponents)
+    return norms, None if into is None else Dense(into, exponents, support)
 
 
-def _widen(rows: Tensor, was: tuple[int, int], now: tuple[int, int]) -> Tensor:
+DRIFT = 2.0**40
+"""Rows are rescaled once a row's norm leaves [1/DRIFT, DRIFT]: a float32 row then has 2**86
+of its range left on either side (more than a step of any cell takes: one that shrank a
+gradient by 1e-26 at once would lose it to zero), a float64 row far more."""
+
+
+def _drifted(lengths: np.ndarray) -> bool:
+    nonzero = lengths[lengths > 0]
+    return bool(nonzero.size) and not (nonzero.min() >= 1 / DRIFT and nonzero.max() <= DRIFT)
+
+
+def _widen(rows: Scaled, was: tuple[int, int], now: tuple[int, int]) -> Scaled:
     """``rows`` of the span ``was`` within the wider span ``now``, zeros in the rows added."""
     (a, b), (lo, hi) = was, now
-    width = rows.shape[1]
-    return torch.cat([rows.new_zeros((a - lo, width)), rows, rows.new_zeros((hi - b, width))])
+    m = [torch.cat([t.new_zeros((a - lo, t.shape[1])), t, t.new_zeros((hi - b, t.shape[1]))]) for t in rows.m]
+    return Scaled(m, np.concatenate([np.full(a - lo, ZERO), rows.e, np.full(hi - b, ZERO)]))

@@ -97,10 +97,12 @@ def _classifier(reading: Reading) -> dict[str, Any]:
     }
 
 
-def gradient(reading: Reading, index: int, workers: int = 1) -> dict[str, Any]:
+def gradient(
+    reading: Reading, index: int, workers: int = 1, carry: torch.dtype = torch.float64
+) -> dict[str, Any]:
     """The map of ||∂E_t/∂h_k|| over the first :data:`GRADIENT_TOKENS` tokens, its mean by
     distance and, for Elman cells, the lecture's bound; the sweep's rows split over ``workers``
-    threads."""
+    threads, carried in ``carry``."""
     run, notes = reading.run, list(reading.notes)
     T = min(reading.steps, GRADIENT_TOKENS)
     if reading.steps > T:
@@ -110,7 +112,7 @@ def gradient(reading: Reading, index: int, workers: int = 1) -> dict[str, Any]:
     tr = recording.trace(index)
     # a classifier's one loss: one backward pass; per-step losses: one sweep for all of them
     one_loss = run.kind is Classification
-    G = gf.gradient_matrix(tr) if one_loss else sweep.gradient_matrix(recording, index, workers)
+    G = gf.gradient_matrix(tr) if one_loss else sweep.gradient_matrix(recording, index, workers, carry)
     G = G[offset : offset + T, offset : offset + T]
     if run.kind is LanguageModelling:
         G[T - 1] = np.nan  # the last token's E (the next token's) is not shown
@@ -125,6 +127,7 @@ def gradient(reading: Reading, index: int, workers: int = 1) -> dict[str, Any]:
         "bound": None if bound is None else [bound["product"] ** d for d in range(T)],
         "beta": bound,
         "direction": "backward" if tr.reverse else "forward",
+        "precision": "float64" if one_loss else str(carry).removeprefix("torch."),
         "notes": notes,
     }
 
