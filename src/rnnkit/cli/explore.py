@@ -51,11 +51,11 @@ def explore_parser(verbs: Any) -> None:
         "--threads",
         type=int,
         default=2,
-        help="threads computing the page's answers (default: 2): one for the text's surprisal (tags, "
-        "classes), beside the rest for the views read from the float64 probe, whose gradient map "
-        "splits its rows over them (3 or more on an idle machine with the cores); 1: one answer at a "
-        "time. Each computation is single-threaded: on a shared or small machine threads inside one "
-        "matrix product wait on each other, and the answers come later",
+        help="how the page's answers are computed (default: 2): the text's own answer (surprisal, tags, "
+        "classes) in this process and the views read from the float64 probe (inside, units, gradient "
+        "map) in a second one, side by side on two cores; more: the gradient map's rows split over "
+        "threads - 1 threads of that process (on an idle machine with the cores); 1: everything in "
+        "this process, one answer at a time",
     )
     explore.add_argument(
         "--gradient-precision",
@@ -87,23 +87,41 @@ def explore(args: argparse.Namespace) -> int:
 def _explore(args: argparse.Namespace, sock: Any) -> int:
     import torch
 
-    from rnnkit.explore import make_app
     from rnnkit.explore.compute import Explorer
-    from rnnkit.serve import server
-    from rnnkit.serve.address import is_loopback, url
+    from rnnkit.explore.worker import ProbeProcess
     from rnnkit.training.loop import pick_device
 
     torch.set_num_threads(1)  # see --threads: the answers run side by side, each on one thread
-    explorer = Explorer(
-        args.runs,
-        which=args.which,
-        device=pick_device(args.device),
-        threads=args.threads,
-        precision=getattr(torch, args.gradient_precision),
-    )
+    probes = None
+    if args.threads > 1:  # started first: it loads its runs while this process loads its own
+        probes = ProbeProcess(
+            args.runs, args.which, str(pick_device(args.device)), args.threads, args.gradient_precision
+        )
+    try:
+        explorer = Explorer(
+            args.runs,
+            which=args.which,
+            device=pick_device(args.device),
+            threads=args.threads,
+            precision=getattr(torch, args.gradient_precision),
+            probes=probes is None,
+        )
+        if probes is not None:
+            probes.ready()
+        return _serve(args, sock, explorer, probes)
+    finally:
+        if probes is not None:
+            probes.close()
+
+
+def _serve(args: argparse.Namespace, sock: Any, explorer: Any, probes: Any) -> int:
+    from rnnkit.explore import make_app
+    from rnnkit.serve import server
+    from rnnkit.serve.address import is_loopback, url
+
     for note in explorer.notes:
         print(f"rnnkit explore: {note}", file=sys.stderr, flush=True)
-    app = make_app(explorer)
+    app = make_app(explorer, probes)
     if not is_loopback(sock):
         print(
             f"rnnkit explore: warning: listening on {sock.getsockname()[0]}: other machines can reach "

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rnnkit.explore.compute import Explorer
+    from rnnkit.explore.worker import ProbeProcess
 
 __all__ = ["analyze", "make_app", "snapshot", "static_page"]
 
@@ -24,11 +25,12 @@ def analyze(run: Any, text: str, k: int = 5) -> dict[str, Any]:
     return Explorer([run]).analyze(0, text, k)
 
 
-def make_app(explorer: Explorer) -> Any:
-    """The Starlette app serving ``explorer``'s runs (see :mod:`rnnkit.explore.app`)."""
+def make_app(explorer: Explorer, probes: ProbeProcess | None = None) -> Any:
+    """The Starlette app serving ``explorer``'s runs (see :mod:`rnnkit.explore.app`), the probe's
+    questions asked of ``probes`` if given (:mod:`rnnkit.explore.worker`)."""
     from rnnkit.explore.app import build_app
 
-    return build_app(explorer)
+    return build_app(explorer, probes)
 
 
 def snapshot(

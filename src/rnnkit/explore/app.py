@@ -31,6 +31,7 @@ from starlette.staticfiles import StaticFiles
 from rnnkit.errors import RnnkitError
 from rnnkit.experiments.common import strict_json
 from rnnkit.explore.compute import MAX_CHARS, Explorer
+from rnnkit.explore.worker import Encoded, ProbeProcess, ProbeStoppedError
 from rnnkit.textsafe import printable
 
 STATIC = Path(__file__).parent / "static"
@@ -158,12 +159,18 @@ async def _answer(compute: Callable[[], Any], explorer: Explorer) -> Response:
         start = time.perf_counter()
         content = compute()
         computed = time.perf_counter()
-        response = JSONResponse(content)
-        encoded = time.perf_counter()
         waited = explorer.held.waited
+        if isinstance(content, Encoded):  # computed and encoded by the probe process
+            response: Response = Response(content.body, media_type="application/json")
+            waited = content.wait
+            passed = (computed - start) * 1000 - waited - content.compute - content.encode
+            compute_ms, encode_ms = content.compute, content.encode + max(0.0, passed)
+        else:
+            response = JSONResponse(content)
+            compute_ms = (computed - start) * 1000 - waited
+            encode_ms = (time.perf_counter() - computed) * 1000
         response.headers["Server-Timing"] = (
-            f"wait;dur={waited:.1f}, compute;dur={(computed - start) * 1000 - waited:.1f}, "
-            f"encode;dur={(encoded - computed) * 1000:.1f}"
+            f"wait;dur={waited:.1f}, compute;dur={compute_ms:.1f}, encode;dur={encode_ms:.1f}"
         )
         return response
 
@@ -171,13 +178,21 @@ async def _answer(compute: Callable[[], Any], explorer: Explorer) -> Response:
         return await run_in_threadpool(answer)
     except RnnkitError as err:
         return error(400, str(err).splitlines()[0] if str(err) else "bad request")
+    except ProbeStoppedError as err:
+        _log(str(err))
+        return error(503, str(err))
     except Exception as err:  # the page shows a line; the server goes on
         _log(f"internal error: {type(err).__name__}: {err}")
         return error(500, f"internal error ({type(err).__name__}); the server goes on")
 
 
-def build_app(explorer: Explorer) -> Starlette:
-    """The explorer's routes (see the module's docstring and ``docs`` of issue 20's contract)."""
+def build_app(explorer: Explorer, probes: ProbeProcess | None = None) -> Starlette:
+    """The explorer's routes (see the module's docstring and ``docs`` of issue 20's contract);
+    with ``probes``, the questions read from the float64 probe (inside, units, gradient) are
+    answered by that process (:mod:`rnnkit.explore.worker`), the others here."""
+
+    def probed(method: str, *args: Any) -> Any:
+        return getattr(explorer, method)(*args) if probes is None else probes.ask(method, *args)
 
     def post(
         route: str, compute: Callable[[dict[str, Any]], Any]
@@ -224,8 +239,8 @@ def build_app(explorer: Explorer) -> Starlette:
             "/api/inside",
             post(
                 "inside",
-                lambda b: explorer.inside(
-                    b["run"], b["text"], b["layer"], b["direction"], b["quantity"], INSIDE_DIGITS
+                lambda b: probed(
+                    "inside", b["run"], b["text"], b["layer"], b["direction"], b["quantity"], INSIDE_DIGITS
                 ),
             ),
             methods=["POST"],
@@ -234,7 +249,8 @@ def build_app(explorer: Explorer) -> Starlette:
             "/api/units",
             post(
                 "units",
-                lambda b: explorer.units(
+                lambda b: probed(
+                    "units",
                     b["run"],
                     b["text"],
                     b["layer"],
@@ -249,7 +265,7 @@ def build_app(explorer: Explorer) -> Starlette:
         ),
         Route(
             "/api/gradient",
-            post("gradient", lambda b: explorer.gradient(b["run"], b["text"], b["layer"], b["direction"])),
+            post("gradient", lambda b: probed("gradient", b["run"], b["text"], b["layer"], b["direction"])),
             methods=["POST"],
         ),
         Mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static"),
