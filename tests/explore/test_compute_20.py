@@ -180,9 +180,9 @@ def test_more_threads_give_the_same_answers_side_by_side(runs, monkeypatch):
 
     split, sweep_once = [], sweep.gradient_matrix
 
-    def spied(recording, index, workers=1, carry=torch.float64):
+    def spied(recording, index, workers=1, carry=torch.float64, first=0):
         split.append(workers)
-        return sweep_once(recording, index, workers, carry)
+        return sweep_once(recording, index, workers, carry, first)
 
     monkeypatch.setattr(sweep, "gradient_matrix", spied)
     with ThreadPoolExecutor(4) as pool:

@@ -37,6 +37,7 @@ from rnnkit.errors import RnnkitError
 from rnnkit.explore import views
 from rnnkit.explore.reading import GATE_NAMES, MAX_CHARS, MAX_TOKENS, Reading, step_values, value_range
 from rnnkit.explore.runs import QUANTITIES, Run, training_log, validation_sample
+from rnnkit.explore.sweep import Recording
 from rnnkit.explore.views import GRADIENT_TOKENS, SNIPPETS, default_threshold, on_units, snippets
 
 __all__ = ["GRADIENT_TOKENS", "MAX_CHARS", "MAX_TOKENS", "Explorer"]
@@ -201,10 +202,30 @@ class Explorer:
             if reading is not None and reading.trained is r.model():
                 self.cache.move_to_end(key)
                 return reading
-            reading = self.cache[key] = Reading(r, text)
+            reading = self.cache[key] = Reading(r, text, lambda tokens: self._base(run, reading, tokens))
             while len(self.cache) > CACHED_TEXTS:
                 self.cache.popitem(last=False)
             return reading
+
+    def _base(self, run: int, reading: Reading, tokens: torch.Tensor) -> Recording | None:
+        """Among the texts kept, a recording by the same model whose input shares the longest
+        start with ``tokens`` (two tokens at least): what a new recording extends."""
+        best, shared = None, 1
+        with self.cache_lock:
+            others = [r for (i, _), r in self.cache.items() if i == run and r is not reading]
+        for other in others:
+            if other.trained is not reading.trained:
+                continue
+            for recording in list(other.recordings.values()):
+                old = recording.tokens
+                if old is None:
+                    continue
+                n = min(len(old), len(tokens))
+                differ = (old[:n, 0] != tokens[:n, 0]).nonzero()
+                common = int(differ[0]) if len(differ) else n
+                if common > shared:
+                    best, shared = recording, common
+        return best
 
     def _index(self, run: Run, layer: int, direction: int) -> int:
         m = run.config.model

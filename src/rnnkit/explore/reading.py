@@ -4,10 +4,12 @@ recorded for every view of it (:class:`rnnkit.explore.sweep.Recording`)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from rnnkit.analysis import gradient_flow as gf
 from rnnkit.errors import RnnkitError
@@ -30,7 +32,12 @@ class Reading:
     """A text as one run reads it: the tokens shown, what the model reads, and what was
     computed on it so far (``results``, by question)."""
 
-    def __init__(self, run: Run, text: str) -> None:
+    def __init__(
+        self, run: Run, text: str, bases: Callable[[Tensor], Recording | None] | None = None
+    ) -> None:
+        self.bases = bases
+        """Given the input of a recording to make, a recording of another text that shares the most
+        of its start (:meth:`rnnkit.explore.sweep.Probe.extend`), or None."""
         self.notes: list[str] = []
         if len(text) > MAX_CHARS:
             text = text[:MAX_CHARS]
@@ -102,7 +109,11 @@ class Reading:
         n = min(length or self.steps, self.steps)
         if n not in self.recordings:
             tokens, loss, _ = self.subject(n)
-            self.recordings[n] = self.run.probe().record(tokens.to(self.run.device), loss)
+            tokens, probe = tokens.to(self.run.device), self.run.probe()
+            base = (
+                self.bases(tokens) if self.bases is not None and self.run.kind is LanguageModelling else None
+            )
+            self.recordings[n] = probe.record(tokens, loss) if base is None else probe.extend(base, tokens)
         return self.recordings[n]
 
     def trace(self, index: int) -> gf.Trace:

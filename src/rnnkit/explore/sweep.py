@@ -76,6 +76,7 @@ class Probe:
         finally:
             for handle in handles:
                 handle.remove()
+        recording.tokens = tokens
         losses, recording.loss_steps = losses if isinstance(losses, tuple) else (losses, [])
         y = recording.y
         if not recording.loss_steps and y is not None and losses.shape[0] == y.shape[0]:
@@ -85,6 +86,41 @@ class Probe:
             losses = losses.detach()
         recording.losses = losses
         return recording
+
+    def extend(self, base: Recording, tokens: Tensor) -> Recording:
+        """A language model's recording of ``tokens`` (L, 1) that reuses ``base``, a recording of
+        another text, up to the first token that differs: a one-way model's step t reads the
+        positions up to t alone, so base's cell calls, outputs and losses stand before it (E_t
+        also reads token t + 1: the last shared position's loss is computed again), and the rest
+        runs on from base's states there. The rows of the gradient maps before it are base's
+        too (:meth:`Recording.gradient_map`). As :meth:`record` would give, to the last bit of
+        float64 but for the output layer's products over fewer rows."""
+        if base.tokens is None or self.graph or self.model.rnn.num_directions != 1:
+            return self.record(tokens, gf.lm_loss)
+        old, n = base.tokens, min(len(base.tokens), len(tokens))
+        differ = (old[:n, 0] != tokens[:n, 0]).nonzero()
+        first = int(differ[0]) if len(differ) else n
+        start = min(first - 1, len(tokens) - 2)  # the first position run again
+        if start < 1:
+            return self.record(tokens, gf.lm_loss)
+        rnn = self.model.rnn
+        state = rnn._join_state([base.calls[i][start - 1][2] for i in range(len(rnn.cells))])
+
+        def loss(twin: nn.Module, rest: Tensor) -> Tensor:
+            return -twin.log_prob(rest[:-1], rest[1:], state)[0]
+
+        rest = self.record(tokens[start:], loss)
+        assert base.y is not None and rest.y is not None and base.losses is not None
+        assert base.direct is not None and rest.direct is not None and rest.losses is not None
+        merged = Recording(self, leaf_output=True)
+        merged.tokens = tokens
+        merged.calls = {i: base.calls[i][:start] + calls for i, calls in rest.calls.items()}
+        merged.y = torch.cat([base.y[:start].detach(), rest.y.detach()])
+        merged.losses = torch.cat([base.losses[:start], rest.losses])
+        merged.direct = torch.cat([base.direct[:start], rest.direct])
+        merged.previous = (base, start)
+        base.previous = None  # no chain of recordings kept alive
+        return merged
 
 
 class Recording:
@@ -99,6 +135,11 @@ class Recording:
         self.direct: Tensor | None = None
         """∂(Σ_t E_t)/∂y (L, N, H·D) where each E_t reads y_t alone; None for other losses."""
         self.loss_steps: list[int] = []
+        self.tokens: Tensor | None = None
+        """The input (L, N) it recorded."""
+        self.previous: tuple[Recording, int] | None = None
+        """(the recording this one extends, the first position it ran again): see :meth:`Probe.extend`."""
+        self.maps: dict[tuple[int, torch.dtype], np.ndarray] = {}
         self._traces: dict[int, gf.Trace] = {}
         self._steps: dict[tuple[int, torch.dtype], Steps] = {}
 
@@ -121,6 +162,22 @@ class Recording:
             self._steps[index, carry] = steps(self.probe.cell(index), self.calls[index], carry)
         return self._steps[index, carry]
 
+    def gradient_map(self, index: int, workers: int = 1, carry: torch.dtype = torch.float64) -> np.ndarray:
+        """:func:`gradient_matrix` of layer-direction ``index`` (kept); where this recording extends
+        another whose map is known, that map's rows before the first position run again are
+        copied (E_t of those rows, and every step they pass through, are the same) and only
+        the rest are swept."""
+        key = (index, carry)
+        if key not in self.maps:
+            first, known = 0, None
+            if self.previous is not None and key in self.previous[0].maps:
+                known, first = self.previous[0].maps[key], self.previous[1]
+            G = gradient_matrix(self, index, workers, carry, first)
+            if known is not None:
+                G[:first, :first] = known[:first, :first]
+            self.maps[key] = G
+        return self.maps[key]
+
     def trace(self, index: int) -> gf.Trace:
         """Layer-direction ``index`` as :func:`rnnkit.analysis.gradient_flow.trace` records it (kept)."""
         if index not in self._traces:
@@ -135,7 +192,7 @@ class Recording:
 
 
 def gradient_matrix(
-    recording: Recording, index: int, workers: int = 1, carry: torch.dtype = torch.float64
+    recording: Recording, index: int, workers: int = 1, carry: torch.dtype = torch.float64, first: int = 0
 ) -> np.ndarray:
     """G[t, k] = ||∂E_t/∂h_k|| (sequence 0) for every loss row t and step k of layer-direction
     ``index``, as :func:`rnnkit.analysis.gradient_flow.gradient_matrix` gives it, for losses E_t
@@ -149,16 +206,17 @@ def gradient_matrix(
 
     The rows are independent: with ``workers`` > 1 they are split into that many spans of about
     equal work, swept side by side by as many threads (torch releases the GIL in its kernels),
-    so a machine's second core shortens the map's wait instead of idling.
+    so a machine's second core shortens the map's wait instead of idling. With ``first``, only
+    the rows from ``first`` on are swept (the others are zero).
     """
     y, g = recording.y, recording.direct
     assert y is not None and g is not None, "one loss per step, read at y_t"
     L, width = y.shape[0], y.shape[-1]
     rows_at_once = max(1, ROW_BYTES // (L * width * carry.itemsize))
     spans = [
-        range(first, min(stop, first + rows_at_once))
-        for start, stop in _balanced(_row_work(recording, index, L), workers)
-        for first in range(start, stop, rows_at_once)
+        range(at, min(first + stop, at + rows_at_once))
+        for start, stop in _balanced(_row_work(recording, index, L)[first:], workers)
+        for at in range(first + start, first + stop, rows_at_once)
     ]
     G = np.zeros((L, L))
 

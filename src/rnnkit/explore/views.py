@@ -10,7 +10,6 @@ import numpy as np
 import torch
 
 from rnnkit.analysis import gradient_flow as gf
-from rnnkit.explore import sweep
 from rnnkit.explore.reading import GATE_NAMES, MAX_CHARS, MAX_TOKENS, Reading
 from rnnkit.tasks.classification import Classification
 from rnnkit.tasks.lm import LanguageModelling
@@ -112,7 +111,7 @@ def gradient(
     tr = recording.trace(index)
     # a classifier's one loss: one backward pass; per-step losses: one sweep for all of them
     one_loss = run.kind is Classification
-    G = gf.gradient_matrix(tr) if one_loss else sweep.gradient_matrix(recording, index, workers, carry)
+    G = gf.gradient_matrix(tr) if one_loss else recording.gradient_map(index, workers, carry).copy()
     G = G[offset : offset + T, offset : offset + T]
     if run.kind is LanguageModelling:
         G[T - 1] = np.nan  # the last token's E (the next token's) is not shown
