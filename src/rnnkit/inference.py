@@ -469,7 +469,14 @@ class LineScore:
     :meth:`rnnkit.data.text.Codec.piece_tokens`), then :meth:`result`.
     """
 
-    def __init__(self, model: LanguageModel, vocab: Vocab, codec: Codec, window: int | None = None) -> None:
+    def __init__(
+        self,
+        model: LanguageModel,
+        vocab: Vocab,
+        codec: Codec,
+        window: int | None = None,
+        keep_features: bool = False,
+    ) -> None:
         window = SCORE_WINDOW if window is None else window
         if window < 1:
             raise RnnkitError(f"the scoring window must be at least 1 token, got {window}")
@@ -484,6 +491,9 @@ class LineScore:
         self.unknown_left_out = False
         self.tokens: list[str] | None = []  # as read, while the line has at most LISTED_TOKENS
         self.bits: list[float] | None = []
+        self.features: list[torch.Tensor] | None = [] if keep_features else None
+        """With ``keep_features``: the output layer's input (M, H) of every window scored, and,
+        once :meth:`result` has run, of the position after the last token (:meth:`next_features`)."""
 
     def add(self, tokens: list[str]) -> None:
         """Read the next ``tokens`` of the line, scoring every full window."""
@@ -513,10 +523,22 @@ class LineScore:
         """Score the ``n`` tokens after ``pending[at]``, carrying the state on."""
         ids = torch.tensor(self.pending[at : at + n + 1], device=self.device)
         h, self.state = self.model(ids[:-1, None], self.state)
+        if self.features is not None:
+            self.features.append(h[:, 0])
         logp = _head_log_prob(self.model, len(self.vocab), h[:, 0], ids[1:])
         self.total += logp.sum().item()
         if self.bits is not None:
             self.bits += (-logp / math.log(2)).tolist()
+
+    @torch.no_grad()
+    def next_features(self) -> torch.Tensor:
+        """With ``keep_features``, after :meth:`result`: the output layer's input (P, H) at every
+        position scored and the one after the last token (what predicts the token after the
+        line), one pass for both (the top-k next tokens of ``rnnkit explore``)."""
+        assert self.features is not None, "made with keep_features=True"
+        ids = torch.tensor(self.pending[-1:], device=self.device)
+        h, _ = self.model(ids[:, None], self.state)
+        return torch.cat([*self.features, h[:, 0]])
 
     def result(self) -> dict[str, Any]:
         """The line's figures (see :func:`score_line`), once all its tokens are added."""

@@ -303,6 +303,10 @@ class Scaled:
         """``other``'s rows added (in place) to the rows ``row`` (its fields to the first of
         these; every field rescaled to the exponents of the sums)."""
         mine = [t.numpy() for t in self.m]
+        if (self.e[row] == ZERO).all() and len(other.m) == 1:  # rows reached here: zeros so far
+            mine[0][row] = other.m[0].numpy()
+            self.e[row] = _exponents(other.e, [other.m[0].numpy()])
+            return
         own = _exponents(self.e[row], [a[row] for a in mine])
         theirs = _exponents(other.e, [t.numpy() for t in other.m])
         e = np.maximum(own, theirs)

@@ -43,14 +43,13 @@ def _language_model(reading: Reading, k: int) -> dict[str, Any]:
 
     trained = reading.trained
     model, vocab, codec = trained.model, trained.vocab, trained.codec
-    scorer = LineScore(model, vocab, codec)
+    scorer = LineScore(model, vocab, codec, keep_features=True)
     scorer.add(reading.raw)
     scored = scorer.result()
     bits = scored["surprisal_bits"]
     surprisal = ([None] if not reading.offset else []) + bits
-    tokens, _, _ = reading.subject()
-    h, _ = model(tokens[:-1].to(trained.device))  # every position, the start's included
-    top = model.head.log_probs(h[reading.offset :, 0]).exp().topk(min(k, len(vocab)), dim=-1)
+    h = scorer.next_features()  # the same pass: every position, then the one after the last token
+    top = model.head.log_probs(h[reading.offset :]).exp().topk(min(k, len(vocab)), dim=-1)
     topk = [
         [[printable(codec.token_text(vocab.tokens[i])), p] for p, i in zip(ps, ids)]
         for ps, ids in zip(top.values.tolist(), top.indices.tolist())
