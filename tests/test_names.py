@@ -34,6 +34,8 @@ def test_each_runtime_registry_holds_exactly_its_list():
 def test_the_settings_allow_exactly_the_lists():
     assert config.CHOICES["model.cell"] == names.CELLS
     assert config.CHOICES["model.nonlinearity"] == names.NONLINEARITIES
+    assert config.CHOICES["model.forget"] == names.FORGET_GATES
+    assert config.CHOICES["model.candidate"] == names.CANDIDATES
     assert config.CHOICES["model.pooling"] == names.POOLINGS
     assert config.CHOICES["data.level"] == names.LEVELS
     assert config.CHOICES["task"] == names.TASKS

@@ -143,6 +143,16 @@ class ModelConfig:
         True, "gru: r_t applied after the matrix product (torch, cuDNN); false: Cho et al. 2014"
     )
     forget_bias: float | None = setting(None, "lstm: the forget gate's initial bias (none: torch's init)")
+    candidate: str = setting(
+        "g",
+        "mingru, minlstm: the candidate, g(W x + b) (Feng et al. 2024) or W x + b",
+        choices=names.CANDIDATES,
+    )
+    forget: str = setting(
+        "sigmoid",
+        "slstm: the forget gate, sigmoid(f~) or exp(f~) (Beck et al. 2024)",
+        choices=names.FORGET_GATES,
+    )
     scale: float = setting(1.0, "irnn: W_hh starts as scale x the identity (Le et al. 2015)")
     input_std: float = setting(0.001, "irnn: standard deviation of W_hx's initial values", low=0)
     learn_initial_state: bool = setting(False, "learn h_0 instead of starting from zeros")

@@ -16,6 +16,13 @@ CELLS = ("elman", "irnn", "gru", "lstm", "lnlstm", "mingru", "minlstm", "slstm")
 NONLINEARITIES = ("sigmoid", "tanh", "relu")
 """An Elman cell's f (:data:`rnnkit.cells.elman.ACTIVATIONS`)."""
 
+FORGET_GATES = ("sigmoid", "exp")
+"""An sLSTM's forget gate: sigma(f~) or exp(f~) (:data:`rnnkit.cells.slstm.FORGET_GATES`)."""
+
+CANDIDATES = ("g", "linear")
+"""A minGRU's or minLSTM's candidate: the paper's positive g(W x + b) or W x + b
+(:data:`rnnkit.cells.mingru.CANDIDATES`)."""
+
 POOLINGS = ("final", "max", "mean")
 """How a classifier reads a sentence's states into one vector (:mod:`rnnkit.models.classifier`)."""
 

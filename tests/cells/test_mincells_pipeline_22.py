@@ -36,14 +36,22 @@ TINY = ["--model.hidden_size=8", "--model.embed_size=8", "--train.epochs=1", "--
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
-    """A minGRU language model and a bidirectional minLSTM tagger, trained at once by ``rnnkit train``."""
+    """A minGRU language model and a bidirectional minLSTM tagger (its candidate W x + b, the
+    setting ``model.candidate = linear``), trained at once by ``rnnkit train``."""
     root = tmp_path_factory.mktemp("mincells")
     (root / "lm").mkdir()
     lm_data = write_toy_lm_corpus(root / "lm", vocab=8, length=6, train=60, valid=10)
     tag_data = write_toy_treebank(root / "treebank", train=30)
     commands = {
         "lm": ["--data", str(lm_data), "--model.cell=mingru"],
-        "tag": ["--task=tag", "--data", str(tag_data), "--model.cell=minlstm", "--model.bidirectional=true"],
+        "tag": [
+            "--task=tag",
+            "--data",
+            str(tag_data),
+            "--model.cell=minlstm",
+            "--model.bidirectional=true",
+            "--model.candidate=linear",
+        ],
     }
     procs = {
         task: subprocess.Popen(
@@ -77,8 +85,10 @@ def test_a_bidirectional_minlstm_tagger_trains_evaluates_and_tags(runs):
     command = [str(SCRIPT), "evaluate", str(runs["tag"]), "--split", "test"]
     proc = subprocess.run(command, capture_output=True, text=True, env=ENV)
     assert proc.returncode == 0 and "accuracy" in proc.stdout, proc.stderr
-    tags = rnnkit.load(runs["tag"]).tag([["the", "cat", "sat"]])
-    assert len(tags[0]) == 3
+    tagger = rnnkit.load(runs["tag"])
+    assert len(tagger.tag([["the", "cat", "sat"]])[0]) == 3
+    assert {cell.candidate for cell in tagger.model.rnn.cells} == {"linear"}
+    assert json.loads((runs["lm"] / "config.json").read_text())["model"]["candidate"] == "g"
 
 
 def test_a_mingru_classifier_trains(tmp_path, capsys):

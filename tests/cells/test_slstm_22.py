@@ -269,3 +269,20 @@ def test_diagnose_a_fresh_slstm_shows_its_stabilised_gates_and_w_hh(tmp_path):
     assert main(["diagnose", "--cell", "slstm", "--hidden", "6", "--length", "12", "--out", str(out)]) == 0
     report = json.loads((out / "diagnose.json").read_text())
     assert "spectrum" in report and (out / "gate_forget.png").exists() and (out / "gate_input.png").exists()
+
+
+def test_the_exp_forget_gate_is_a_setting_and_only_the_slstms(tmp_path):
+    """``model.forget = exp`` trains an sLSTM whose loaded cells use exp(f~); on another cell the
+    setting is a one-line error from the console script, not silently ignored."""
+    data = write_toy_lm_corpus(tmp_path, vocab=8, length=6, train=40, valid=8)
+    out = tmp_path / "exp-run"
+    args = ["train", "--data", str(data), "--model.cell=slstm", "--model.forget=exp", "--out", str(out)]
+    proc = subprocess.run([str(SCRIPT), *args, *TINY], capture_output=True, text=True, env=ENV, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out / "config.json").read_text())["model"]["forget"] == "exp"
+    cells = rnnkit.load(out).model.rnn.cells
+    assert [c.forget for c in cells] == ["exp"] * len(cells)
+    wrong = [*args[:3], "--model.cell=lstm", "--model.forget=exp", "--out", str(tmp_path / "no")]
+    proc = subprocess.run([str(SCRIPT), *wrong, *TINY], capture_output=True, text=True, env=ENV, timeout=300)
+    assert proc.returncode != 0 and proc.stderr.strip().count("\n") == 0
+    assert "model.forget = 'exp' does not apply to cell 'lstm'" in proc.stderr

@@ -10,9 +10,7 @@ from torch import Tensor
 
 from rnnkit.cells.base import RecurrentCell
 from rnnkit.errors import RnnkitError
-
-CANDIDATES = ("g", "linear")
-"""What a min cell applies to its candidate W x_t + b: the paper's g (positive), or nothing."""
+from rnnkit.names import CANDIDATES
 
 
 def g(x: Tensor) -> Tensor:

@@ -8,9 +8,9 @@ from torch import Tensor
 
 from rnnkit.cells.base import RecurrentCell, SLSTMState
 from rnnkit.errors import RnnkitError
+from rnnkit.names import FORGET_GATES
 
-FORGET_GATES = ("sigmoid", "exp")
-"""The paper's two forget gates: :math:`\\sigma(\\tilde f_t)` or :math:`\\exp(\\tilde f_t)`."""
+__all__ = ["FORGET_GATES", "SLSTMCell", "slstm_update"]
 
 
 def slstm_update(pre: Tensor, state: SLSTMState, exp_forget: bool) -> tuple[SLSTMState, dict[str, Tensor]]:

@@ -64,7 +64,8 @@ def check_task_options(config: ModelConfig, task: str, data: DataConfig | None =
 def build_encoder(config: ModelConfig, input_size: int) -> RNN:
     """The recurrent stack ``config`` describes, over inputs of ``input_size``: every task's encoder.
 
-    Cell options (``nonlinearity``, ``reset_after``, ``forget_bias``, ``scale``,
+    Cell options (``nonlinearity``, ``reset_after``, ``forget_bias``, ``forget``, ``candidate``,
+    ``scale``,
     ``input_std``) go to the cells that take them; setting one a cell does not take is
     an error rather than silently ignored.
     """
@@ -79,6 +80,8 @@ def build_encoder(config: ModelConfig, input_size: int) -> RNN:
         "nonlinearity",
         "reset_after",
         "forget_bias",
+        "forget",
+        "candidate",
         "scale",
         "input_std",
         "learn_initial_state",
