@@ -8,3 +8,8 @@ class RnnkitError(ValueError):
     and what was expected, in one line. It subclasses :class:`ValueError` so callers
     that catch ``ValueError`` keep working.
     """
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM stopped the command (a scheduler's or ``kill``'s request): caught where Ctrl-C is,
+    said as "stopped (SIGTERM)", exit status 143 (128 + 15)."""

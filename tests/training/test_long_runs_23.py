@@ -140,3 +140,30 @@ def test_every_log_line_says_when_it_was_written(corpus, tmp_path):
     assert elapsed == sorted(elapsed) and elapsed[0] >= 0
     summary = json.loads((run / "summary.json").read_text())
     assert elapsed[-1] <= summary["run"]["seconds"] + 1e-3
+
+
+def test_sigterm_saves_the_step_reached_and_says_how_to_go_on(long_corpus, tmp_path):
+    """A scheduler's SIGTERM mid-epoch (no timed save due: checkpoint_minutes = 0): last/ is saved
+    at the step training reached, one line says how to continue, exit 143; the resumed run goes
+    on from that step. Before: killed outright, nothing saved since the run began."""
+    run = tmp_path / "run"
+    args = ["--data", str(long_corpus), "--out", str(run), *TINY, "--train.epochs=1", "--train.log_every=1"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rnnkit", "train", *args, "--train.checkpoint_minutes=0"],
+        env=CLI_ENV, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not logged(5)(run):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 143
+    lines = proc.stderr.read().strip().splitlines()
+    step = json.loads((run / "last" / "checkpoint.json").read_text())["step"]
+    assert step >= 5 and step >= rows(run)[-1]["step"]  # every step logged is in the checkpoint
+    go_on = f"to continue from its last checkpoint (step {step}): rnnkit train --resume {run}"
+    assert lines[-2] == f"rnnkit train: stopped; {go_on}"
+    assert lines[-1] == "rnnkit train: stopped (SIGTERM)" and not any("Traceback" in x for x in lines)
+    killed_when(run, "--resume", str(run), ready=lambda r: any(x.get("step", 0) > step + 2 for x in rows(r)))
+    steps = [r["step"] for r in rows(run) if "train_loss" in r]
+    assert steps == sorted(set(steps)) and step + 1 in steps  # on from the step saved, none twice

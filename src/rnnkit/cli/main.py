@@ -13,7 +13,7 @@ from typing import NoReturn
 
 import rnnkit
 from rnnkit import names
-from rnnkit.errors import RnnkitError
+from rnnkit.errors import RnnkitError, Terminated
 from rnnkit.textsafe import printable
 
 Verbs = argparse._SubParsersAction  # what add_subparsers returns (argparse names no public type)
@@ -474,6 +474,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _main(args)
     except BrokenPipeError:
         return _quiet_broken_pipe()
+    except Terminated:
+        print(f"{_verb(args)}: stopped (SIGTERM)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"{_verb(args)}: interrupted", file=sys.stderr)
         return 130
@@ -602,6 +605,9 @@ def _main(argv: Sequence[str] | None = None) -> int:
     except RnnkitError as err:
         print(f"rnnkit {args.command}: error: {printable(str(err))}", file=sys.stderr)
         return 2
+    except Terminated:
+        print(f"rnnkit {args.command}: stopped (SIGTERM)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"rnnkit {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -97,7 +97,8 @@ def preset_notes(preset: str | None, config: RunConfig, corpus: Any) -> list[str
 
 
 def _train(config, corpus, run: Path, args: argparse.Namespace, resume: bool = False) -> dict:
-    """:func:`fit`; on Ctrl-C, first the command that continues the run (main says "interrupted")."""
+    """:func:`fit`; on Ctrl-C or SIGTERM, first the command that continues the run (main says
+    "interrupted" or "stopped (SIGTERM)")."""
     try:
         return fit(config, corpus, run, progress=not args.no_progress, resume=resume)
     except KeyboardInterrupt:

@@ -11,8 +11,10 @@ import math
 import os
 import platform
 import random
+import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +29,7 @@ import rnnkit
 from rnnkit.analysis.plots import learning_curve
 from rnnkit.cells.base import detach_state
 from rnnkit.config import RunConfig
-from rnnkit.errors import RnnkitError
+from rnnkit.errors import RnnkitError, Terminated
 from rnnkit.fileio import WriteError, cannot_write, reason, write_text_atomic
 from rnnkit.models.config import check_task_options
 from rnnkit.tasks.base import Step, Task
@@ -160,6 +162,36 @@ class MetricsLog:
                 raise cannot_write(self.path, err, "its lines may not all be on disk") from None
 
 
+class Termination:
+    """SIGTERM during training: while steps run, a request looked at after each step (every
+    ``train.log_every`` steps, all ranks agreeing, when distributed), where ``last/`` is saved
+    at the step reached and :class:`~rnnkit.errors.Terminated` raised; at any other time, or a
+    second SIGTERM, :class:`~rnnkit.errors.Terminated` at once (as Ctrl-C). A scheduler's
+    SIGTERM before its SIGKILL then costs one step, not the minutes since the last save."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.in_steps = False
+
+    def handle(self, signum: int, frame: Any) -> None:
+        if self.in_steps and not self.requested:
+            self.requested = True
+            return
+        raise Terminated()
+
+    @contextlib.contextmanager
+    def installed(self) -> Any:
+        """The handler installed for SIGTERM (in the main thread; elsewhere nothing changes)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = signal.signal(signal.SIGTERM, self.handle)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
 @dataclass
 class Session:
     """What one training session works with besides the :class:`TrainState`: never saved
@@ -182,6 +214,8 @@ class Session:
     run_dir: Path | None = None
     saved_at: float = field(default_factory=time.perf_counter)
     """When ``last/`` was last saved in this session (its start before any save)."""
+    termination: Termination = field(default_factory=Termination)
+    """A SIGTERM asked for while steps run (:func:`fit` installs its handler)."""
 
     def say(self, line: str) -> None:
         """A line for the user (rank 0 only), above the progress bar."""
@@ -228,6 +262,7 @@ def run_epoch(task: Task, state: TrainState, session: Session) -> dict[str, floa
     pace = _Pace(time.perf_counter(), cursor.count)
     batches, total, done = task.batches(cursor.epoch, cursor.position, state.generator)
     session.meter.begin(cursor.epoch, total, done)
+    session.termination.in_steps = session.run_dir is not None  # where a request is looked at
     try:
         for position, batch in batches:
             norm = _update(task, state, session, batch, position)
@@ -235,6 +270,7 @@ def run_epoch(task: Task, state: TrainState, session: Session) -> dict[str, floa
             if session.run_dir is not None:
                 _between_windows(task, state, session)
     finally:
+        session.termination.in_steps = False
         session.meter.end()  # the bar goes, whatever stopped the epoch
     nll, count, new = session.world.sum(
         [cursor.nll, cursor.count, cursor.count - pace.counted], task_device(task)
@@ -407,8 +443,9 @@ def _fit(
         task.save(run_dir)
     session = _open_session(config, task, state, run_dir, progress and world.main)
     try:
-        while state.cursor.epoch <= t.epochs:
-            _train_one_epoch(task, state, session)
+        with session.termination.installed():
+            while state.cursor.epoch <= t.epochs:
+                _train_one_epoch(task, state, session)
     except WriteError as err:  # a full disk, a read-only one: say where training stands
         raise _stopped(err, state.history.step, run_dir) from None
     finally:
@@ -602,6 +639,19 @@ def _between_windows(task: Task, state: TrainState, session: Session) -> None:
     ``train.log_every`` steps, every rank agreeing), so a long epoch killed midway loses
     minutes, not the epoch. Saving never changes what is computed."""
     t, history, cursor = session.config.train, state.history, state.cursor
+    look = history.step % t.log_every == 0  # where every rank looks at its clock and signals
+    due = (
+        look
+        and bool(t.checkpoint_minutes)
+        and time.perf_counter() - session.saved_at >= 60 * t.checkpoint_minutes
+    )
+    stop = session.termination.requested
+    if session.world.distributed:  # all ranks look together, or none does
+        flags = session.world.sum([float(due), float(stop)], task_device(task)) if look else [0.0, 0.0]
+        due, stop = flags[0] > 0, flags[1] > 0
+    if stop:
+        save_last(state, session)
+        raise Terminated()
     if t.eval_every and history.step % t.eval_every == 0:
         valid, improved = validate(task, state, session, {"step": history.step, "epoch": cursor.epoch})
         history.checks.append(task.selection(valid))
@@ -612,12 +662,8 @@ def _between_windows(task: Task, state: TrainState, session: Session) -> None:
             f"step {history.step:5d} | {task.describe('valid', valid)}" + (" | best" if improved else "")
         )
         task.model.train()
-    if t.checkpoint_every and history.step % t.checkpoint_every == 0:
+    if (t.checkpoint_every and history.step % t.checkpoint_every == 0) or due:  # any rank's clock: all save
         save_last(state, session)
-    elif t.checkpoint_minutes and history.step % t.log_every == 0:
-        due = time.perf_counter() - session.saved_at >= 60 * t.checkpoint_minutes
-        if session.world.sum([float(due)], task_device(task))[0] > 0:  # any rank's clock: all save
-            save_last(state, session)
 
 
 def _summarize(task: Task, state: TrainState, session: Session, run_dir: Path) -> dict[str, Any]:
