@@ -21,6 +21,11 @@ one sweep backwards through the steps, carrying all T rows at once:
 each step's vector-Jacobian product from :mod:`rnnkit.explore.steps`, for the rows whose
 E_t has reached the step (a forward direction's later losses have not). The tests hold it
 to ``gradient_matrix``.
+
+As the user types, a language model's edited text is recorded from where it first differs
+from a text read before (:meth:`Probe.extend`), and its map sweeps only the rows from there
+(:meth:`Recording.gradient_map`); the live map carries float32 rows kept in range by powers of
+two (:class:`Scaled`).
 """
 
 from __future__ import annotations
@@ -199,10 +204,11 @@ def gradient_matrix(
     that read the top output y_t alone (one loss per step).
 
     The rows are carried in ``carry``: float64 (the default) gives the diagnostics' numbers; the
-    explorer's live map carries float32, two to three times faster, each row rescaled by a power
-    of two at every step (:class:`Scaled`), so a gradient that vanishes to 1e-60 is 1e-60 and not
-    a float32 zero: the relative error stays that of float32 arithmetic (the tests hold it to
-    1e-4), whatever the magnitude.
+    explorer's live map carries float32, about 1.6 times faster, each row rescaled by a power of
+    two once its norm drifts out of [2^-40, 2^40] (:class:`Scaled`, :data:`DRIFT`), so a gradient
+    that vanishes to 1e-70 is 1e-70 and not a float32 zero: the relative error stays that of
+    float32 arithmetic (~1e-6; the tests hold every entry to 1e-3 and most to 1e-5), whatever
+    the magnitude.
 
     The rows are independent: with ``workers`` > 1 they are split into that many spans of about
     equal work, swept side by side by as many threads (torch releases the GIL in its kernels),
