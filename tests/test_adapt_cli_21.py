@@ -116,6 +116,16 @@ def test_tune_adapt_reads_no_test_split_and_evaluate_uses_its_choice(runs, tmp_p
     assert main(["tune-adapt", str(run), "--adapt", "cache", "--budget-tokens", "100", "--no-progress"]) == 0
     again = json.loads((run / "adapt.json").read_text())
     assert again["dynamic"] == stored["dynamic"] and again["search"]["history"][0]["methods"] == "cache"
+    # ... and the record of the search that chose it: both searches, the newest last
+    assert [x["methods"] for x in again["searches"]] == [["cache", "dynamic"], ["cache"]]
+    assert (
+        again["searches"][0]["history"] == stored["search"]["history"]
+        and again["searches"][1] == again["search"]
+    )
+    assert main(["tune-adapt", str(run), "--budget-tokens", "100", "--no-progress"]) == 0  # both again
+    assert [x["methods"] for x in json.loads((run / "adapt.json").read_text())["searches"]] == [
+        ["cache", "dynamic"]
+    ]
     assert checkpoints(run) == before
 
 
@@ -198,3 +208,14 @@ def test_a_corrupt_adapt_json_is_one_line(runs, tmp_path, capsys):
         assert main(["evaluate", str(run), "--adapt", "cache", "--split", "valid"]) == 2
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and "adapt.json" in err, err
+
+
+def test_a_choice_kept_keeps_the_record_of_its_search_from_older_files_too():
+    from rnnkit.adapt.run import _still_standing
+
+    old = {"search": {"trials": 3, "history": [{"methods": "dynamic"}, {"methods": "cache"}]}}  # no "methods"
+    assert _still_standing(old, {"cache"}) == [{**old["search"], "methods": ["cache", "dynamic"]}]
+    assert _still_standing(old, {"cache", "dynamic"}) == []  # every choice it made is made again
+    newer = {"searches": [{"methods": ["dynamic"], "trials": 2}, {"methods": ["cache"], "trials": 5}]}
+    assert _still_standing(newer, {"cache"}) == [{"methods": ["dynamic"], "trials": 2}]
+    assert _still_standing(None, {"cache"}) == _still_standing({"searches": "junk"}, {"cache"}) == []

@@ -331,7 +331,8 @@ def tune(
     cache (searched first: its trials are cheap), each from the papers' values. The two
     methods are searched apart (the pair of searches costs their sum, not their product);
     ``dynamic,cache`` then uses both choices, and a method not searched keeps the choice
-    ``adapt.json`` already holds.
+    ``adapt.json`` already holds, with the record of the search that made it (``searches``:
+    every search whose choice the file keeps; ``search``: the latest).
     No trial starts once ``budget_seconds`` are spent (the best so far is kept). Writes
     ``adapt.json`` atomically (Ctrl-C leaves the previous file, or none) and returns what it
     holds: the chosen settings and the search's cost (tokens, seconds, every trial)."""
@@ -386,6 +387,7 @@ def tune(
         elif kept.get(method) is not None:
             record[method] = dataclasses.asdict(kept[method])
     record["search"] = {
+        "methods": sorted(chosen),
         "split": "valid",
         "tokens_per_trial": min(budget_tokens, text.total),
         "trials": len(trials),
@@ -401,8 +403,32 @@ def tune(
         "baseline_valid_ppl": baseline["ppl"],
         "history": trials,
     }
+    record["searches"] = [*_still_standing(kept.get("record"), chosen), record["search"]]
     write_text_atomic(Path(run.run_dir) / ADAPT_FILE, json.dumps(record, indent=1) + "\n")
     return record
+
+
+def _still_standing(before: Any, searched: Any) -> list[dict[str, Any]]:
+    """The searches in ``adapt.json`` before (its ``searches``, or a file of one version-1
+    ``search``) that chose a method not searched again now: their record is the record of a
+    choice the new file keeps (``search`` is the latest search alone)."""
+    if not isinstance(before, dict):
+        return []
+    earlier = before.get("searches")
+    if not isinstance(earlier, list):
+        earlier = [before["search"]] if isinstance(before.get("search"), dict) else []
+    out = []
+    for search in earlier:
+        if not isinstance(search, dict):
+            continue
+        methods = search.get("methods")
+        if not isinstance(methods, list):  # a file written before searches named their methods
+            methods = sorted(
+                {t.get("methods") for t in search.get("history", []) if isinstance(t, dict)} - {None}
+            )
+        if set(methods) - set(searched):
+            out.append({**search, "methods": methods})
+    return out
 
 
 def _coordinate(trial, over_time, wrap, start, axes) -> Any:
