@@ -355,7 +355,7 @@ def option_tokens(draw, option: Option) -> list:
     return [flag, value]
 
 
-LM_VERBS = {"evaluate", "generate", "score", "next", "diagnose"}
+LM_VERBS = {"evaluate", "generate", "score", "next", "diagnose", "tune-adapt"}
 
 
 @st.composite

@@ -276,6 +276,7 @@ def test_clicking_a_time_step_shades_the_words_its_gradient_reaches(live, server
         else:
             assert float(word.get_attribute("data-norm")) == pytest.approx(value, rel=1e-9)
     assert "from" in words.nth(t).get_attribute("class")
+    assert "float32 sweep" in page.locator("#gradient-panel-0 .hint").inner_text()  # the live default
     # the sigmoid Elman run beside it: the measured mean by distance and the lecture's bound
     elman = post(server, "/api/gradient", run=1, text=TEXT, layer=0, direction=0)
     assert elman["bound"] is not None
@@ -369,6 +370,7 @@ def test_the_static_snapshot_works_from_the_file_system(browser, runs, tmp_path)
     want = snapshot["results"]["0|1"]["analyze"]
     assert page.locator("#text-panel-0 .tokens .tok").all_inner_texts() == want["tokens"]
     assert canvas_colours(page, "#gradient-panel-1 canvas.gradmap") > 3
+    assert "float32" not in page.locator("#gradient-panel-1 .hint").inner_text()  # the snapshot: float64
     # the snapshot holds the units of single steps of the top layer; any other span needs the server
     panel = page.locator("#inside-panel-0")
     panel.locator("select[aria-label=layer]").select_option("1")

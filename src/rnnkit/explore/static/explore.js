@@ -949,7 +949,7 @@
     const reach = el("div", { class: "reach" });
     const charts = el("div", { class: "charts" });
     const how = backward ? "backward direction, measured toward the future" : "forward direction";
-    const carried = d.precision === "float32" ? " · carried in float32, rescaled per step (≈1e-5 relative)" : "";
+    const carried = d.precision === "float32" ? " · float32 sweep (within ~1e-6 of float64)" : "";
     p.body.append(el("div", { class: "hint", text: `rows: the loss E_t at step t · columns: the hidden state h_k (${how}) · grey: no path · click a row${carried}` }), plot, reach, charts);
     Object.assign(canvas.dataset, { ml: g.ml, mt: g.mt, cw: g.cw, steps: T });
     slot.grad.view = { g, img, canvas, reach, T, pos, backward };
