@@ -150,3 +150,29 @@ def test_one_thread_keeps_everything_in_one_process(runs):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
+
+
+def test_a_probe_process_that_cannot_load_its_runs_says_why_in_one_line(runs, tmp_path):
+    """The run's checkpoint gone after the server started: a new probe process cannot load it,
+    and the question gets the loader's own line, not "stopped (killed?)"."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(runs[0], run)
+    probes = ProbeProcess([run], "best", "cpu", 2, "float32")
+    try:
+        probes.ready()
+        probes.proc.kill()
+        probes.proc.wait()
+        shutil.rmtree(run / "best")
+        shutil.rmtree(run / "last", ignore_errors=True)
+        with pytest.raises(Exception) as raised:
+            probes.ask("gradient", 0, "w1 w2 w3", 0, 0)
+        assert type(raised.value).__name__ == "RnnkitError", raised.value
+        assert "stopped (killed?)" not in str(raised.value) and "\n" not in str(raised.value)
+    finally:
+        probes.close()
+    broken = ProbeProcess([tmp_path / "nothing-here"], "best", "cpu", 2, "float32")
+    with pytest.raises(Exception, match=r"config\.json") as raised:
+        broken.ready()
+    assert type(raised.value).__name__ == "RnnkitError"

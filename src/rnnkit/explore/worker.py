@@ -76,7 +76,14 @@ class ProbeProcess:
     def ready(self) -> None:
         """Wait until the child has loaded its runs; its one-line error if it could not."""
         with self.lock:
-            self._wait_ready()
+            try:
+                self._wait_ready()
+            except (OSError, ValueError, ProbeStoppedError) as err:
+                if isinstance(err, RnnkitError):
+                    raise
+                code = None if self.proc is None else self.proc.poll()
+                self._kill()
+                raise RnnkitError(f"the probe process stopped while loading the runs (exit {code})") from None
 
     def _wait_ready(self) -> None:
         if self._ready:
@@ -113,6 +120,8 @@ class ProbeProcess:
                     body = self._line()
                     compute, encode = float(header["compute"]), float(header["encode"])
                     return Encoded(body.rstrip(b"\n"), compute, encode, waited)
+            except RnnkitError:  # a new child that could not load the runs: its own line
+                raise
             except (OSError, ValueError, ProbeStoppedError) as err:
                 self._kill()
                 raise ProbeStoppedError(
