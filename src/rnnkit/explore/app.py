@@ -2,8 +2,10 @@
 
 Every answer is JSON; every refusal is ``{"error": "..."}`` with a 4xx status, one line
 naming the field and what was expected; an internal error is a 500 with one line, logged,
-and the server goes on. The computations, and the encoding of their answers, run off the event
-loop (see :class:`rnnkit.explore.compute.Explorer`), so one long answer never holds up another's
+and the server goes on (a probe process that stopped: a 503 line, and a new process for the
+next question). The computations, and the encoding of their answers, run off the event
+loop (see :class:`rnnkit.explore.compute.Explorer`; with a :class:`~rnnkit.explore.worker.ProbeProcess`,
+the probe's in a process of their own), so one long answer never holds up another's
 delivery; each answer says in a ``Server-Timing`` header how long it waited for its model
 (``wait``), was computed (``compute``) and encoded (``encode``), which the browser's Resource
 Timing shows beside the transfer (``bench/explore.py`` reads them).
