@@ -361,7 +361,7 @@ def main() -> int:
     out = Path(tempfile.mkdtemp(prefix="rnnkit-int8-bench-"))
 
     def sessions_of(model, trained, scoring: bool = False) -> dict[str, OnnxModel]:
-        files = onnx_files(model, trained, out, scoring)
+        files = onnx_files(model, trained, Path(tempfile.mkdtemp(dir=out)), scoring)  # one folder per model
         sizes = {k: f.stat().st_size for k, f in files.items()}
         print("ONNX files: " + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in sizes.items()), flush=True)
         return {k: OnnxModel(f, threads=args.threads) for k, f in files.items()}, sizes
