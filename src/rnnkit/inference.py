@@ -550,18 +550,30 @@ class LineScore:
         if self.tokens is not None and self.bits is not None:
             out["tokens"] = self.tokens[len(self.tokens) - predicted :] if predicted else []
             out["surprisal_bits"] = self.bits
-        out |= {
-            "logprob": self.total,
-            "ppl": _perplexity(self.total, predicted),
-            "oov": self.oov,
-            "unknown": list(self.unknown),
-            "token_count": predicted,
-        }
-        if self.tokens is None:
-            out["per_token_left_out"] = True
-        if self.unknown_left_out:
-            out["unknown_left_out"] = True
-        return out
+        listed = self.tokens is not None
+        return out | line_figures(
+            self.total, predicted, self.oov, self.unknown, listed, self.unknown_left_out
+        )
+
+
+def line_figures(
+    total: float, count: int, oov: int, unknown: Any, listed: bool, unknown_left_out: bool
+) -> dict[str, Any]:
+    """The figures every scored line reports besides its tokens (``rnnkit score``'s JSON keys):
+    log P, perplexity, out-of-vocabulary count and words, tokens predicted, and whether the
+    per-token lists or the unknown words were cut."""
+    out: dict[str, Any] = {
+        "logprob": total,
+        "ppl": _perplexity(total, count),
+        "oov": oov,
+        "unknown": list(unknown),
+        "token_count": count,
+    }
+    if not listed:
+        out["per_token_left_out"] = True
+    if unknown_left_out:
+        out["unknown_left_out"] = True
+    return out
 
 
 def _perplexity(logprob: float, tokens: int) -> float:

@@ -240,6 +240,7 @@ class LineScorer:
         self.total, self.oov, self.begin = 0.0, 0, self.stream.count
         self.tokens: list[str] | None = []
         self.unknown: dict[str, None] = {}
+        self.unknown_left_out = False
 
     def add(self, tokens: list[str]) -> None:
         """The next tokens of the current line."""
@@ -248,8 +249,12 @@ class LineScorer:
         read, unknown = as_read(self.vocab, tokens)
         self.oov += len(unknown)
         for word in unknown:
+            if word in self.unknown:
+                continue
             if len(self.unknown) < LISTED_UNKNOWN:
-                self.unknown.setdefault(word, None)
+                self.unknown[word] = None
+            else:
+                self.unknown_left_out = True
         if self.tokens is not None:
             self.tokens = self.tokens + read if len(self.tokens) + len(read) <= LISTED_TOKENS else None
         self._take(self.stream.feed([self.vocab.index(t) for t in read]))
@@ -261,7 +266,7 @@ class LineScorer:
 
     def end(self) -> dict[str, Any]:
         """The current line's figures; the next :meth:`add` starts a new line."""
-        from rnnkit.inference import _perplexity
+        from rnnkit.inference import line_figures
 
         self._take(self.stream.flush())
         count = self.stream.count - self.begin
@@ -269,15 +274,9 @@ class LineScorer:
         if self.tokens is not None:
             out["tokens"] = self.tokens[len(self.tokens) - count :] if count else []
             out["surprisal_bits"] = [-x / math.log(2) for x in self.logp]
-        out |= {
-            "logprob": self.total,
-            "ppl": _perplexity(self.total, count),
-            "oov": self.oov,
-            "unknown": list(self.unknown),
-            "token_count": count,
-        }
-        if self.tokens is None:
-            out["per_token_left_out"] = True
+        out |= line_figures(
+            self.total, count, self.oov, self.unknown, self.tokens is not None, self.unknown_left_out
+        )
         self._fresh()
         return out
 

@@ -92,19 +92,18 @@ def _explore(args: argparse.Namespace, sock: Any) -> int:
     from rnnkit.training.loop import pick_device
 
     torch.set_num_threads(1)  # see --threads: the answers run side by side, each on one thread
+    device = pick_device(args.device)
     probes = None
     if args.threads > 1:  # started first: it loads its runs while this process loads its own
-        probes = ProbeProcess(
-            args.runs, args.which, str(pick_device(args.device)), args.threads, args.gradient_precision
-        )
+        probes = ProbeProcess(args.runs, args.which, str(device), args.threads, args.gradient_precision)
     try:
         explorer = Explorer(
             args.runs,
             which=args.which,
-            device=pick_device(args.device),
+            device=device,
             threads=args.threads,
             precision=getattr(torch, args.gradient_precision),
-            probes=probes is None,
+            load_probes=probes is None,
         )
         if probes is not None:
             probes.ready()

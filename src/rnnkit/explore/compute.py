@@ -72,7 +72,7 @@ class Explorer:
         device: torch.device | str = "cpu",
         threads: int = 1,
         precision: torch.dtype = torch.float64,
-        probes: bool = True,
+        load_probes: bool = True,
     ) -> None:
         device = torch.device(device)
         self.threads = max(1, threads)
@@ -80,7 +80,7 @@ class Explorer:
         """What the gradient map's sweep carries (:func:`rnnkit.explore.sweep.gradient_matrix`)."""
         self.runs = [Run(i, path, which, device) for i, path in enumerate(runs)]
         self.notes = [note for run in self.runs for note in run.notes]
-        for run in self.runs if probes else []:  # probes=False: another process asks them
+        for run in self.runs if load_probes else []:  # False: another process asks the probes
             if not run.training:
                 # a broken checkpoint is a one-line error now, not on the page; the float64 probe
                 # and its first standalone cell (the first costs seconds of imports) before any text

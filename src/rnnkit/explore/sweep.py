@@ -276,7 +276,7 @@ ZERO = -(1 << 40)
 class Scaled:
     """Rows of gradients as float mantissas ``m`` (one tensor per state field) and one power-of-two
     exponent per row ``e`` (int64): row r is ``m[r] * 2**e[r]``, its largest |mantissa| in
-    [0.5, 1) once :meth:`normalise` d. Scaling by a power of two is exact, so a float64 carry
+    [0.5, 1) once normalised (:meth:`normalise`). Scaling by a power of two is exact, so a float64 carry
     gives the numbers it gives unscaled; a float32 carry keeps float32's relative precision
     where the values themselves would underflow it (a sigmoid Elman's 0.25^d) or overflow it.
     The bookkeeping is numpy on the tensors' own memory: a torch call on rows this small costs
