@@ -50,57 +50,102 @@ from rnnkit import presets
 from rnnkit.data.batching import bptt_windows
 
 ROOT = Path(__file__).resolve().parent.parent
-TARGETS = {3: 165.8, 15: 120.0, 60: 100.0}  # test perplexity to reach within B minutes
+TARGETS = {3: 165.8, 15: 120.0, 60: 100.0}  # test perplexity to reach within B minutes (issue 6)
+ADAPT_TARGETS = {3: 115.0, 15: 95.0, 60: 80.0}  # the records of issue 21, adaptation inside the budget
+
+
+def _rnnkit(*args: str) -> tuple[subprocess.CompletedProcess, float]:
+    """Run ``python -m rnnkit ARGS`` and time it (seconds from start to exit)."""
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "rnnkit", *args], capture_output=True, text=True)
+    return done, time.perf_counter() - start
+
+
+def _last_json(done: subprocess.CompletedProcess) -> dict:
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def time_to_perplexity(args: argparse.Namespace) -> dict:
-    """Run each budget's preset from scratch and report wall time and test perplexity."""
+    """Run each budget's preset from scratch and report wall time and test perplexity; with
+    ``--adapt``, the search of the adaptation's settings on validation (``tune-adapt``) and
+    the adapted test evaluation run after the training, inside the same wall time."""
     rows = []
     for budget in args.budget:
-        config = f"ptb-{budget}min"
-        if config not in presets.names():
+        config = args.config or f"ptb-{budget}min"
+        if not Path(config).is_file() and config not in presets.names():
             print(f"ttp {budget} min: skipped, no preset {config}", flush=True)
             continue
         out = Path(tempfile.mkdtemp(prefix=f"ttp-{budget}min-", dir=args.workdir)) / "run"
-        command = [sys.executable, "-m", "rnnkit", "train", "--data", args.data, "--out", str(out)]
-        command += ["--config", config, "--json", "--no-progress"]
-        print(f"ttp {budget} min: {' '.join(command[1:])}", flush=True)
-        start = time.perf_counter()
-        done = subprocess.run(command, capture_output=True, text=True)
-        wall = time.perf_counter() - start
-        if done.returncode != 0:
-            print(f"ttp {budget} min: failed after {wall:.0f} s: {done.stderr.strip()[-500:]}", flush=True)
-            rows.append({"budget_min": budget, "failed": done.stderr.strip()[-2000:], "wall_s": wall})
+        options = [*(["--train.seed", str(args.seed)] if args.seed is not None else [])]
+        options += [f"--{setting}" for setting in args.set]
+        train = ["train", "--data", args.data, "--out", str(out), "--config", config, *options]
+        steps = [([*train, "--json", "--no-progress"], "train")]
+        if args.adapt:
+            tune = ["tune-adapt", str(out), "--adapt", args.adapt, "--budget-tokens", str(args.adapt_tokens)]
+            tune += ["--budget-minutes", str(args.adapt_minutes), "--json", "--no-progress"]
+            steps += [
+                (tune, "tune-adapt"),
+                (["evaluate", str(out), "--adapt", args.adapt, "--json"], "evaluate"),
+            ]
+        print(f"ttp {budget} min: " + " && ".join("rnnkit " + " ".join(c) for c, _ in steps), flush=True)
+        wall, phases, answers, failed = 0.0, {}, {}, None
+        for command, name in steps:
+            done, seconds = _rnnkit(*command)
+            wall += seconds
+            phases[name] = round(seconds, 1)
+            if done.returncode != 0:
+                failed = f"{name}: {done.stderr.strip()[-2000:]}"
+                break
+            answers[name] = _last_json(done)
+        if failed:
+            print(f"ttp {budget} min: failed after {wall:.0f} s: {failed[-500:]}", flush=True)
+            rows.append({"budget_min": budget, "failed": failed, "wall_s": wall})
             continue
-        summary = json.loads(done.stdout.strip().splitlines()[-1])
+        summary = answers["train"]
         settings = json.loads((out / "config.json").read_text())
         epochs = [
             json.loads(line)
             for line in (out / "metrics.jsonl").read_text().splitlines()
             if '"valid_ppl"' in line
         ]
-        test = summary["test"]["ppl"]
+        plain = summary["test"]["ppl"]
+        test = answers["evaluate"]["ppl"] if args.adapt else plain
+        targets = ADAPT_TARGETS if args.adapt else TARGETS
         row = {
             "budget_min": budget,
             "preset": config,
-            "command": f"rnnkit train --data PTB --out FRESH_DIR --config {config}",
+            "command": " && ".join(
+                "rnnkit " + " ".join(c).replace(args.data, "PTB").replace(str(out), "FRESH_DIR")
+                for c, _ in steps
+            ),
             "seed": settings["train"]["seed"],
             "epochs": settings["train"]["epochs"],
+            "model": {k: settings["model"].get(k) for k in ("cell", "hidden_size", "num_layers", "dropout")},
             "wall_s": wall,
+            "phases_s": phases,
             "within_budget": wall <= 60 * budget,
             "best_valid_ppl": summary["best_valid"]["ppl"],
+            "plain_test_ppl": plain,
             "test_ppl": test,
-            "target_ppl": TARGETS.get(budget),
-            "target_met": budget in TARGETS and wall <= 60 * budget and test <= TARGETS[budget],
+            "target_ppl": targets.get(budget),
+            "target_met": budget in targets and wall <= 60 * budget and test <= targets[budget],
             "per_epoch": [
                 {k: e.get(k) for k in ("epoch", "lr", "valid_ppl", "tokens_per_s")} for e in epochs
             ],
         }
+        if args.adapt:
+            search = answers["tune-adapt"]["search"]
+            row["adapt"] = {
+                "methods": args.adapt,
+                "settings": answers["evaluate"]["adapt"],
+                "search": {k: search.get(k) for k in ("trials", "tokens", "seconds", "baseline_valid_ppl")},
+            }
         rows.append(row)
+        adapted = f", plain {plain:.2f}, adapted ({args.adapt})" if args.adapt else ""
         print(
-            f"ttp {budget} min: test ppl {test:.2f} (best valid {row['best_valid_ppl']:.2f}) in "
-            f"{wall:.0f} s ({wall / 60:.1f} min), seed {row['seed']}; target "
-            f"{TARGETS.get(budget, '-')}: {'met' if row['target_met'] else 'MISSED'}",
+            f"ttp {budget} min: test ppl {test:.2f}{adapted} (best valid {row['best_valid_ppl']:.2f}) in "
+            f"{wall:.0f} s ({wall / 60:.1f} min: {phases}), seed {row['seed']}; target "
+            f"{targets.get(budget, '-')}: {'met' if row['target_met'] else 'MISSED'}",
             flush=True,
         )
     return {"part": "ttp", "data": args.data, "rows": rows}
@@ -108,6 +153,7 @@ def time_to_perplexity(args: argparse.Namespace) -> dict:
 
 def adaptive_quality(args: argparse.Namespace) -> dict:
     """Full-softmax recipe vs rnnkit's adaptive softmax: tokens/s and valid ppl per epoch."""
+    args.seed = 0 if args.seed is None else args.seed
     from rnnkit.cli import malloc
     from rnnkit.config import load_config
     from rnnkit.data.batching import batchify
@@ -219,7 +265,16 @@ def main() -> int:
     p.add_argument("--div-value", type=float, default=4.0, help="for adaptive: the tail clusters' divisor")
     p.add_argument("--max-windows", type=int, help="for adaptive: train on the first N windows only")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="for adaptive")
-    p.add_argument("--seed", type=int, default=0, help="for adaptive")
+    p.add_argument("--seed", type=int, help="for adaptive (default 0) and ttp (default: the preset's)")
+    p.add_argument("--config", help="for ttp: a preset name or TOML file instead of ptb-Bmin")
+    p.add_argument(
+        "--set", action="append", default=[], help="for ttp: a train setting, e.g. model.cell=mingru"
+    )
+    p.add_argument(
+        "--adapt", help="for ttp: dynamic, cache or dynamic,cache, searched and evaluated in the budget"
+    )
+    p.add_argument("--adapt-tokens", type=int, default=20000, help="for ttp: tune-adapt's --budget-tokens")
+    p.add_argument("--adapt-minutes", type=float, default=1.0, help="for ttp: tune-adapt's --budget-minutes")
     p.add_argument("--workdir", default=str(ROOT / "bench" / "out"))
     p.add_argument("--json", help="default: WORKDIR/long-PART.json")
     args = p.parse_args()

@@ -255,3 +255,25 @@ def test_settings_out_of_range_are_one_line_errors():
     with pytest.raises(RnnkitError, match="--adapt"):
         rnnkit.adapt.parse_methods("dynamic,dynamic")
     assert dataclasses.asdict(AdaptSettings(("cache",)).cache) == {"window": 500, "theta": 1.0, "lam": 0.1}
+
+
+@pytest.mark.parametrize("limit", [None, 37])
+def test_a_cache_replay_gives_the_figures_of_a_full_evaluation(repeat_run, limit, monkeypatch):
+    """The search's cache trials mix features recorded once: each setting's figures must be
+    those of evaluating the text again with it, bit for bit (same segments, same sums)."""
+    from rnnkit.adapt import run as adapt_run
+
+    lm = rnnkit.load(repeat_run)
+    adapter = adapt_run.Adapter(lm)
+    text = adapt_run.split_text(lm, "valid")
+    replay = adapter.cache_replay(text, limit)
+    assert replay is not None and replay.count == (limit or text.total) - 1
+    for cache in (CacheSettings(), CacheSettings(window=7, theta=0.3, lam=0.25), CacheSettings(lam=0.0)):
+        full = adapter.evaluate(text, AdaptSettings(("cache",), cache=cache), limit=limit)
+        again = replay.evaluate(cache)
+        assert again["ppl"] == full["ppl"] and again["model_ppl"] == full["model_ppl"]
+        assert {k: v for k, v in again.items() if k != "adapt"} == {
+            k: v for k, v in full.items() if k != "adapt"
+        }
+    monkeypatch.setattr(adapt_run, "REPLAY_BYTES", 100)  # too little memory: no replay kept
+    assert adapter.cache_replay(text, limit) is None

@@ -102,7 +102,9 @@ def test_tune_adapt_reads_no_test_split_and_evaluate_uses_its_choice(runs, tmp_p
     assert json.loads(proc.stdout) == stored
     search = stored["search"]
     assert search["split"] == "valid" and search["trials"] >= 2 and search["seconds"] > 0
-    assert search["tokens"] >= search["trials"] * search["tokens_per_trial"] and search["stats_tokens"] > 0
+    # the model reads the text once for the baseline and the cache's replayed trials, once per other trial
+    assert 0 < search["replayed_trials"] < search["trials"] and search["stats_tokens"] > 0
+    assert search["tokens"] == (search["trials"] - search["replayed_trials"] + 1) * search["tokens_per_trial"]
     assert {"lr", "decay", "segment"} <= set(stored["dynamic"]) and {"window", "theta", "lam"} <= set(
         stored["cache"]
     )

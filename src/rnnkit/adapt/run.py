@@ -199,6 +199,25 @@ class Adapter:
         )
         return figures
 
+    def cache_replay(self, text: _Text, limit: int | None = None) -> CacheReplay | None:
+        """One forward pass over ``text`` (its first ``limit`` tokens) keeping what the cache
+        sees, so that each cache-only setting is then scored without the model
+        (:meth:`CacheReplay.evaluate`); None where the kept features would pass
+        :data:`REPLAY_BYTES` (the caller then evaluates each setting in full)."""
+        began = time.perf_counter()
+        recorder = _Recorder()
+        stream = AdaptiveStream(self.run.model.eval(), None, recorder, DynamicSettings().segment)
+        read = 0
+        for ids in text.ids(limit):
+            read += len(ids)
+            stream.feed(ids)
+            if recorder.nbytes > REPLAY_BYTES:
+                return None
+        stream.flush()
+        if recorder.nbytes > REPLAY_BYTES:
+            return None
+        return CacheReplay(text, recorder.parts, read, time.perf_counter() - began)
+
     def stream(
         self, settings: AdaptSettings, start: int | None = None
     ) -> tuple[AdaptiveStream, dict[str, Any]]:
@@ -215,6 +234,55 @@ class Adapter:
         model.eval()
         cache = NeuralCache(settings.cache) if "cache" in settings.methods else None
         return AdaptiveStream(model, dynamic, cache, settings.dynamic.segment, start), info
+
+
+REPLAY_BYTES = 1 << 30
+"""The most memory :meth:`Adapter.cache_replay` keeps (features of the text read)."""
+
+
+class _Recorder(NeuralCache):
+    """A cache that mixes nothing and keeps, segment by segment, what a cache would see:
+    the features, the model's log-probabilities and the targets."""
+
+    def __init__(self) -> None:
+        super().__init__(CacheSettings(lam=0.0))
+        self.parts: list[tuple[Tensor, Tensor, Tensor]] = []
+        self.nbytes = 0
+
+    def mix(self, h: Tensor, model_logp: Tensor, targets: Tensor) -> Tensor:
+        part = (h.detach().cpu(), model_logp, targets.cpu())
+        self.parts.append(part)
+        self.nbytes += sum(t.numel() * t.element_size() for t in part)
+        return model_logp
+
+
+class CacheReplay:
+    """A text's features as the model gave them (:meth:`Adapter.cache_replay`): a cache
+    setting is scored by mixing them in the same segments as :meth:`Adapter.evaluate`
+    reads, so its figures are that method's, bit for bit, at the cost of the mixing."""
+
+    def __init__(
+        self, text: _Text, parts: list[tuple[Tensor, Tensor, Tensor]], read: int, seconds: float
+    ) -> None:
+        self.text, self.parts, self.read, self.seconds = text, parts, read, seconds
+        self.count = sum(len(y) for _, _, y in parts)
+        self.model_nll = -sum(float(logp.sum()) for _, logp, _ in parts)
+
+    def evaluate(self, cache: CacheSettings) -> dict[str, Any]:
+        """The figures of :meth:`Adapter.evaluate` with ``AdaptSettings(("cache",), cache=cache)``."""
+        settings = AdaptSettings(("cache",), cache=cache)
+        settings.check()
+        began = time.perf_counter()
+        mixer = NeuralCache(cache)
+        nll = -sum(float(mixer.mix(h, logp, y).sum()) for h, logp, y in self.parts)
+        seconds = time.perf_counter() - began
+        figures: dict[str, Any] = dict(self.text.figures(nll, self.count, self.read))
+        figures["model_ppl"] = lm_figures(self.model_nll, self.count)["ppl"]
+        figures["adapt"] = settings.as_dict() | {
+            "seconds": round(seconds, 3),
+            "tokens_per_s": round(self.count / max(seconds, 1e-9), 1),
+        }
+        return figures
 
 
 class LineScorer:
@@ -349,8 +417,16 @@ def tune(
     trials: list[dict[str, Any]] = []
     say = log or (lambda line: None)
 
+    # the cache's trials replay one forward pass (each then costs the mixing alone)
+    replay = adapter.cache_replay(text, budget_tokens) if "cache" in chosen else None
+    replayed: list[bool] = []
+
     def trial(settings: AdaptSettings) -> float:
-        figures = adapter.evaluate(text, settings, limit=budget_tokens, progress=progress)
+        if replay is not None and settings.methods == ("cache",):
+            figures = replay.evaluate(settings.cache)
+            replayed.append(True)
+        else:
+            figures = adapter.evaluate(text, settings, limit=budget_tokens, progress=progress)
         finite = math.isfinite(figures["loss"])  # a rate so high that the weights blew up: the worst
         ppl = figures["ppl"] if finite and math.isfinite(figures["ppl"]) else None
         trials.append({**settings.as_dict(), "valid_ppl": ppl, "seconds": figures["adapt"]["seconds"]})
@@ -364,7 +440,11 @@ def tune(
             stopped.append(True)
         return bool(stopped)
 
-    baseline = adapter.evaluate(text, AdaptSettings(("cache",), cache=CacheSettings(lam=0.0)), budget_tokens)
+    baseline = (
+        replay.evaluate(CacheSettings(lam=0.0))
+        if replay is not None
+        else adapter.evaluate(text, AdaptSettings(("cache",), cache=CacheSettings(lam=0.0)), budget_tokens)
+    )
     say(f"no adaptation: valid ppl {baseline['ppl']:.3f} over the first {baseline['tokens']} tokens")
     best_dynamic, best_cache = DynamicSettings(), CacheSettings()
     # the cache first: its trials cost a forward pass, dynamic evaluation's a backward too
@@ -390,7 +470,10 @@ def tune(
         "split": "valid",
         "tokens_per_trial": min(budget_tokens, text.total),
         "trials": len(trials),
-        "tokens": sum(min(budget_tokens, text.total) for _ in trials) + min(budget_tokens, text.total),
+        # validation tokens the model read: one pass for the baseline (and the cache's
+        # replay), one per trial not replayed
+        "tokens": (len(trials) - len(replayed) + 1) * min(budget_tokens, text.total),
+        "replayed_trials": len(replayed),
         "stats_tokens": sum(v[1] for v in adapter._ms.values()),
         "seconds": round(seconds, 3),
         "budget_seconds": budget_seconds,
