@@ -165,7 +165,7 @@ def test_the_page_is_the_explorer_on_the_five_runs_it_saved(tmp_path, capsys, re
 
     assert demo.run_demo(out=tmp_path, steps=5) == 0
     out = capsys.readouterr().out
-    labels = list(long_range.CELLS)
+    labels = list(long_range.LABELS)
     for label in labels:  # each cell a run directory with the demo's very weights
         loaded = rnnkit.load(tmp_path / "runs" / label).model.state_dict()
         expected = trained[label].state_dict()

@@ -77,3 +77,49 @@ def test_bad_requests(args, message, tmp_path, capsys):
 def test_bad_requests_from_python(name, scale, message, tmp_path):
     with pytest.raises(RnnkitError, match=message):
         run_experiment(name, tmp_path, scale=scale)
+
+
+def test_cells_after_the_lecture_run_in_the_adding_and_long_range_experiments(tmp_path):
+    """``--cells`` and ``--lengths`` through the console script: the cells asked for, in that
+    order, each trained (a different test MSE per cell), the lengths asked for, both recorded."""
+    from conftest import run_rnnkit
+
+    out = tmp_path / "adding"
+    proc = run_rnnkit(
+        "experiment", "adding", "--scale", "tiny", "--cells", "mingru,slstm,lstm", "--lengths", "12,30",
+        "--out", str(out), "--json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout)
+    assert [(r["cell"], r["T"]) for r in results["rows"]] == [
+        (c, T) for T in (12, 30) for c in ("mingru", "slstm", "lstm")
+    ]
+    assert results["cells"] == ["mingru", "slstm", "lstm"] and results["lengths"] == [12, 30]
+    assert len({r["mse"] for r in results["rows"]}) == 6
+    assert json.loads((out / "results.json").read_text())["rows"] == results["rows"]
+    proc = run_rnnkit(
+        "experiment", "long-range", "--scale", "tiny", "--cells", "lnlstm,minlstm",
+        "--out", str(tmp_path / "lr"), "--json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)["rows"]
+    assert [r["cell"] for r in rows] == ["lnlstm", "minlstm"] and all(r["gradient"] for r in rows)
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["adding", "--cells", "lstm,nope"], ["--cells: unknown cell 'nope' for adding", "mingru"]),
+        (["clipping", "--cells", "lstm"], ["--cells applies to the adding and long-range experiments"]),
+        (["long-range", "--lengths", "200"], ["--lengths applies to the adding experiment"]),
+        (["adding", "--lengths", "1,200"], ["--lengths: each length T must be in [2, 100000]"]),
+        (["adding", "--lengths", "200,x"], ["argument --lengths", "whole numbers"]),
+        (["adding", "--cells", "lstm,,gru"], ["argument --cells", "names separated by commas"]),
+    ],
+)
+def test_bad_cells_and_lengths_are_one_line_errors(args, words, tmp_path):
+    from conftest import assert_one_line_error, run_rnnkit
+
+    proc = run_rnnkit("experiment", *args, "--scale", "tiny", "--out", str(tmp_path / "x"))
+    assert_one_line_error(proc, *words)
+    assert not (tmp_path / "x").exists()  # checked before anything ran or was written

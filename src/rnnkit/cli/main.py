@@ -282,8 +282,10 @@ def _experiment_parser(verbs: Verbs) -> None:
         description=(
             "Run one of the lecture's experiments with a fixed seed: adding (the adding problem, tanh "
             "Elman vs IRNN vs GRU vs LSTM), clipping (an IRNN LM at high learning rates, clipped or "
-            "not), long-range (accuracy and gradient by distance for every cell), init (identity vs "
-            "random initialisation). Prints a table; writes results.json and plots to --out."
+            "not), long-range (accuracy and gradient by distance for each cell), init (identity vs "
+            "random initialisation). --cells adds the cells that came after the lecture (lnlstm, "
+            "mingru, minlstm, slstm) to adding and long-range. Prints a table; writes results.json "
+            "and plots to --out."
         ),
     )
     experiment.add_argument(
@@ -299,6 +301,19 @@ def _experiment_parser(verbs: Verbs) -> None:
     experiment.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     experiment.add_argument(
         "--out", default=None, help="output directory (default: ./rnnkit-experiments/NAME-SCALE)"
+    )
+    experiment.add_argument(
+        "--cells",
+        type=_name_list,
+        metavar="A,B,...",
+        help="adding and long-range: which cells to run (default: the lecture's; also lnlstm, mingru, "
+        "minlstm, slstm)",
+    )
+    experiment.add_argument(
+        "--lengths",
+        type=_int_list,
+        metavar="T,T,...",
+        help="adding: the sequence lengths T (default: the scale's: 50,100 small, 50,100,200,400 full)",
     )
     _device_argument(experiment, "cpu")
     experiment.add_argument("--json", action="store_true", help="the results as one JSON object on stdout")
@@ -391,6 +406,24 @@ VERBS: tuple[Callable[[Verbs], None], ...] = (
     _config_parser,
 )
 """Each verb's parser, in the order ``rnnkit --help`` lists them."""
+
+
+def _name_list(text: str) -> list[str]:
+    """``a,b,c`` as a list of names (no empty one)."""
+    items = [item.strip() for item in text.split(",")]
+    if not all(items):
+        raise argparse.ArgumentTypeError(f"expected names separated by commas (lstm,mingru), got {text!r}")
+    return items
+
+
+def _int_list(text: str) -> list[int]:
+    """``200,400`` as a list of whole numbers."""
+    try:
+        return [int(item) for item in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected whole numbers separated by commas, e.g. 200,400; got {text!r}"
+        ) from None
 
 
 def _device_argument(parser: argparse.ArgumentParser, default: str) -> None:
@@ -571,7 +604,16 @@ def _main(argv: Sequence[str] | None = None) -> int:
         if args.command == "experiment":
             from rnnkit.experiments import run_experiment
 
-            run_experiment(args.name, args.out, args.seed, args.scale, device=args.device, as_json=args.json)
+            run_experiment(
+                args.name,
+                args.out,
+                args.seed,
+                args.scale,
+                device=args.device,
+                as_json=args.json,
+                cells=args.cells,
+                lengths=args.lengths,
+            )
             return 0
         if args.command in ("presets", "config"):
             from rnnkit.cli import settings

@@ -24,8 +24,10 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from rnnkit.errors import RnnkitError
 from rnnkit.experiments import adding, clipping, initialisation, long_range
@@ -75,8 +77,12 @@ def run_experiment(
     scale: str = "small",
     device: str = "cpu",
     as_json: bool = False,
+    cells: Sequence[str] | None = None,
+    lengths: Sequence[int] | None = None,
 ) -> dict:
     """Run experiment ``name`` at ``scale`` on ``device``; results.json and plots go to ``out``.
+    ``cells`` (adding, long-range: any of the module's ``CELLS``, the cells after the lecture
+    included) and ``lengths`` (adding: the sequence lengths T) replace the scale's choice.
 
     Before writing, the files any experiment writes are removed from ``out`` (an earlier
     call's), and nothing else. The table goes to stdout, or with ``as_json`` to stderr while
@@ -89,6 +95,7 @@ def run_experiment(
         raise RnnkitError(f"unknown experiment {name!r}; the experiments are: {', '.join(EXPERIMENTS)}")
     if scale not in SCALES:
         raise RnnkitError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
+    choices = _choices(name, cells, lengths)
     target = pick_device(device)
     out = Path(out or f"rnnkit-experiments/{name}-{scale}")
     module = EXPERIMENTS[name]
@@ -97,7 +104,7 @@ def run_experiment(
         if scale == "tiny":
             warning = TINY_WARNING.format(steps=TINY_STEPS)
             print(warning)
-        raw = module.experiment(seed, scale, target)
+        raw = module.experiment(seed, scale, target, **choices)
         make_dir(out)
         removed, others = clear_previous(out, OWNED)
         results = strict_json(
@@ -107,6 +114,7 @@ def run_experiment(
                 "scale": scale,
                 "device": str(target),
                 "warning": warning,
+                **{key: list(value) for key, value in choices.items()},
                 **raw,
             }
         )
@@ -120,3 +128,26 @@ def run_experiment(
     if as_json:
         print(json.dumps({**results, "out": str(out.resolve()), "files": written}, allow_nan=False))
     return results
+
+
+def _choices(name: str, cells: Sequence[str] | None, lengths: Sequence[int] | None) -> dict[str, Any]:
+    """The ``cells`` and ``lengths`` given, checked against what experiment ``name`` takes."""
+    choices: dict[str, Any] = {}
+    if cells is not None:
+        known = getattr(EXPERIMENTS[name], "CELLS", None)
+        if name not in ("adding", "long-range") or known is None:
+            raise RnnkitError(f"--cells applies to the adding and long-range experiments, not {name}")
+        unknown = [c for c in cells if c not in known]
+        if unknown or not cells:
+            raise RnnkitError(
+                f"--cells: unknown cell {unknown[0] if unknown else '(none given)'!r} for {name}; "
+                f"the cells are: {', '.join(known)}"
+            )
+        choices["cells"] = tuple(dict.fromkeys(cells))
+    if lengths is not None:
+        if name != "adding":
+            raise RnnkitError(f"--lengths applies to the adding experiment, not {name}")
+        if not lengths or any(not 2 <= T <= 100_000 for T in lengths):
+            raise RnnkitError(f"--lengths: each length T must be in [2, 100000], got {list(lengths)}")
+        choices["lengths"] = tuple(dict.fromkeys(lengths))
+    return choices

@@ -13,6 +13,7 @@ LSTM at T = 50..400 against that baseline.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +37,16 @@ CELLS = {  # label: (cell, options, learning rate); Le et al. 2015 tuned each ce
     "irnn": ("irnn", {}, 1e-4),
     "gru": ("gru", {}, 1e-3),
     "lstm": ("lstm", {}, 1e-3),
+    # after the lecture (``--cells``): the gated cells' rate
+    "lnlstm": ("lnlstm", {}, 1e-3),
+    "mingru": ("mingru", {}, 1e-3),
+    "minlstm": ("minlstm", {}, 1e-3),
+    "slstm": ("slstm", {}, 1e-3),
 }
+LABELS = ("elman-tanh", "irnn", "gru", "lstm")
+"""The cells run when ``--cells`` is not given (the lecture's comparison)."""
+LENGTHS = {"tiny": (10, 20), "small": (50, 100), "full": (50, 100, 200, 400)}
+"""The sequence lengths T of each scale when ``--lengths`` is not given."""
 
 
 def adding_batch(T: int, batch: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
@@ -119,12 +129,19 @@ def run(label: str, T: int, setup: Setup, seed: int, device: str | torch.device 
     return result
 
 
-def experiment(seed: int, scale: str, device: torch.device) -> dict:
-    """The experiment at ``scale``: each cell at each length, a table on stdout; returns the results."""
-    lengths = {"tiny": (10, 20), "small": (50, 100), "full": (50, 100, 200, 400)}[scale]
+def experiment(
+    seed: int,
+    scale: str,
+    device: torch.device,
+    cells: Sequence[str] | None = None,
+    lengths: Sequence[int] | None = None,
+) -> dict:
+    """The experiment at ``scale``: each cell (``cells``, default :data:`LABELS`) at each
+    length (``lengths``, default the scale's), a table on stdout; returns the results."""
+    lengths = tuple(lengths or LENGTHS[scale])
     steps = {"tiny": TINY_STEPS, "small": 1500, "full": 5000}[scale]
     setup = Setup(steps=steps, eval_sequences=100 if scale == "tiny" else 1000)
-    labels = ("elman-tanh", "irnn", "gru", "lstm")
+    labels = tuple(cells or LABELS)
     print(
         f"adding problem, seed {seed}, on {device}: {setup}; baseline MSE (always predict 1) {BASELINE:.3f}"
     )

@@ -6,13 +6,15 @@ largest distance growing over the first 60% of training: a curriculum), then jud
 their accuracy at the blank as a function of d, next to the gradient norm
 ||∂E_blank/∂h_{blank-d}|| of the trained model (float64, :mod:`rnnkit.analysis.gradient_flow`).
 
-``rnnkit experiment long-range`` (:func:`experiment`, :func:`draw`): every cell of :data:`CELLS`.
+``rnnkit experiment long-range`` (:func:`experiment`, :func:`draw`): the lecture's cells (:data:`LABELS`),
+or any of :data:`CELLS` (``--cells``).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +34,14 @@ CELLS = {  # label: (cell, options)
     "irnn": ("irnn", {}),
     "gru": ("gru", {}),
     "lstm": ("lstm", {}),
+    # after the lecture (``--cells``)
+    "lnlstm": ("lnlstm", {}),
+    "mingru": ("mingru", {}),
+    "minlstm": ("minlstm", {}),
+    "slstm": ("slstm", {}),
 }
+LABELS = ("elman-sigmoid", "elman-tanh", "irnn", "gru", "lstm")
+"""The cells run when ``--cells`` is not given (the lecture's)."""
 FILES = ("long_range_accuracy.png", "long_range_gradient.png")
 """What :func:`draw` writes."""
 
@@ -121,8 +130,9 @@ def gradient_by_distance(
     return gradient_flow.gradient_at(tr, tr.steps - 1, distances)
 
 
-def experiment(seed: int, scale: str, device: torch.device) -> dict:
-    """The experiment at ``scale``: each cell's accuracy and gradient by distance; returns the results."""
+def experiment(seed: int, scale: str, device: torch.device, cells: Sequence[str] | None = None) -> dict:
+    """The experiment at ``scale``: each cell's (``cells``, default :data:`LABELS`) accuracy
+    and gradient by distance; returns the results."""
     setup = {
         "tiny": Setup(length=21, steps=TINY_STEPS, hidden=16, eval_sequences=32),
         "small": Setup(length=101, steps=2000),
@@ -136,7 +146,7 @@ def experiment(seed: int, scale: str, device: torch.device) -> dict:
     print(f"long-range probe, seed {seed}, on {device}: {setup}; chance {task.chance:.3f}")
     print(f"{'cell':14} " + " ".join(f"{'d=' + str(d):>6}" for d in distances) + f" {'train s':>8}")
     rows = []
-    for label in CELLS:
+    for label in cells or LABELS:
         model, r = train(label, setup, seed, task, device)
         acc = {d: accuracy(model, task, d, setup) for d in distances}
         gradient = gradient_by_distance(model, task, setup, list(range(setup.length - 1)))
