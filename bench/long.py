@@ -2,6 +2,8 @@
 the adaptive softmax's quality, evaluation memory.
 
     python bench/long.py ttp --budget 3 15 60     # the time-to-perplexity presets, one after another
+    python bench/long.py ttp --budget 15 --adapt cache --seed 1   # the cache searched and used inside
+    python bench/long.py ttp --budget 3 --set model.cell=mingru   # another cell in the same recipe
     python bench/long.py adaptive --epochs 2      # adaptive softmax vs the recipe's full softmax
     python bench/long.py memory                   # evaluation RSS over 1M/3M/10M tokens
     nohup python bench/long.py all > bench/out/long.log 2>&1 &
@@ -11,7 +13,9 @@ process and a fresh run directory, raw PTB text in, wall time from the process's
 test perplexity it prints. A preset's budget is a number of epochs calibrated on this machine,
 never a clock: the figure is the test perplexity of the epoch chosen on validation, and the
 wall time says whether the preset kept to its budget here. The targets are the issue's (below
-faster-rnnlm's 165.8 at 3 minutes; 120 at 15; 100 at 60).
+faster-rnnlm's 165.8 at 3 minutes; 120 at 15; 100 at 60). With ``--adapt``, ``rnnkit tune-adapt``
+(the search on validation) and ``rnnkit evaluate --adapt`` (the test split, once) run after the
+training and count in the same wall; the targets are then issue 21's (115, 95, 80).
 
 ``adaptive``: the 2x200 LSTM of the PyTorch word_language_model example (``lm_step.RecipeLM``:
 full softmax, dropout 0.2, SGD lr 20, clip 0.25, batch 20 x bptt 35) against rnnkit's LM
