@@ -257,10 +257,12 @@ class TrainConfig:
     weight_decay: float = setting(0.0, "L2 penalty on the weights", low=0)
     schedule: str = setting(
         "constant",
-        "the rate by epoch: constant, zaremba (x decay after decay_start), plateau (x plateau_factor)",
-        choices=("constant", "zaremba", "plateau"),
+        "the rate by epoch: constant, zaremba (x decay after decay_start), plateau (x plateau_factor); "
+        "or by step: cosine (half a cosine down to 0 over every epoch's steps, after warmup_steps)",
+        choices=("constant", "zaremba", "plateau", "cosine"),
     )
     decay_start: int = setting(4, "zaremba schedule: the last epoch at the full rate", low=0)
+    warmup_steps: int = setting(0, "cosine schedule: steps of linear warm-up to train.lr first", low=0)
     decay: float = setting(
         0.5, "zaremba schedule: the rate's factor each epoch after decay_start", low=0, high=1, low_open=True
     )

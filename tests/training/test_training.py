@@ -17,7 +17,7 @@ from rnnkit.errors import RnnkitError
 from rnnkit.tasks.lm import LanguageModelling, generate, next_distribution, score_line, score_lines
 from rnnkit.training.loop import Cursor, History, fit, make_optimizer, train_epoch
 from rnnkit.training.run import load
-from rnnkit.training.schedules import plateau_lr, zaremba_lr
+from rnnkit.training.schedules import cosine_factor, plateau_lr, zaremba_lr
 
 
 @pytest.fixture
@@ -38,6 +38,51 @@ def test_schedules():
     assert [zaremba_lr(1.0, e, 4, 0.5) for e in (1, 4, 5, 6)] == [1.0, 1.0, 0.5, 0.25]
     assert plateau_lr(20.0, [5.0, 4.0], 0.25) == 20.0
     assert plateau_lr(20.0, [5.0, 4.0, 4.5], 0.25) == 5.0
+
+
+def test_cosine_factor_by_hand():
+    assert [cosine_factor(s, 4) for s in range(6)] == pytest.approx(
+        [1.0, 0.5 + 0.5**1.5, 0.5, 0.5 - 0.5**1.5, 0, 0]
+    )
+    # a warm-up of 2 steps: 1/2, 1, then the half cosine over the 4 steps left
+    assert [cosine_factor(s, 6, 2) for s in range(7)] == pytest.approx(
+        [0.5, 1.0, 1.0, 0.5 + 0.5**1.5, 0.5, 0.5 - 0.5**1.5, 0]
+    )
+
+
+def test_a_cosine_run_steps_at_the_cosine_rates(corpus_dir, tmp_path):
+    """What the optimizer really used at each step (read by a hook on every optimizer's
+    step, not from rnnkit's log) is the warm-up then the half cosine over both epochs; the
+    log's step lines say the same rates."""
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    used: list[float] = []
+    handle = register_optimizer_step_pre_hook(
+        lambda opt, args, kwargs: used.append(opt.param_groups[0]["lr"])
+    )
+    options = ["--model.hidden_size=16", "--model.embed_size=16", "--train.epochs=2", "--train.lr=0.5"]
+    options += [
+        "--train.bptt=10",
+        "--train.batch_size=8",
+        "--train.schedule=cosine",
+        "--train.warmup_steps=3",
+    ]
+    try:
+        fit(
+            load_config(None, [*options, "--train.log_every=1"]),
+            load_corpus(locate(corpus_dir)),
+            tmp_path / "run",
+        )
+    finally:
+        handle.remove()
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    per_epoch = next(e["step"] for e in lines if "epoch" in e)
+    total = 2 * per_epoch
+    assert len(used) == total > 6
+    assert used == pytest.approx([0.5 * cosine_factor(s, total, 3) for s in range(total)], rel=1e-12)
+    assert used[:3] == pytest.approx([0.5 / 3, 1.0 / 3, 0.5]) and used[-1] < 0.5 * 1e-2
+    logged = {e["step"]: e["lr"] for e in lines if "train_loss" in e and "epoch" not in e}
+    assert all(logged[s] == pytest.approx(used[s - 1], rel=1e-12) for s in logged) and len(logged) == total
 
 
 def test_fit_learns_the_language_and_reloads(corpus_dir, tmp_path):

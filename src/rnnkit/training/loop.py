@@ -42,7 +42,7 @@ from rnnkit.training.lock import RunLock
 from rnnkit.training.progress import Progress, duration, rate_unit
 from rnnkit.training.run import settings_change, sha256_matches, write_config
 from rnnkit.training.rundir import RunDir
-from rnnkit.training.schedules import nonmonotone_trigger, plateau_lr, zaremba_lr
+from rnnkit.training.schedules import cosine_factor, nonmonotone_trigger, plateau_lr, zaremba_lr
 from rnnkit.training.state import Cursor, Earlier, History, TrainState
 
 SINGLE = World()  # one process, not distributed
@@ -216,6 +216,8 @@ class Session:
     """When ``last/`` was last saved in this session (its start before any save)."""
     termination: Termination = field(default_factory=Termination)
     """A SIGTERM asked for while steps run (:func:`fit` installs its handler)."""
+    lr_now: float = 0.0
+    """The rate of the latest step (the epoch's rate times the cosine schedule's share)."""
 
     def say(self, line: str) -> None:
         """A line for the user (rank 0 only), above the progress bar."""
@@ -264,8 +266,9 @@ def run_epoch(task: Task, state: TrainState, session: Session) -> dict[str, floa
     session.meter.begin(cursor.epoch, total, done)
     session.termination.in_steps = session.run_dir is not None  # where a request is looked at
     try:
-        for position, batch in batches:
-            norm = _update(task, state, session, batch, position)
+        for index, (position, batch) in enumerate(batches, start=done):
+            factor = _step_factor(session.config.train, cursor.epoch, index, total)
+            norm = _update(task, state, session, batch, position, factor)
             _show(task, state, session, pace, norm)
             if session.run_dir is not None:
                 _between_windows(task, state, session)
@@ -280,9 +283,21 @@ def run_epoch(task: Task, state: TrainState, session: Session) -> dict[str, floa
     return figures
 
 
-def _update(task: Task, state: TrainState, session: Session, batch: Any, position: int) -> float:
-    """One step on ``batch`` (the window ending at ``position``), taken if the guard lets it;
-    returns the gradient norm before clipping."""
+def _step_factor(t: Any, epoch: int, index: int, total: int) -> float:
+    """The cosine schedule's share of the epoch's rate for window ``index`` (0-based) of
+    ``total`` in ``epoch``, counted over all ``train.epochs`` as if each had ``total``
+    windows (with ``variable_bptt`` the count differs a little from epoch to epoch); 1 for the
+    epoch-wise schedules."""
+    if t.schedule != "cosine":
+        return 1.0
+    return cosine_factor((epoch - 1) * total + index, t.epochs * total, t.warmup_steps)
+
+
+def _update(
+    task: Task, state: TrainState, session: Session, batch: Any, position: int, factor: float = 1.0
+) -> float:
+    """One step on ``batch`` (the window ending at ``position``) at ``factor`` times the
+    epoch's rate, taken if the guard lets it; returns the gradient norm before clipping."""
     t, cursor, optimizer, world = session.config.train, state.cursor, state.optimizer, session.world
     # Truncated BPTT: the state flows on from the last window, its gradient stops here.
     hidden = None if cursor.state is None else detach_state(cursor.state)
@@ -294,7 +309,8 @@ def _update(task: Task, state: TrainState, session: Session, batch: Any, positio
         (units,) = world.sum([result.count], objective.device)
         objective = objective * (result.count * world.size / units)
     for group in optimizer.param_groups:  # AWD-LSTM: shorter windows take smaller steps
-        group["lr"] = state.history.lr * result.lr_scale
+        group["lr"] = state.history.lr * result.lr_scale * factor
+    session.lr_now = state.history.lr * factor
     optimizer.zero_grad(set_to_none=True)
     objective.backward()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
     norm = clip_gradients(task.model.parameters(), t.clip_norm, t.clip_value)
@@ -327,7 +343,7 @@ def _advance(state: TrainState, result: Step, loss: float) -> None:
 
 def _show(task: Task, state: TrainState, session: Session, pace: _Pace, norm: float) -> None:
     """The step on the progress meter and, every ``train.log_every`` steps, in the log."""
-    cursor, meter, lr = state.cursor, session.meter, state.history.lr
+    cursor, meter, lr = state.cursor, session.meter, session.lr_now
     logged = state.history.step % session.config.train.log_every == 0
     # shown from the first step on; distributed, the sum is a collective: only where
     # every rank measures (log_every, its session's first step)
@@ -587,7 +603,7 @@ def _report_epoch(
         {
             "epoch": epoch,
             "step": history.step,
-            "lr": history.lr,
+            "lr": session.lr_now if t.schedule == "cosine" and session.lr_now else history.lr,
             **{f"train_{k}": v for k, v in train.items() if k != "tokens_per_s"},
             **{f"valid_{k}": v for k, v in valid.items()},
             "tokens_per_s": train["tokens_per_s"],

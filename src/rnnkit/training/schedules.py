@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 
@@ -24,3 +25,13 @@ def nonmonotone_trigger(valid_history: Sequence[float], nonmono: int) -> bool:
     """NT-ASGD's switch (Merity et al. 2018): the latest validation loss is worse than the
     best of all epochs before the last ``nonmono`` ones."""
     return len(valid_history) > nonmono and valid_history[-1] > min(valid_history[:-nonmono])
+
+
+def cosine_factor(step: int, total: int, warmup: int = 0) -> float:
+    """The share of the base rate for step ``step`` (0-based) of ``total``: a linear warm-up
+    over the first ``warmup`` steps (1/warmup, 2/warmup, ..., 1), then half a cosine from 1
+    down to 0 at step ``total`` (Loshchilov & Hutter 2017, without restarts); 0 past it."""
+    if step < warmup:
+        return (step + 1) / warmup
+    span = max(total - warmup, 1)
+    return 0.5 * (1.0 + math.cos(math.pi * min(step - warmup, span) / span))
