@@ -199,7 +199,9 @@ class Adapter:
         )
         return figures
 
-    def cache_replay(self, text: _Text, limit: int | None = None) -> CacheReplay | None:
+    def cache_replay(
+        self, text: _Text, limit: int | None = None, progress: bool = False
+    ) -> CacheReplay | None:
         """One forward pass over ``text`` (its first ``limit`` tokens) keeping what the cache
         sees, so that each cache-only setting is then scored without the model
         (:meth:`CacheReplay.evaluate`); None where the kept features would pass
@@ -208,12 +210,16 @@ class Adapter:
         recorder = _Recorder()
         stream = AdaptiveStream(self.run.model.eval(), None, recorder, DynamicSettings().segment)
         read = 0
+        bar = _bar(progress, min(text.total, limit or text.total))
         for ids in text.ids(limit):
             read += len(ids)
             stream.feed(ids)
+            bar.update(len(ids))
             if recorder.nbytes > REPLAY_BYTES:
+                bar.close()
                 return None
         stream.flush()
+        bar.close()
         if recorder.nbytes > REPLAY_BYTES:
             return None
         return CacheReplay(text, recorder.parts, read, time.perf_counter() - began)
@@ -418,7 +424,7 @@ def tune(
     say = log or (lambda line: None)
 
     # the cache's trials replay one forward pass (each then costs the mixing alone)
-    replay = adapter.cache_replay(text, budget_tokens) if "cache" in chosen else None
+    replay = adapter.cache_replay(text, budget_tokens, progress) if "cache" in chosen else None
     replayed: list[bool] = []
 
     def trial(settings: AdaptSettings) -> float:
