@@ -32,7 +32,11 @@ def test_each_experiment_is_its_own_module_and_the_package_only_registers_and_ru
     for name, module in experiments.EXPERIMENTS.items():
         assert module.__name__ != experiments.__name__
         assert callable(module.experiment) and callable(module.draw)
-        assert list(inspect.signature(module.experiment).parameters) == ["seed", "scale", "device"]
+        takes = inspect.signature(module.experiment).parameters
+        assert list(takes)[:3] == ["seed", "scale", "device"]
+        for choice in list(takes)[3:]:  # the --cells/--lengths choices: keyword-only, None unless given
+            assert choice in ("cells", "lengths") and takes[choice].kind is inspect.Parameter.KEYWORD_ONLY
+            assert takes[choice].default is None
         assert list(inspect.signature(module.draw).parameters) == ["out", "results", "caption"]
         assert experiments.FILES[name] == module.FILES and module.FILES
     assert set(_functions(SRC / "experiments" / "__init__.py")) == {"run_experiment"}

@@ -14,7 +14,8 @@ on a CPU, run it in the background). A figure below chance or no better than the
 baseline is flagged (``!`` in the table, ``flags`` in its row); a number that is not finite
 is ``null`` in ``results.json`` (strict JSON) and an ``x`` in the plots, never a stand-in.
 
-Each experiment is one module with ``experiment(seed, scale, device) -> results``, ``draw(folder,
+Each experiment is one module with ``experiment(seed, scale, device, *, choices...) -> results``
+(the choices keyword-only, None by default: ``cells``, ``lengths`` where it takes them), ``draw(folder,
 results, caption)`` and the ``FILES`` that draw writes; :data:`EXPERIMENTS` names them (a new
 experiment: one new module and one line there). What they share is in :mod:`.common`.
 """
@@ -27,11 +28,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 from rnnkit.errors import RnnkitError
 from rnnkit.experiments import adding, clipping, initialisation, long_range
-from rnnkit.experiments.common import TINY_STEPS, clear_previous, report_folder, strict_json
+from rnnkit.experiments.common import TINY_STEPS, check_choices, clear_previous, report_folder, strict_json
 from rnnkit.fileio import WriteError, make_dir, stopped_writing, write_text_atomic
 from rnnkit.names import SCALES
 
@@ -95,10 +95,10 @@ def run_experiment(
         raise RnnkitError(f"unknown experiment {name!r}; the experiments are: {', '.join(EXPERIMENTS)}")
     if scale not in SCALES:
         raise RnnkitError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
-    choices = _choices(name, cells, lengths)
+    module = EXPERIMENTS[name]
+    choices = check_choices(name, module, cells, lengths)
     target = pick_device(device)
     out = Path(out or f"rnnkit-experiments/{name}-{scale}")
-    module = EXPERIMENTS[name]
     with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
         warning = None
         if scale == "tiny":
@@ -128,26 +128,3 @@ def run_experiment(
     if as_json:
         print(json.dumps({**results, "out": str(out.resolve()), "files": written}, allow_nan=False))
     return results
-
-
-def _choices(name: str, cells: Sequence[str] | None, lengths: Sequence[int] | None) -> dict[str, Any]:
-    """The ``cells`` and ``lengths`` given, checked against what experiment ``name`` takes."""
-    choices: dict[str, Any] = {}
-    if cells is not None:
-        known = getattr(EXPERIMENTS[name], "CELLS", None)
-        if name not in ("adding", "long-range") or known is None:
-            raise RnnkitError(f"--cells applies to the adding and long-range experiments, not {name}")
-        unknown = [c for c in cells if c not in known]
-        if unknown or not cells:
-            raise RnnkitError(
-                f"--cells: unknown cell {unknown[0] if unknown else '(none given)'!r} for {name}; "
-                f"the cells are: {', '.join(known)}"
-            )
-        choices["cells"] = tuple(dict.fromkeys(cells))
-    if lengths is not None:
-        if name != "adding":
-            raise RnnkitError(f"--lengths applies to the adding experiment, not {name}")
-        if not lengths or any(not 2 <= T <= 100_000 for T in lengths):
-            raise RnnkitError(f"--lengths: each length T must be in [2, 100000], got {list(lengths)}")
-        choices["lengths"] = tuple(dict.fromkeys(lengths))
-    return choices

@@ -133,6 +133,7 @@ def experiment(
     seed: int,
     scale: str,
     device: torch.device,
+    *,
     cells: Sequence[str] | None = None,
     lengths: Sequence[int] | None = None,
 ) -> dict:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 from rnnkit.errors import RnnkitError
 from rnnkit.fileio import reason
@@ -74,3 +77,31 @@ def mse_flags(rows: list[dict], baseline: float) -> None:
             flag(row, "MSE not finite (diverged)")
         elif row["mse"] >= baseline:
             flag(row, f"no better than always predicting 1 (MSE {baseline:.3f})")
+
+
+def check_choices(
+    name: str, module: ModuleType, cells: Sequence[str] | None, lengths: Sequence[int] | None
+) -> dict[str, Any]:
+    """The ``cells`` and ``lengths`` given for experiment ``name`` (its ``module``), checked
+    against what its ``experiment`` takes (keyword-only parameters of those names) and knows
+    (its ``CELLS``); only those given, as tuples."""
+    takes = inspect.signature(module.experiment).parameters
+    choices: dict[str, Any] = {}
+    if cells is not None:
+        known = getattr(module, "CELLS", None)
+        if "cells" not in takes or known is None:
+            raise RnnkitError(f"--cells applies to the adding and long-range experiments, not {name}")
+        unknown = [c for c in cells if c not in known]
+        if unknown or not cells:
+            raise RnnkitError(
+                f"--cells: unknown cell {unknown[0] if unknown else '(none given)'!r} for {name}; "
+                f"the cells are: {', '.join(known)}"
+            )
+        choices["cells"] = tuple(dict.fromkeys(cells))
+    if lengths is not None:
+        if "lengths" not in takes:
+            raise RnnkitError(f"--lengths applies to the adding experiment, not {name}")
+        if not lengths or any(not 2 <= T <= 100_000 for T in lengths):
+            raise RnnkitError(f"--lengths: each length T must be in [2, 100000], got {list(lengths)}")
+        choices["lengths"] = tuple(dict.fromkeys(lengths))
+    return choices

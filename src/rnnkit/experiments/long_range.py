@@ -130,7 +130,7 @@ def gradient_by_distance(
     return gradient_flow.gradient_at(tr, tr.steps - 1, distances)
 
 
-def experiment(seed: int, scale: str, device: torch.device, cells: Sequence[str] | None = None) -> dict:
+def experiment(seed: int, scale: str, device: torch.device, *, cells: Sequence[str] | None = None) -> dict:
     """The experiment at ``scale``: each cell's (``cells``, default :data:`LABELS`) accuracy
     and gradient by distance; returns the results."""
     setup = {
