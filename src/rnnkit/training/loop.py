@@ -260,6 +260,9 @@ def run_epoch(task: Task, state: TrainState, session: Session) -> dict[str, floa
     epoch's running figures (summed over ranks); ``session.meter`` shows the progress.
     """
     cursor = state.cursor
+    if session.config.train.schedule == "cosine" and session.world.distributed:
+        # the cosine's step count is this process's windows; sharded batches count otherwise
+        raise RnnkitError("train.schedule = cosine runs in one process only (with --nproc: zaremba, plateau)")
     task.model.train()
     pace = _Pace(time.perf_counter(), cursor.count)
     batches, total, done = task.batches(cursor.epoch, cursor.position, state.generator)
