@@ -80,7 +80,7 @@ def time_to_perplexity(args: argparse.Namespace) -> dict:
             print(f"ttp {budget} min: skipped, no preset {config}", flush=True)
             continue
         out = Path(tempfile.mkdtemp(prefix=f"ttp-{budget}min-", dir=args.workdir)) / "run"
-        options = [*(["--train.seed", str(args.seed)] if args.seed is not None else [])]
+        options = ["--train.seed", str(args.seed)] if args.seed is not None else []
         options += [f"--{setting}" for setting in args.set]
         train = ["train", "--data", args.data, "--out", str(out), "--config", config, *options]
         steps = [([*train, "--json", "--no-progress"], "train")]

@@ -206,7 +206,6 @@ class Adapter:
         sees, so that each cache-only setting is then scored without the model
         (:meth:`CacheReplay.evaluate`); None where the kept features would pass
         :data:`REPLAY_BYTES` (the caller then evaluates each setting in full)."""
-        began = time.perf_counter()
         recorder = _Recorder()
         stream = AdaptiveStream(self.run.model.eval(), None, recorder, DynamicSettings().segment)
         read = 0
@@ -222,7 +221,7 @@ class Adapter:
         bar.close()
         if recorder.nbytes > REPLAY_BYTES:
             return None
-        return CacheReplay(text, recorder.parts, read, time.perf_counter() - began)
+        return CacheReplay(text, recorder.parts, read)
 
     def stream(
         self, settings: AdaptSettings, start: int | None = None
@@ -267,10 +266,8 @@ class CacheReplay:
     setting is scored by mixing them in the same segments as :meth:`Adapter.evaluate`
     reads, so its figures are that method's, bit for bit, at the cost of the mixing."""
 
-    def __init__(
-        self, text: _Text, parts: list[tuple[Tensor, Tensor, Tensor]], read: int, seconds: float
-    ) -> None:
-        self.text, self.parts, self.read, self.seconds = text, parts, read, seconds
+    def __init__(self, text: _Text, parts: list[tuple[Tensor, Tensor, Tensor]], read: int) -> None:
+        self.text, self.parts, self.read = text, parts, read
         self.count = sum(len(y) for _, _, y in parts)
         self.model_nll = -sum(float(logp.sum()) for _, logp, _ in parts)
 
