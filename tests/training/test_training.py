@@ -50,7 +50,7 @@ def test_cosine_factor_by_hand():
     )
 
 
-def test_a_cosine_run_steps_at_the_cosine_rates(corpus_dir, tmp_path):
+def test_a_cosine_run_steps_at_the_cosine_rates(corpus_dir, tmp_path, capsys):
     """What the optimizer really used at each step (read by a hook on every optimizer's
     step, not from rnnkit's log) is the warm-up then the half cosine over both epochs; the
     log's step lines say the same rates."""
@@ -83,6 +83,12 @@ def test_a_cosine_run_steps_at_the_cosine_rates(corpus_dir, tmp_path):
     assert used[:3] == pytest.approx([0.5 / 3, 1.0 / 3, 0.5]) and used[-1] < 0.5 * 1e-2
     logged = {e["step"]: e["lr"] for e in lines if "train_loss" in e and "epoch" not in e}
     assert all(logged[s] == pytest.approx(used[s - 1], rel=1e-12) for s in logged) and len(logged) == total
+    epochs = [e for e in lines if "epoch" in e]  # an epoch's line: the rate of its last step
+    assert [e["lr"] for e in epochs] == pytest.approx([used[e["step"] - 1] for e in epochs], rel=1e-12)
+    said = capsys.readouterr()
+    lines_shown = (said.out + said.err).splitlines()
+    shown = [float(line.split("| lr ")[1].split()[0]) for line in lines_shown if "| train " in line]
+    assert shown == pytest.approx([used[e["step"] - 1] for e in epochs], rel=1e-3)  # the user's lines too
 
 
 def test_fit_learns_the_language_and_reloads(corpus_dir, tmp_path):

@@ -602,11 +602,13 @@ def _report_epoch(
 ) -> None:
     """An epoch's end in the log, in a line for the user and in the learning curve."""
     t, history, meter, epoch = session.config.train, state.history, session.meter, state.cursor.epoch
+    # the cosine schedule's rate moves every step: its last step's, in the log and in the line
+    lr = session.lr_now if t.schedule == "cosine" and session.lr_now else history.lr
     session.log(
         {
             "epoch": epoch,
             "step": history.step,
-            "lr": session.lr_now if t.schedule == "cosine" and session.lr_now else history.lr,
+            "lr": lr,
             **{f"train_{k}": v for k, v in train.items() if k != "tokens_per_s"},
             **{f"valid_{k}": v for k, v in valid.items()},
             "tokens_per_s": train["tokens_per_s"],
@@ -615,7 +617,7 @@ def _report_epoch(
     )
     eta = "" if epoch == t.epochs else f" | ETA {duration(meter.eta())}"
     session.say(
-        f"epoch {epoch}/{t.epochs} | lr {history.lr:.4g} | train "
+        f"epoch {epoch}/{t.epochs} | lr {lr:.4g} | train "
         + " ".join(f"{k} {v:.4g}" for k, v in train.items() if k != "tokens_per_s")
         + f" | {task.describe('valid', valid)} | {train['tokens_per_s']:.0f} {meter.unit}{eta}"
     )
