@@ -10,6 +10,9 @@ from typing import Any
 METHODS = ("dynamic", "cache", "dynamic,cache")
 """What ``--adapt`` takes (:data:`rnnkit.adapt.METHODS`, repeated here to keep the parser light)."""
 
+METAVAR = "{" + " | ".join(METHODS) + "}"
+"""How ``--help`` names the choices: argparse's own ``{a,b,c}`` would blur ``dynamic,cache``."""
+
 OPTIONS = (
     ("--adapt-lr", "lr", float, "dynamic", "step size η (default: the run's tuned one, else 5e-05)"),
     ("--adapt-decay", "decay", float, "dynamic", "decay λ toward the trained weights (else 0.002)"),
@@ -56,7 +59,7 @@ def add_adapt_options(parser: argparse.ArgumentParser, streamed: bool) -> None:
         if streamed
         else "evaluate the split as one stream that the model adapts to as it reads it"
     )
-    group.add_argument("--adapt", choices=METHODS, default=None, help=what)
+    group.add_argument("--adapt", choices=METHODS, default=None, metavar=METAVAR, help=what)
     for option, dest, kind, method, text in OPTIONS:
         group.add_argument(
             option,
@@ -100,7 +103,11 @@ def tune_parser(verbs: argparse._SubParsersAction) -> None:
     )
     tune.add_argument("run", help="run directory of a language model")
     tune.add_argument(
-        "--adapt", choices=METHODS, default="dynamic,cache", help="what to tune (default: both)"
+        "--adapt",
+        choices=METHODS,
+        default="dynamic,cache",
+        metavar=METAVAR,
+        help="what to tune (default: both)",
     )
     tune.add_argument(
         "--budget-tokens",
