@@ -22,10 +22,12 @@ import torch.nn.functional as F
 import rnnkit
 from conftest import F64, assert_all_close, run_and_grad, write_toy_lm_corpus
 from rnnkit.cells import SLSTMCell, SLSTMState
+from rnnkit.cells.slstm import slstm_update
 from rnnkit.cli.main import main
 from rnnkit.data.text import Codec
 from rnnkit.data.vocab import EOS, UNK, Vocab
 from rnnkit.errors import RnnkitError
+from rnnkit.layers.slstm import SLSTMRecurrence
 
 SCRIPT = Path(os.environ.get("VIRTUAL_ENV", Path(__file__).parents[2] / ".venv")) / "bin" / "rnnkit"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -171,6 +173,80 @@ def test_fast_path_equals_reference_in_float64(options, bidirectional, layers, w
     assert_all_close(finals_f, finals_r, **F64)
     assert all(g is not None for g in grads_r)
     assert_all_close(grads_f, grads_r, **F64)
+
+
+def _kernel_inputs(exp_forget: bool, seed: int = 0):
+    """xp, a state, W_hh and a mask. Row 2 has ĩ = log f̃ + m exactly at step 0 (the maximum's tie,
+    with the exp forget gate); row 3 starts with n = 0 and a forget gate far above ĩ (so f'_t's
+    exponent is above 0 and clamped) and keeps a c ≠ 0 there (outside the cell's contract, so
+    that the clamp's gradient shows)."""
+    torch.manual_seed(seed)
+    L, N, H = 6, 4, 3
+    xp = 2.0 * torch.randn(L, N, 4 * H, dtype=D64)
+    h, c = torch.randn(N, H, dtype=D64), torch.randn(N, H, dtype=D64)
+    n, m = torch.rand(N, H, dtype=D64) + 0.5, torch.randn(N, H, dtype=D64)
+    n[3], m[3] = 0.0, 0.0  # c stays: the clamp's gradient shows only where c_{t-1} or n_{t-1} is not 0
+    w_hh = 0.3 * torch.randn(4 * H, H, dtype=D64)
+    # row 2: h_0 = 0 and no recurrent input at step 0, ĩ = f̃ (exp forget) with m_0 = 0
+    h[2], m[2] = 0.0, 0.0
+    if exp_forget:
+        xp[0, 2, H : 2 * H] = xp[0, 2, :H]
+    xp[0, 3, :H], xp[0, 3, H : 2 * H] = -5.0, 30.0
+    mask = torch.tensor([6, 6, 4, 1]).gt(torch.arange(L)[:, None]).unsqueeze(-1)
+    return xp, (h, c, n, m), w_hh, mask
+
+
+def _reference_recurrence(xp, state, w_hh, mask, exp_forget):
+    """The loop of the cell's own update, differentiated by autograd: the kernel's oracle."""
+    state, outputs = SLSTMState(*state), []
+    for t in range(xp.shape[0]):
+        new = slstm_update(xp[t] + F.linear(state.h, w_hh), state, exp_forget)[0]
+        state = new if mask is None else SLSTMState(*(torch.where(mask[t], a, b) for a, b in zip(new, state)))
+        outputs.append(state.h)
+    y = torch.stack(outputs)
+    return (y if mask is None else y.masked_fill(~mask, 0.0), *state)
+
+
+@pytest.mark.parametrize("with_mask", [False, True], ids=["full", "lengths"])
+@pytest.mark.parametrize("exp_forget", [False, True], ids=["sigmoid", "exp"])
+def test_kernel_equals_autograd_through_the_update_with_a_given_state(exp_forget, with_mask):
+    xp, state, w_hh, mask = _kernel_inputs(exp_forget)
+    mask = mask if with_mask else None
+    leaves = [t.clone().requires_grad_(True) for t in (xp, *state, w_hh)]
+    got = SLSTMRecurrence.apply(*leaves[:5], leaves[5], mask, exp_forget)
+    want = _reference_recurrence(*leaves[:1], leaves[1:5], leaves[5], mask, exp_forget)
+    assert_all_close(list(got), list(want), **F64)
+    if exp_forget:  # the tie was there: both arguments of the maximum equal at step 0, row 2
+        H = 3
+        assert (
+            torch.equal(xp[0, 2, :H], xp[0, 2, H : 2 * H]) and state[2][2].min() > 0
+        )  # n > 0: the maximum decides m
+    weights = [torch.randn_like(t) for t in want]
+    grads = [
+        torch.autograd.grad(sum((w * o).sum() for w, o in zip(weights, out)), leaves) for out in (got, want)
+    ]
+    assert_all_close(list(grads[0]), list(grads[1]), **F64)
+    assert all(g.abs().sum() > 0 for g in grads[0])  # every input reached, the state's n and m too
+
+
+@pytest.mark.parametrize("exp_forget", [False, True], ids=["sigmoid", "exp"])
+def test_gradcheck_kernel(exp_forget):
+    xp, state, w_hh, mask = _kernel_inputs(exp_forget, seed=1)
+    xp = xp[:4, :, :]
+    mask = mask[:4]
+    inputs = [t.clone().requires_grad_(True) for t in (xp, *state, w_hh)]
+    H = 3
+    if exp_forget:  # gradcheck perturbs around a tie, where max is not differentiable: move off it
+        with torch.no_grad():
+            inputs[0][0, 2, H : 2 * H] += 0.1
+
+    zero_start = inputs[3].detach() == 0  # n = 0 there: n's finite difference would leave the zero start
+
+    def run(xp, h, c, n, m, w_hh):
+        n = n.masked_fill(zero_start, 0.0)
+        return SLSTMRecurrence.apply(xp, h, c, n, m, w_hh, mask, exp_forget)
+
+    assert torch.autograd.gradcheck(run, tuple(inputs))
 
 
 def test_padding_changes_nothing_real_and_a_state_passes_back_in():
