@@ -27,7 +27,7 @@ from rnnkit.cli.main import main
 from rnnkit.data.text import Codec
 from rnnkit.data.vocab import EOS, UNK, Vocab
 from rnnkit.errors import RnnkitError
-from rnnkit.layers.slstm import SLSTMRecurrence
+from rnnkit.layers.slstm import CHUNK, SLSTMRecurrence
 
 SCRIPT = Path(os.environ.get("VIRTUAL_ENV", Path(__file__).parents[2] / ".venv")) / "bin" / "rnnkit"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -227,6 +227,28 @@ def test_kernel_equals_autograd_through_the_update_with_a_given_state(exp_forget
     ]
     assert_all_close(list(grads[0]), list(grads[1]), **F64)
     assert all(g.abs().sum() > 0 for g in grads[0])  # every input reached, the state's n and m too
+
+
+@pytest.mark.parametrize("length", [70, 7], ids=["three-chunks", "one-chunk"])
+def test_kernel_over_several_backward_chunks_and_without_grad(length):
+    """70 steps: the backward's factors come in three runs of CHUNK steps. Without a gradient
+    the layer takes the step loop instead: the same outputs."""
+    assert length > 2 * CHUNK or length < CHUNK
+    torch.manual_seed(2)
+    ref = rnnkit.rnn("slstm", 3, 4, 2, True, impl="reference", dtype=D64)
+    fast = rnnkit.rnn("slstm", 3, 4, 2, True, dtype=D64)
+    fast.load_state_dict(ref.state_dict())
+    x = torch.randn(length, 3, 3, dtype=D64)
+    lengths = [length, length // 2, 5]
+    out_r, finals_r, grads_r = run_and_grad(ref, x, lengths)
+    out_f, finals_f, grads_f = run_and_grad(fast, x, lengths)
+    torch.testing.assert_close(out_f, out_r, **F64)
+    assert_all_close(finals_f, finals_r, **F64)
+    assert_all_close(grads_f, grads_r, **F64)
+    with torch.no_grad():
+        out_n, final_n = fast(x, lengths=lengths)
+    torch.testing.assert_close(out_n, out_r, **F64)
+    assert_all_close(list(final_n), finals_r, **F64)
 
 
 @pytest.mark.parametrize("exp_forget", [False, True], ids=["sigmoid", "exp"])
