@@ -30,6 +30,11 @@ VARIANTS = {  # name -> the one setting that differs from the base (a 2-layer Bi
     "3 layers": ["--model.num_layers=3"],
     "Elman (tanh)": ["--model.cell=elman"],
     "GRU": ["--model.cell=gru"],
+    # after the lecture (issue 22): the same tagger with each newer cell
+    "LayerNorm LSTM": ["--model.cell=lnlstm"],
+    "minGRU": ["--model.cell=mingru"],
+    "minLSTM": ["--model.cell=minlstm"],
+    "sLSTM": ["--model.cell=slstm"],
 }
 
 
