@@ -5,6 +5,7 @@ Run from the repository root (after the README's set-up):
     python bench/mincells.py                    # both parts on this CPU (~10 min on 2 cores)
     python bench/mincells.py --part scan --lengths 64 256 1024 4096
     python bench/mincells.py --device cuda
+    python bench/mincells.py --part lm --cells lstm lnlstm slstm --bptt 35
 
 Part ``lm``: the ptb-60min preset's network (2x650, dropout 0.5, adaptive softmax with
 PTB's cutoffs, SGD with clipping) over synthetic tokens of a 10k vocabulary, batch 20,
@@ -43,6 +44,7 @@ from rnnkit.tasks.lm import LanguageModelling
 from rnnkit.training.loop import Cursor, History, make_optimizer, train_epoch
 
 CELLS = ("lstm", "mingru", "minlstm")
+"""The lm part's default cells (``--cells``: any of rnnkit's, the LSTM always first)."""
 
 
 def lm_variant(cell: str, bptt: int, args: argparse.Namespace, device: torch.device, columns: torch.Tensor):
@@ -77,20 +79,21 @@ def lm_variant(cell: str, bptt: int, args: argparse.Namespace, device: torch.dev
 
 
 def lm_part(args: argparse.Namespace, device: torch.device) -> list[dict]:
-    print(f"{'bptt':>5} " + " ".join(f"{c + ' tok/s':>14}" for c in CELLS) + "   ratios to the LSTM")
+    cells = ["lstm", *(c for c in args.cells if c != "lstm")]
+    print(f"{'bptt':>5} " + " ".join(f"{c + ' tok/s':>14}" for c in cells) + "   ratios to the LSTM")
     rows = []
     for bptt in args.bptt:
         torch.manual_seed(0)
         columns = torch.randint(args.vocab, (args.windows * bptt + 1, args.batch))
-        variants = {cell: lm_variant(cell, bptt, args, device, columns) for cell in CELLS}
+        variants = {cell: lm_variant(cell, bptt, args, device, columns) for cell in cells}
         times = harness.interleaved(variants, device, repeats=args.repeats, min_seconds=args.seconds)
         tokens = args.windows * bptt * args.batch
         speed = {k: tokens / sorted(v)[len(v) // 2] for k, v in times.items()}
-        ratios = {cell: harness.ratio(times, cell, "lstm") for cell in CELLS[1:]}
+        ratios = {cell: harness.ratio(times, cell, "lstm") for cell in cells[1:]}
         text = "  ".join(
             f"{c} {r['median']:.2f}x [{r['min']:.2f}, {r['max']:.2f}]" for c, r in ratios.items()
         )
-        print(f"{bptt:5d} " + " ".join(f"{speed[c]:14.0f}" for c in CELLS) + f"   {text}")
+        print(f"{bptt:5d} " + " ".join(f"{speed[c]:14.0f}" for c in cells) + f"   {text}")
         rows.append({"bptt": bptt, "tokens_per_s": speed, "ratio_to_lstm": ratios})
     return rows
 
@@ -134,6 +137,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--part", choices=("lm", "scan", "both"), default="both")
     p.add_argument("--bptt", type=int, nargs="+", default=[35, 256])
+    p.add_argument("--cells", nargs="+", default=list(CELLS), help="lm part: the cells (the LSTM always)")
     p.add_argument("--vocab", type=int, default=10000, help="vocabulary size (PTB: 10000)")
     p.add_argument("--batch", type=int, default=20)
     p.add_argument("--hidden", type=int, default=650, help="scan part: H")

@@ -123,7 +123,7 @@ class SLSTMRecurrence(torch.autograd.Function):
                 gc, gn, gm = dc.mul_(Fg[k]), dn.mul_(Fg[k]), d_a  # to the state of step t - 1
                 gh = torch.addmm(DY[t - 1], D_pre[t], w_hh) if t > 0 else D_pre[t] @ w_hh
                 if m is not None:
-                    gh, gc, gn, gm = (g + k for g, k in zip((gh, gc, gn, gm), kept))
+                    gh, gc, gn, gm = (g + g_kept for g, g_kept in zip((gh, gc, gn, gm), kept))
         dw_hh = d_pre.flatten(0, 1).t() @ hs[:-1].flatten(0, 1)
         return d_pre, gh, gc, gn, gm, dw_hh, None, None
 
