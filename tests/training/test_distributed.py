@@ -128,6 +128,10 @@ def test_bad_set_ups_are_one_clear_error(corpus, tmp_path):
     odd = [s for s in SETTINGS if not s.startswith("--train.batch_size")] + ["--train.batch_size=5"]
     proc = rnnkit("train", "--data", str(corpus), "--out", str(tmp_path / "b"), "--nproc", "2", *odd)
     assert proc.returncode != 0 and "must be a multiple of the 2 processes" in proc.stderr
+    cosine = [*SETTINGS, "--train.schedule=cosine"]
+    proc = rnnkit("train", "--data", str(corpus), "--out", str(tmp_path / "c"), "--nproc", "2", *cosine)
+    assert proc.returncode != 0 and "train.schedule = cosine runs in one process only" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "c" / "last").exists()  # before any step
 
 
 def _free_port() -> int:

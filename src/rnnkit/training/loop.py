@@ -260,9 +260,6 @@ def run_epoch(task: Task, state: TrainState, session: Session) -> dict[str, floa
     epoch's running figures (summed over ranks); ``session.meter`` shows the progress.
     """
     cursor = state.cursor
-    if session.config.train.schedule == "cosine" and session.world.distributed:
-        # the cosine's step count is this process's windows; sharded batches count otherwise
-        raise RnnkitError("train.schedule = cosine runs in one process only (with --nproc: zaremba, plateau)")
     task.model.train()
     pace = _Pace(time.perf_counter(), cursor.count)
     batches, total, done = task.batches(cursor.epoch, cursor.position, state.generator)
@@ -558,6 +555,9 @@ def _open_session(config: RunConfig, task: Task, state: TrainState, run_dir: Pat
     """This session's meter, metrics log and step (through DDP when distributed: gradients
     averaged in the backward pass, rank 0's weights broadcast to every rank)."""
     world, device, step = state.world, state.device, task.step
+    if config.train.schedule == "cosine" and world.distributed:
+        # the cosine's step count is this process's windows; sharded batches count otherwise
+        raise RnnkitError("train.schedule = cosine runs in one process only (with --nproc: zaremba, plateau)")
     if world.distributed:
         step = DistributedDataParallel(
             _StepModule(task), device_ids=[device] if device.type == "cuda" else None
