@@ -431,7 +431,7 @@ def measured_curves_figure(
         # that coincide (several cells at 100% accuracy) still all show
         under = min(len(series) - 1 - index, 4)
         style = "os^Dv"[index % 5] + "-" if len(x) < 12 else "-"
-        (line,) = ax.plot(x, shown, style, lw=1.5 + 0.7 * under, ms=4 + 1.6 * under, label=label)
+        (line,) = ax.plot(x, shown, style, lw=1.5 + 0.4 * under, ms=4 + 1.3 * under, label=label)
         for kind, at, marker, points in (
             ("lost", 0.97, "x", [xi for xi, v in zip(x, ys) if not math.isfinite(v)]),
             ("zero", 0.03, "v", [xi for xi, v in zip(x, ys) if log_y and math.isfinite(v) and v <= 0]),
