@@ -283,6 +283,12 @@ class TrainConfig:
     nonmono: int = setting(
         5, "ntasgd: average once validation is worse than before the last nonmono epochs", low=1
     )
+    average_from: int = setting(
+        0,
+        "average the weights (Polyak) from this epoch's first step on, evaluate and save the "
+        "average; 0: no (ntasgd starts by its trigger)",
+        low=0,
+    )
     clip_norm: float = setting(
         5.0,
         "clip the gradients' global norm to this (inf: measure and log only)",

@@ -1,11 +1,20 @@
-"""NT-ASGD: the averaged iterates against torch's ASGD, the switch, and a run that uses them."""
+"""NT-ASGD: the averaged iterates against torch's ASGD, the switch, and a run that uses them;
+``train.average_from``: the mean of every step's weights from a given epoch on."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
 
+import rnnkit.training.loop as loop
+from conftest import write_toy_lm_corpus
+from rnnkit.config import load_config
+from rnnkit.data.corpora import load_corpus, locate
+from rnnkit.errors import RnnkitError
 from rnnkit.training.averaging import ParameterAverage
+from rnnkit.training.checkpoint import load_state
 from rnnkit.training.schedules import nonmonotone_trigger
 
 
@@ -77,3 +86,51 @@ def test_swapped_puts_the_average_in_and_the_weights_back():
 )
 def test_nonmonotone_trigger(history, nonmono, fires):
     assert nonmonotone_trigger(history, nonmono) is fires
+
+
+TINY = ["--model.cell=lstm", "--model.hidden_size=4", "--model.embed_size=4", "--train.batch_size=4"]
+TINY += ["--train.bptt=6", "--train.threads=1", "--train.lr=1", "--train.checkpoint_every=0"]
+
+
+def test_average_from_is_the_mean_of_every_step_from_that_epoch_on(tmp_path, monkeypatch):
+    """Each optimizer step's weights are recorded beside the run (the optimizer wrapped, the
+    averaging untouched); the average last/ saves is their mean over epochs 2 and 3 exactly,
+    the log says when averaging was on, and best/ holds averaged weights."""
+    corpus = load_corpus(locate(write_toy_lm_corpus(tmp_path)))
+    steps: list[list[torch.Tensor]] = []
+    make = loop.make_optimizer
+
+    def recording(model, config):
+        optimizer = make(model, config)
+        step = optimizer.step
+
+        def stepped(*args, **kwargs):
+            out = step(*args, **kwargs)
+            steps.append([p.detach().clone() for p in model.parameters()])
+            return out
+
+        optimizer.step = stepped
+        return optimizer
+
+    monkeypatch.setattr(loop, "make_optimizer", recording)
+    config = load_config(None, [*TINY, "--train.epochs=3", "--train.average_from=2"])
+    loop.fit(config, corpus, tmp_path / "run", progress=False)
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    epochs = [line for line in lines if "epoch" in line and "train_loss" in line]
+    assert [e["averaging"] for e in epochs] == [False, True, True]
+    first = epochs[0]["step"]  # the steps of epoch 1, not averaged
+    assert 0 < first < len(steps) == epochs[-1]["step"]
+    record, tensors = load_state(tmp_path / "run" / "last")
+    assert record["resume"]["average"] == {"active": True, "count": len(steps) - first}
+    expected = [torch.stack(ps).double().mean(0) for ps in zip(*steps[first:])]
+    for i, mean in enumerate(expected):
+        torch.testing.assert_close(tensors[f"average.{i}"].double(), mean, rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(steps[-1][i].double(), mean)  # the last weights are not the mean
+
+
+def test_average_from_after_the_last_epoch_is_refused(tmp_path):
+    corpus = load_corpus(locate(write_toy_lm_corpus(tmp_path)))
+    config = load_config(None, [*TINY, "--train.epochs=2", "--train.average_from=3"])
+    refused = r"train.average_from = 3 is after the last epoch \(train.epochs = 2\)"
+    with pytest.raises(RnnkitError, match=refused):
+        loop.fit(config, corpus, tmp_path / "run", progress=False)

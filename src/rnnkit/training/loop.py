@@ -558,6 +558,11 @@ def _open_session(config: RunConfig, task: Task, state: TrainState, run_dir: Pat
     if config.train.schedule == "cosine" and world.distributed:
         # the cosine's step count is this process's windows; sharded batches count otherwise
         raise RnnkitError("train.schedule = cosine runs in one process only (with --nproc: zaremba, plateau)")
+    if config.train.average_from > config.train.epochs:
+        raise RnnkitError(
+            f"train.average_from = {config.train.average_from} is after the last epoch "
+            f"(train.epochs = {config.train.epochs}): nothing would be averaged"
+        )
     if world.distributed:
         step = DistributedDataParallel(
             _StepModule(task), device_ids=[device] if device.type == "cuda" else None
@@ -576,6 +581,9 @@ def _train_one_epoch(task: Task, state: TrainState, session: Session) -> None:
         history.lr = epoch_lr(session.config, epoch, history)
         if t.schedule != "plateau" or epoch == 1:  # plateau carries on from history.lr
             history.lr *= history.lr_factor
+        if 0 < t.average_from <= epoch and not state.average.active:
+            state.average.start()
+            session.say(f"epoch {epoch}/{t.epochs} | averaging the weights from now on (train.average_from)")
     train = run_epoch(task, state, session)
     valid, _ = validate(task, state, session, {"step": history.step, "epoch": epoch})
     history.valid_loss.append(task.selection(valid))
