@@ -79,3 +79,14 @@ def test_long_titles_are_wrapped_not_clipped(tmp_path):
     fig.canvas.draw()
     box = fig.axes[0].title.get_window_extent()
     assert box.x0 >= 0 and box.x1 <= fig.bbox.width and box.y1 <= fig.bbox.height
+
+
+def test_steps_and_distances_get_whole_number_ticks(tmp_path):
+    """A short input's distances 0..3 read 0, 1, 2, 3 (matplotlib's default put 0.0, 0.5,
+    1.0 ... there); x values that are not whole numbers keep the default ticks."""
+    y = [1.0, 0.5, 0.25, 0.1]
+    fig = plots.curves({"g": (list(range(4)), y)}, tmp_path / "d.png", "d", "norm", "t", log_y=True)
+    ticks = tick_texts(fig.axes[0].xaxis)
+    assert ticks and all(t.lstrip("−-").isdigit() for t in ticks)
+    fig = plots.curves({"g": ([0.0, 0.25, 0.5], [1.0, 2.0, 3.0])}, tmp_path / "f.png", "x", "y", "t")
+    assert any("." in t for t in tick_texts(fig.axes[0].xaxis))

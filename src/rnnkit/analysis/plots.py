@@ -254,7 +254,8 @@ def curves(
     Values that cannot be drawn (zeros on a log axis, non-finite ones) are gaps, not data;
     a log axis spans at most :data:`rnnkit.analysis.axes.LOG_RANGE` and is labelled in
     powers of ten (plain numbers when it spans less than two decades). ``xtokens``: the x
-    positions are steps of this text, labelled with its tokens. Returns the (closed) figure.
+    positions are steps of this text, labelled with its tokens; x values that are all whole
+    numbers get whole-number ticks. Returns the (closed) figure.
     """
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120, layout="constrained")
@@ -283,6 +284,8 @@ def curves(
     if xtokens is not None:
         positions, labels = axes.token_ticks(xtokens)
         ax.set_xticks(positions, labels, rotation=60, ha="right", fontsize=7)
+    elif all(float(v).is_integer() for x, _ in series.values() for v in x):  # steps, distances
+        integer_ticks(ax.xaxis)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(axes.wrap_title(title, 7))
