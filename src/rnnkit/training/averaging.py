@@ -44,7 +44,7 @@ class ParameterAverage:
             return
         self.count += 1
         for a, p in zip(self.average, self.params):
-            a.add_(p.detach() - a, alpha=1.0 / self.count)
+            a.lerp_(p.detach(), 1.0 / self.count)  # in place: half the memory traffic of a + (p - a)/n
 
     @contextmanager
     def swapped(self) -> Iterator[None]:
