@@ -558,11 +558,6 @@ def _open_session(config: RunConfig, task: Task, state: TrainState, run_dir: Pat
     if config.train.schedule == "cosine" and world.distributed:
         # the cosine's step count is this process's windows; sharded batches count otherwise
         raise RnnkitError("train.schedule = cosine runs in one process only (with --nproc: zaremba, plateau)")
-    if config.train.average_from > config.train.epochs:
-        raise RnnkitError(
-            f"train.average_from = {config.train.average_from} is after the last epoch "
-            f"(train.epochs = {config.train.epochs}): nothing would be averaged"
-        )
     if world.distributed:
         step = DistributedDataParallel(
             _StepModule(task), device_ids=[device] if device.type == "cuda" else None
@@ -570,7 +565,13 @@ def _open_session(config: RunConfig, task: Task, state: TrainState, run_dir: Pat
     meter = Progress(config.train.epochs, rate_unit(config.task, config.data.level), progress)
     elapsed = functools.partial(_trained_for, state, meter)
     log = MetricsLog(RunDir(run_dir).metrics if world.main else None, elapsed)
-    return Session(config, meter, step, log, world, run_dir)
+    session = Session(config, meter, step, log, world, run_dir)
+    if config.train.average_from > config.train.epochs:  # a preset's epochs cut short, say
+        session.say(
+            f"warning: train.average_from = {config.train.average_from} is after the last epoch "
+            f"(train.epochs = {config.train.epochs}): no weights are averaged"
+        )
+    return session
 
 
 def _train_one_epoch(task: Task, state: TrainState, session: Session) -> None:
