@@ -8,12 +8,13 @@ import json
 import pytest
 import torch
 
+import rnnkit
 import rnnkit.training.loop as loop
 from conftest import write_toy_lm_corpus
 from rnnkit.config import load_config
 from rnnkit.data.corpora import load_corpus, locate
 from rnnkit.training.averaging import ParameterAverage
-from rnnkit.training.checkpoint import load_state
+from rnnkit.training.checkpoint import load_state, read_record
 from rnnkit.training.schedules import nonmonotone_trigger
 
 
@@ -125,6 +126,9 @@ def test_average_from_is_the_mean_of_every_step_from_that_epoch_on(tmp_path, mon
     for i, mean in enumerate(expected):
         torch.testing.assert_close(tensors[f"average.{i}"].double(), mean, rtol=1e-5, atol=1e-6)
         assert not torch.allclose(steps[-1][i].double(), mean)  # the last weights are not the mean
+    assert read_record(tmp_path / "run" / "best")["epoch"] == 3  # best/ is the last epoch's average
+    saved = list(rnnkit.load(tmp_path / "run").model.parameters())
+    assert all(torch.equal(p.detach(), tensors[f"average.{i}"]) for i, p in enumerate(saved))
 
 
 def test_average_from_after_the_last_epoch_is_a_warning(tmp_path, capsys):
