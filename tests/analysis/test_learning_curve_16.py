@@ -168,3 +168,22 @@ def test_the_png_is_written(tmp_path):
     run = write_run(tmp_path / "run", tagger_rows("accuracy", [0.2, 0.6]), task="tag")
     plots.learning_curve(run / "metrics.jsonl", run / "learning_curve.png")
     assert (run / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("flags, start", [((False, True, True), 64), ((True, True, True), 0), (None, None)])
+def test_the_epochs_of_averaged_weights_are_shaded(tmp_path, drawn, flags, start):
+    """From the end of the last epoch before averaging to the end (train.average_from = 2;
+    = 1); nothing shaded in a run that never averaged."""
+    rows = lm_rows()
+    for r in (r for r in rows if "epoch" in r):
+        if flags is not None:
+            r["averaging"] = flags[r["epoch"] - 1]
+    fig = drawn(write_run(tmp_path / "run", rows))
+    spans = [p for p in fig.axes[0].patches if p.get_label() == "weights averaged from here"]
+    if flags is None:
+        assert not spans
+        return
+    (span,) = spans
+    assert (span.get_x(), span.get_x() + span.get_width()) == (start, 192)
+    legend = next(ax.get_legend() for ax in fig.axes if ax.get_legend() is not None)
+    assert "weights averaged from here" in [t.get_text() for t in legend.get_texts()]

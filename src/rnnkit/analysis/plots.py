@@ -35,7 +35,8 @@ def learning_curve(
 ) -> None:
     """Plot a run's training figure (every logged step and every epoch's end), its
     validation figure (every epoch, and every ``train.eval_every`` steps as crosses) and
-    the learning rate; the checkpoint kept as ``best`` is ringed.
+    the learning rate; the checkpoint kept as ``best`` is ringed, and the epochs that
+    evaluate averaged weights (NT-ASGD, ``train.average_from``) are shaded.
 
     Reads ``metrics.jsonl`` as written by :func:`rnnkit.training.loop.fit` and, unless
     ``task`` and ``level`` are given, the run's ``config.json`` beside it, so that the y
@@ -79,6 +80,7 @@ def learning_curve(
     if metric is not None:
         handles += _metric_panel(axes[1][0], run, metric)
     handles += _ring_best(ax if metric is None else axes[1][0], run, metric)
+    handles += _averaged_span(ax, run)
     ax.set_ylabel(run.ylabel)
     ax.grid(True, which="both", alpha=0.3)
     if run.log_axis:
@@ -203,6 +205,17 @@ def _ring_best(best_ax, run: _Metrics, metric: str | None) -> list:
         mew=1.5,
         label=f"best checkpoint (step {best['step']})",
     )
+
+
+def _averaged_span(ax, run: _Metrics) -> list:
+    """Shade the epochs whose validation is of the averaged weights (NT-ASGD once it
+    triggered, ``train.average_from``): from the end of the last epoch before them."""
+    ends = [r["step"] for r in run.epochs]
+    first = next((i for i, r in enumerate(run.epochs) if r.get("averaging")), None)
+    if first is None:
+        return []
+    start = ends[first - 1] if first > 0 else 0
+    return [ax.axvspan(start, ends[-1], color="C2", alpha=0.1, lw=0, label="weights averaged from here")]
 
 
 def _learning_rate(ax, run: _Metrics) -> list:
