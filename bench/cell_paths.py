@@ -3,12 +3,13 @@
 
     python bench/cell_paths.py                  # slstm and lnlstm, L = 35 and 256
     python bench/cell_paths.py --cells slstm --lengths 35 --json bench/results/slstm.json
-    python bench/cell_paths.py --slstm-kernel --hidden 100 --lengths 200 400   # kernel vs autograd
+    python bench/cell_paths.py --kernel slstm --hidden 100 --lengths 200 400   # kernel vs autograd
 
-``--slstm-kernel`` times one sLSTM direction in training (forward + backward) two ways from
-the same W x + b: :class:`rnnkit.layers.slstm.SLSTMRecurrence` (the fast path's kernel) and
-autograd through the cell's update step by step (:func:`rnnkit.layers.slstm.step_loop`, the
-fast path before the kernel).
+``--kernel CELL`` times one direction in training (forward + backward) two ways from the same
+input part: the fast path's kernel (:class:`rnnkit.layers.slstm.SLSTMRecurrence`,
+:class:`rnnkit.layers.lnlstm.LNLSTMRecurrence`) and autograd through the cell's update step by
+step (the modules' ``step_loop``, the fast path before the kernel). ``--slstm-kernel`` is
+``--kernel slstm``.
 
 Tokens/s = L * N / time, the best of ``--repeats`` after two warm-up rounds, the two paths
 interleaved so that a change in the machine's load falls on both (issue 22).
@@ -46,26 +47,44 @@ def measure(cell: str, length: int, hidden: int, batch: int, repeats: int) -> di
     return row
 
 
-def measure_slstm_kernel(length: int, hidden: int, batch: int, repeats: int) -> dict:
-    """One row: the sLSTM kernel's and the autograd loop's training tokens/s, one direction."""
-    from rnnkit.cells import SLSTMCell, SLSTMState
-    from rnnkit.layers.slstm import SLSTMRecurrence, step_loop
-
+def kernel_paths(cell_name: str, length: int, hidden: int, batch: int) -> dict:
+    """The two ways to train one direction of ``cell_name`` from the same input part: its
+    kernel and autograd through the cell's update step by step."""
     torch.manual_seed(0)
-    cell = SLSTMCell(hidden, hidden)
+    if cell_name == "slstm":
+        from rnnkit.cells import SLSTMCell, SLSTMState
+        from rnnkit.layers.slstm import SLSTMRecurrence, step_loop
+
+        cell = SLSTMCell(hidden, hidden)
+        xp = torch.randn(length, batch, 4 * hidden, requires_grad=True)
+        state = SLSTMState(*(torch.zeros(batch, hidden) for _ in range(4)))
+        return {
+            "autograd_loop": lambda: step_loop(xp, state, cell.weight_hh, None, False)[0],
+            "kernel": lambda: SLSTMRecurrence.apply(xp, *state, cell.weight_hh, None, False)[0],
+        }
+    from rnnkit.cells import LayerNormLSTMCell, LSTMState
+    from rnnkit.layers.lnlstm import LNLSTMRecurrence, step_loop
+
+    cell = LayerNormLSTMCell(hidden, hidden)
     xp = torch.randn(length, batch, 4 * hidden, requires_grad=True)
-    state = SLSTMState(*(torch.zeros(batch, hidden) for _ in range(4)))
-    paths = {
-        "autograd_loop": lambda: step_loop(xp, state, cell.weight_hh, None, False)[0],
-        "kernel": lambda: SLSTMRecurrence.apply(xp, *state, cell.weight_hh, None, False)[0],
+    state = LSTMState(torch.zeros(batch, hidden), torch.zeros(batch, hidden))
+    recurrent = [cell.weight_hh, cell.ln_hh_weight, cell.ln_hh_bias, cell.ln_c_weight, cell.ln_c_bias]
+    return {
+        "autograd_loop": lambda: step_loop(xp, state, *recurrent, None)[0],
+        "kernel": lambda: LNLSTMRecurrence.apply(xp, *state, *recurrent, None)[0],
     }
+
+
+def measure_kernel(cell_name: str, length: int, hidden: int, batch: int, repeats: int) -> dict:
+    """One row: a cell's kernel and its autograd loop, training tokens/s, one direction."""
+    paths = kernel_paths(cell_name, length, hidden, batch)
     times: dict[str, list[float]] = {name: [] for name in paths}
     for _ in range(repeats + 2):
         for name, run in paths.items():
             start = time.perf_counter()
             run().sum().backward()
             times[name].append(time.perf_counter() - start)
-    row = {"H": hidden, "N": batch, "L": length}
+    row = {"cell": cell_name, "H": hidden, "N": batch, "L": length}
     for name, seconds in times.items():
         row[f"{name}_tokens_per_s"] = round(length * batch / min(seconds[2:]))
     row["kernel_over_autograd_loop"] = round(
@@ -83,8 +102,13 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=6)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default="bench/results/cell_paths.json")
-    p.add_argument("--slstm-kernel", action="store_true", help="the sLSTM kernel against the autograd loop")
+    p.add_argument(
+        "--kernel", choices=["slstm", "lnlstm"], help="this cell's kernel against its autograd loop"
+    )
+    p.add_argument("--slstm-kernel", action="store_true", help="the same as --kernel slstm")
     args = p.parse_args()
+    if args.slstm_kernel:
+        args.kernel = "slstm"
     torch.set_num_threads(args.threads)
     out = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
@@ -94,16 +118,16 @@ def main() -> None:
         "load_average": os.getloadavg()[0],
         "results": [],
     }
-    for length in args.lengths if args.slstm_kernel else []:
-        row = measure_slstm_kernel(length, args.hidden, args.batch, args.repeats)
+    for length in args.lengths if args.kernel else []:
+        row = measure_kernel(args.kernel, length, args.hidden, args.batch, args.repeats)
         out["results"].append(row)
         print(
-            f"slstm H={args.hidden} N={args.batch} L={length:4d}  autograd loop "
+            f"{args.kernel} H={args.hidden} N={args.batch} L={length:4d}  autograd loop "
             f"{row['autograd_loop_tokens_per_s']:7d} tok/s  kernel {row['kernel_tokens_per_s']:7d} tok/s  "
             f"{row['kernel_over_autograd_loop']:.2f}x",
             flush=True,
         )
-    for cell in [] if args.slstm_kernel else args.cells:
+    for cell in [] if args.kernel else args.cells:
         for length in args.lengths:
             row = measure(cell, length, args.hidden, args.batch, args.repeats)
             out["results"].append(row)

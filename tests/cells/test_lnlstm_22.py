@@ -2,7 +2,9 @@
 
 A pure-Python oracle (lists of floats, LN written out) against the cell's step; the fast path
 (:mod:`rnnkit.layers.lnlstm`) against the reference loop in float64 with gradients, with and
-without lengths, one and two directions and layers; ``gradcheck`` on the step.
+without lengths, one and two directions and layers; its kernel's hand-written backward
+against autograd through the cell's update over several backward chunks; ``gradcheck`` on
+the step and on the kernel.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 import rnnkit
 from conftest import F64, assert_all_close, run_and_grad
 from rnnkit.cells import LayerNormLSTMCell, LSTMState
+from rnnkit.layers.lnlstm import CHUNK, LNLSTMRecurrence, step_loop
 
 LENGTHS = [7, 3, 5, 1]
 
@@ -114,3 +117,62 @@ def test_padding_changes_no_real_output_and_weight_drop_works():
     assert_all_close(list(final_g), list(final), rtol=0, atol=0)
     rnn.train()
     assert torch.isfinite(rnn(x)[0]).all()
+
+
+def _kernel_inputs(L: int, seed: int = 0):
+    """xp = LN(θ_x x) + b for L steps, a state that is not zero, the recurrent weights with
+    gains and shifts away from 1 and 0, and lengths 70/50/4/1 cut to L."""
+    torch.manual_seed(seed)
+    N, H = 4, 3
+    xp = torch.randn(L, N, 4 * H, dtype=torch.float64)
+    state = [torch.randn(N, H, dtype=torch.float64) for _ in range(2)]
+    recurrent = [
+        0.5 * torch.randn(4 * H, H, dtype=torch.float64),  # θ_h
+        1 + 0.3 * torch.randn(4 * H, dtype=torch.float64),  # α₁
+        0.3 * torch.randn(4 * H, dtype=torch.float64),  # β₁
+        1 + 0.3 * torch.randn(H, dtype=torch.float64),  # α₃
+        0.3 * torch.randn(H, dtype=torch.float64),  # β₃
+    ]
+    mask = torch.tensor([70, 50, 4, 1]).clamp(max=L).gt(torch.arange(L)[:, None]).unsqueeze(-1)
+    return xp, state, recurrent, mask
+
+
+@pytest.mark.parametrize("length", [70, 7], ids=["three-chunks", "one-chunk"])
+@pytest.mark.parametrize("with_mask", [False, True], ids=["full", "lengths"])
+def test_kernel_equals_autograd_through_the_update(with_mask, length):
+    """The kernel's hand-written backward against autograd through the cell's update, every
+    output weighted, every input's gradient (the state's, θ_h's, the gains' and shifts')."""
+    assert length > 2 * CHUNK or length < CHUNK
+    xp, state, recurrent, mask = _kernel_inputs(length)
+    mask = mask if with_mask else None
+    leaves = [t.clone().requires_grad_(True) for t in (xp, *state, *recurrent)]
+    got = LNLSTMRecurrence.apply(*leaves, mask)
+    y, final = step_loop(leaves[0], LSTMState(*leaves[1:3]), *leaves[3:], mask)
+    want = (y, *final)
+    assert_all_close(list(got), list(want), **F64)
+    weights = [torch.randn_like(t) for t in want]
+    grads = [
+        torch.autograd.grad(sum((w * o).sum() for w, o in zip(weights, out)), leaves) for out in (got, want)
+    ]
+    assert_all_close(list(grads[0]), list(grads[1]), **F64)
+    assert all(g.abs().sum() > 0 for g in grads[0])
+
+
+def test_gradcheck_kernel():
+    xp, state, recurrent, mask = _kernel_inputs(5, seed=1)
+    inputs = tuple(t.clone().requires_grad_(True) for t in (xp, *state, *recurrent))
+    assert torch.autograd.gradcheck(lambda *a: LNLSTMRecurrence.apply(*a, mask), inputs)
+
+
+def test_without_a_gradient_the_layer_steps_the_cell():
+    """Evaluation takes the step loop, not the kernel: the same outputs as the reference."""
+    torch.manual_seed(4)
+    ref = rnnkit.rnn("lnlstm", 3, 5, 2, True, impl="reference", dtype=torch.float64)
+    fast = rnnkit.rnn("lnlstm", 3, 5, 2, True, dtype=torch.float64)
+    fast.load_state_dict(ref.state_dict())
+    x = torch.randn(7, 4, 3, dtype=torch.float64)
+    with torch.no_grad():
+        out_r, final_r = ref(x, lengths=LENGTHS)
+        out_f, final_f = fast(x, lengths=LENGTHS)
+    torch.testing.assert_close(out_f, out_r, **F64)
+    assert_all_close(list(final_f), list(final_r), **F64)
