@@ -7,16 +7,17 @@ Run from the repository root (after the README's set-up):
     python bench/mincells.py --device cuda
     python bench/mincells.py --part lm --cells lstm lnlstm slstm --bptt 35
 
-Part ``lm``: the ptb-60min preset's network (2x650, dropout 0.5, adaptive softmax with
-PTB's cutoffs, SGD with clipping) over synthetic tokens of a 10k vocabulary, batch 20,
-bptt 35 and 256, trained by rnnkit's own ``train_epoch`` (the loop ``rnnkit train`` runs)
-for a few windows per call; the LSTM runs on its fast path (torch's fused op: oneDNN on
-CPUs, cuDNN on GPUs), the min cells on their fast path (the in-place loop on CPUs, the
-log-space scan elsewhere: ``rnnkit.layers.scan.best_method``). Part ``scan``: one layer's
-recurrence h_t = a_t h_{t-1} + b_t (N = 20, H = 650, forward and backward) by the log-space
-scan :func:`~rnnkit.layers.scan.linear_scan` at several chunk sizes against its own
-sequential loop :func:`~rnnkit.layers.scan.loop_scan` (stepped in place, hand-written
-backward), and, up to ``--autograd-max`` steps, the loop under autograd
+Part ``lm``: the ptb-60min preset's network (2x650, dropout 0.5, adaptive softmax with PTB's
+cutoffs, SGD with clipping; ``--config`` another preset's, ``--set`` another recipe for the
+new cells, e.g. ``--config ptb-15min --set train.optimizer=adam``) over synthetic tokens of
+a 10k vocabulary, batch 20, bptt 35 and 256, trained by rnnkit's own ``train_epoch`` (the
+loop ``rnnkit train`` runs) for a few windows per call; the LSTM runs on its fast path
+(torch's fused op: oneDNN on CPUs, cuDNN on GPUs), the min cells on their fast path (the
+in-place loop on CPUs, the log-space scan elsewhere: ``rnnkit.layers.scan.best_method``).
+Part ``scan``: one layer's recurrence h_t = a_t h_{t-1} + b_t (N = 20, H = 650, forward and
+backward) by the log-space scan :func:`~rnnkit.layers.scan.linear_scan` at several chunk
+sizes against its own sequential loop :func:`~rnnkit.layers.scan.loop_scan` (stepped in
+place, hand-written backward), and, up to ``--autograd-max`` steps, the loop under autograd
 (:func:`~rnnkit.layers.scan.sequential_scan`).
 Variants are interleaved in one process (``harness.py``); ratios are speed over the
 baseline's, median over repeats [min, max].
@@ -48,10 +49,13 @@ CELLS = ("lstm", "mingru", "minlstm")
 
 
 def lm_variant(cell: str, bptt: int, args: argparse.Namespace, device: torch.device, columns: torch.Tensor):
-    """One epoch of ``args.windows`` windows of the ptb-60min network with ``cell``, as a callable."""
+    """One epoch of ``args.windows`` windows of the ``args.config`` network with ``cell`` (and,
+    for a cell other than the LSTM, the ``args.set`` settings), as a callable."""
+    recipe = [] if cell == "lstm" else [f"--{setting}" for setting in args.set]
     config = load_config(
-        "ptb-60min",
+        args.config,
         [
+            *recipe,
             f"--model.cell={cell}",
             f"--train.bptt={bptt}",
             f"--train.batch_size={args.batch}",
@@ -138,6 +142,14 @@ def main() -> None:
     p.add_argument("--part", choices=("lm", "scan", "both"), default="both")
     p.add_argument("--bptt", type=int, nargs="+", default=[35, 256])
     p.add_argument("--cells", nargs="+", default=list(CELLS), help="lm part: the cells (the LSTM always)")
+    p.add_argument("--config", default="ptb-60min", help="lm part: the preset (or TOML) timed")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="lm part: a setting for the cells other than the LSTM, e.g. train.optimizer=adam (repeatable)",
+    )
     p.add_argument("--vocab", type=int, default=10000, help="vocabulary size (PTB: 10000)")
     p.add_argument("--batch", type=int, default=20)
     p.add_argument("--hidden", type=int, default=650, help="scan part: H")
@@ -157,7 +169,14 @@ def main() -> None:
     settings = {"machine": harness.machine(device), "batch": args.batch, "threads": torch.get_num_threads()}
     if args.part in ("lm", "both"):
         rows = lm_part(args, device)
-        payload["lm"] = {**settings, "vocab": args.vocab, "windows": args.windows, "rows": rows}
+        payload["lm"] = {
+            **settings,
+            "config": args.config,
+            "set": args.set,
+            "vocab": args.vocab,
+            "windows": args.windows,
+            "rows": rows,
+        }
         harness.write_json(path, payload)
     if args.part in ("scan", "both"):
         rows = scan_part(args, device)
