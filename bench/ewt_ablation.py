@@ -70,7 +70,9 @@ def main() -> int:
             summary = json.loads(proc.stdout.strip().splitlines()[-1])
         rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         epochs = [r for r in rows if "epoch" in r]
+        finished = (run / "summary.json").stat().st_mtime
         results[name] = {
+            "date": time.strftime("%Y-%m-%d", time.gmtime(finished)),  # this run's, in UTC
             "change": change,
             "run": str(run),
             "wall_s": time.perf_counter() - start,
@@ -128,7 +130,7 @@ def _write(out: Path, args: argparse.Namespace, results: dict) -> None:
         "seed": args.seed,
         "machine": f"{platform.machine()} {platform.processor() or ''}, torch {torch.__version__}, "
         f"{args.threads} thread(s)",
-        "date": time.strftime("%Y-%m-%d"),
+        "updated": time.strftime("%Y-%m-%d", time.gmtime()),  # each run has its own date
         "runs": results,
     }
     tmp = out.with_suffix(".tmp")
