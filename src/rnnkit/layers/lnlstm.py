@@ -7,8 +7,8 @@ differentiates it. Only LN(θ_h h_{t-1}) and the cell's update stay in the loop:
 :class:`LNLSTMRecurrence` runs them on preallocated buffers, and its backward is one sweep
 back through time written out by hand, as :mod:`rnnkit.layers.slstm` does for the sLSTM:
 the factors of a backward step that do not wait for the incoming gradient are formed for
-:data:`CHUNK` steps at once, each LayerNorm's backward is torch's own op, and the weight and
-gain gradients are one product or sum over all steps after the sweep. With no gradient to
+:data:`CHUNK` steps at once, each LayerNorm's backward is torch's own op, and θ_h's gradient
+is one product over all steps after the sweep. With no gradient to
 take (evaluation, generation), the loop is the cell's own step, which keeps nothing of the
 steps behind it.
 
@@ -92,12 +92,15 @@ class LNLSTMRecurrence(torch.autograd.Function):
             keep = 1 - m
         d_pre = torch.empty_like(gates)  # dL/d(i, f, g, o pre-activations) = dL/dxp
         d_rec = torch.empty_like(rec)  # dL/d(θ_h h_{t-1})
-        d_ln_c = torch.empty_like(tanh_c)  # dL/d LN(c_t), for α₃ and β₃
+        d_ln = tanh_c.new_empty(N, H)  # dL/d LN(c_t)
+        da_hh, db_hh, da_c, db_c = (torch.zeros_like(a) for a in (a_hh, a_hh, a_c, a_c))
         DI, DF, DG, DO = (u.unbind(0) for u in d_pre.view(L, N, 4, H).unbind(2))
-        D_pre, D_rec, D_ln_c, DY = (t.unbind(0) for t in (d_pre, d_rec, d_ln_c, dy))
+        D_pre, D_rec, DY = (t.unbind(0) for t in (d_pre, d_rec, dy))
         Rec, C_new = rec.unbind(0), c_new.unbind(0)
         Mu, Rho, Mu_c, Rho_c = (u.unbind(0) for u in (mu, rho, mu_c, rho_c))
-        grad_input_only = [True, False, False]
+        # the input's, the gain's and the shift's gradient of each LN (the op reads the shift
+        # only for its shape, the gain's: the gain stands in for it)
+        every_grad = [True, True, True]
         gh, gc = DY[L - 1] + dh_last, dc_last
         for hi in range(L, 0, -CHUNK):  # the factors of CHUNK steps at a time: they stay in cache
             lo = max(hi - CHUNK, 0)
@@ -109,44 +112,48 @@ class LNLSTMRecurrence(torch.autograd.Function):
                     kept_h, kept_c = gh * keep[t], gc * keep[t]
                     gh, gc = gh * m[t], gc * m[t]
                 torch.mul(gh, DO_dh[k], out=DO[t])
-                d_ln = torch.mul(gh, Dlnc_dh[k], out=D_ln_c[t])  # dL/d LN(c_t)
-                dc = LN_BACKWARD(d_ln, C_new[t], (H,), Mu_c[t], Rho_c[t], a_c, None, grad_input_only)[0]
+                d_ln = torch.mul(gh, Dlnc_dh[k], out=d_ln)  # dL/d LN(c_t)
+                dc, da, db = LN_BACKWARD(d_ln, C_new[t], (H,), Mu_c[t], Rho_c[t], a_c, a_c, every_grad)
+                da_c.add_(da), db_c.add_(db)
                 dc.add_(gc)
                 torch.mul(dc, DI_dc[k], out=DI[t])
                 torch.mul(dc, DF_dc[k], out=DF[t])
                 torch.mul(dc, DG_dc[k], out=DG[t])
                 gc = dc.mul_(Fg[k])  # to c_{t-1}
-                d_r = LN_BACKWARD(D_pre[t], Rec[t], (4 * H,), Mu[t], Rho[t], a_hh, None, grad_input_only)[0]
+                d_r, da, db = LN_BACKWARD(D_pre[t], Rec[t], (4 * H,), Mu[t], Rho[t], a_hh, a_hh, every_grad)
+                da_hh.add_(da), db_hh.add_(db)
                 D_rec[t].copy_(d_r)
                 gh = torch.addmm(DY[t - 1], d_r, w_hh) if t > 0 else d_r @ w_hh
                 if m is not None:
                     gh, gc = gh + kept_h, gc + kept_c
         dw_hh = d_rec.flatten(0, 1).t() @ hs[:-1].flatten(0, 1)
-        r_hat, c_hat = (rec - mu) * rho, (c_new - mu_c) * rho_c
-        da_hh, db_hh = (d_pre * r_hat).sum((0, 1)), d_pre.sum((0, 1))
-        da_c, db_c = (d_ln_c * c_hat).sum((0, 1)), d_ln_c.sum((0, 1))
         return d_pre, gh, gc, dw_hh, da_hh, db_hh, da_c, db_c, None
 
 
-LN_BACKWARD = torch.ops.aten.native_layer_norm_backward
-"""LayerNorm's own backward (the op autograd calls for ``F.layer_norm``): dL/da from
-dL/d LN(a), the input a, its μ and ρ, and the gain α; asked for dL/da only (the gains'
-gradients are one sum over all steps after the sweep)."""
+LN_BACKWARD = torch.ops.aten.native_layer_norm_backward.default
+"""LayerNorm's own backward (the op autograd calls for ``F.layer_norm``): dL/da, dL/dα and
+dL/dβ from dL/d LN(a), the input a, its μ and ρ, and the gain α (asked for dL/da alone it
+measured slower on a CPU than for all three)."""
 
 
 def _backward_factors(gates: Tensor, tanh_c: Tensor, c_prev: Tensor) -> list:
     """Every factor of the backward step that does not wait for the incoming gradient, for a
-    run of steps at once, each as the tuple of its steps.
+    run of steps at once, each as the tuple of its steps (σ' = σ − σ², tanh' = 1 − tanh², each
+    product formed in as few passes as it takes).
 
     h = o tanh(LN(c)), c = f c_{t-1} + i g, (i, f, g, o) = σ, σ, tanh, σ of
     LN(θ_h h_{t-1}) + xp."""
     H = tanh_c.shape[-1]
-    i, f, g, o = gates.split(H, dim=-1)
-    do_dh = tanh_c * o * (1 - o)  # dL/dõ = dL/dh tanh(LN c) σ'(õ)
-    dlnc_dh = o * (1 - tanh_c * tanh_c)  # dL/d LN(c) = dL/dh o tanh'
-    di_dc = g * i * (1 - i)  # dL/dĩ = dL/dc g σ'(ĩ)
-    df_dc = c_prev * f * (1 - f)  # dL/df̃ = dL/dc c_{t-1} σ'(f̃)
-    dg_dc = i * (1 - g * g)  # dL/dg̃ = dL/dc i tanh'(g̃)
+    i_f, g, o = gates.split((2 * H, H, H), dim=-1)
+    o_tanh = o * tanh_c
+    do_dh = torch.addcmul(o_tanh, o_tanh, o, value=-1.0)  # dL/dõ = dL/dh tanh(LN c) σ'(õ)
+    dlnc_dh = torch.addcmul(o, o_tanh, tanh_c, value=-1.0)  # dL/d LN(c) = dL/dh o tanh'
+    d_if = torch.addcmul(i_f, i_f, i_f, value=-1.0)  # σ'(ĩ), σ'(f̃)
+    i, f = i_f.split(H, dim=-1)
+    di_dc = d_if[..., :H].mul_(g)  # dL/dĩ = dL/dc g σ'(ĩ)
+    df_dc = d_if[..., H:].mul_(c_prev)  # dL/df̃ = dL/dc c_{t-1} σ'(f̃)
+    i_g = i * g
+    dg_dc = torch.addcmul(i, i_g, g, value=-1.0)  # dL/dg̃ = dL/dc i tanh'(g̃)
     return [t.unbind(0) for t in (do_dh, dlnc_dh, di_dc, df_dc, dg_dc, f)]
 
 
