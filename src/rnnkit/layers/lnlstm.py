@@ -5,15 +5,14 @@ Ba et al.'s LN-LSTM normalises the input and recurrent contributions separately,
 input half of every step (one GEMM and one LN over all L·N rows) needs no h_{t-1}; autograd
 differentiates it. Only LN(θ_h h_{t-1}) and the cell's update stay in the loop:
 :class:`LNLSTMRecurrence` runs them on preallocated buffers, and its backward is one sweep
-back through time written out by hand, as :mod:`rnnkit.layers.slstm` does for the sLSTM:
-the factors of a backward step that do not wait for the incoming gradient are formed for
+back through time written out by hand, as :mod:`rnnkit.layers.slstm` does for the sLSTM: the
+factors of a backward step that do not wait for the incoming gradient are formed for
 :data:`CHUNK` steps at once, each LayerNorm's backward is torch's own op, and θ_h's gradient
-is one product over all steps after the sweep. With no gradient to
-take (evaluation, generation), the loop is the cell's own step, which keeps nothing of the
-steps behind it.
+is one product over all steps after the sweep. With no gradient to take (evaluation,
+generation), the loop is the cell's own step, which keeps nothing of the steps behind it.
 
-The backward of LN(a; α, β) = α â + β, â = (a − μ) ρ with ρ = 1/√(σ² + ε), is the usual
-one: with d = α ∘ dL/d(LN),
+The backward of LN(a; α, β) = α â + β, â = (a − μ) ρ with ρ = 1/√(σ² + ε), the one torch's
+op computes: with d = α ∘ dL/d(LN),
 
 .. math::
     \frac{\partial L}{\partial a} = \rho\,\big(d - \bar d - \hat a\,\overline{d \circ \hat a}\big)
