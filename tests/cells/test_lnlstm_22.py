@@ -17,7 +17,7 @@ import torch
 import rnnkit
 from conftest import F64, assert_all_close, run_and_grad
 from rnnkit.cells import LayerNormLSTMCell, LSTMState
-from rnnkit.layers.lnlstm import CHUNK, LNLSTMRecurrence, step_loop
+from rnnkit.layers.lnlstm import CHUNK, KERNEL_FROM, LNLSTMRecurrence, step_loop
 
 LENGTHS = [7, 3, 5, 1]
 
@@ -176,3 +176,23 @@ def test_without_a_gradient_the_layer_steps_the_cell():
         out_f, final_f = fast(x, lengths=LENGTHS)
     torch.testing.assert_close(out_f, out_r, **F64)
     assert_all_close(list(final_f), list(final_r), **F64)
+
+
+@pytest.mark.parametrize("hidden", [KERNEL_FROM - 1, KERNEL_FROM])
+def test_the_layer_trains_through_the_kernel_from_its_width(hidden, monkeypatch):
+    """A layer at least KERNEL_FROM wide trains through the kernel, a narrower one through the
+    step loop (as measured fastest); both equal the reference loop."""
+    calls = []
+    real = LNLSTMRecurrence.apply
+    monkeypatch.setattr(LNLSTMRecurrence, "apply", lambda *a: calls.append(1) or real(*a))
+    torch.manual_seed(5)
+    ref = rnnkit.rnn("lnlstm", 3, hidden, 1, impl="reference", dtype=torch.float64)
+    fast = rnnkit.rnn("lnlstm", 3, hidden, 1, dtype=torch.float64)
+    fast.load_state_dict(ref.state_dict())
+    x = torch.randn(3, 2, 3, dtype=torch.float64)
+    out_r, finals_r, grads_r = run_and_grad(ref, x, [3, 2])
+    out_f, finals_f, grads_f = run_and_grad(fast, x, [3, 2])
+    assert bool(calls) is (hidden >= KERNEL_FROM)
+    torch.testing.assert_close(out_f, out_r, **F64)
+    assert_all_close(finals_f, finals_r, **F64)
+    assert_all_close(grads_f, grads_r, **F64)

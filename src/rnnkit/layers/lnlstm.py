@@ -34,6 +34,13 @@ from rnnkit.layers.state import where_state
 CHUNK = 32
 """Steps whose backward factors are formed at once (bounded memory, and hot in cache)."""
 
+KERNEL_FROM = 400
+"""The narrowest layer trained by the kernel. Measured on a 2-core CPU, one thread, training
+one direction (``bench/cell_paths.py --kernel lnlstm``, bench/RESULTS.md): the kernel over
+autograd through the step loop 0.81-0.85x at 128 units, 0.86-1.01x at 256, 1.04-1.06x at
+400 and 1.41-1.46x at 650 (the loop's Python costs the same at every width; the kernel's
+single θ_h product and fewer passes over memory gain with it)."""
+
 
 class LNLSTMRecurrence(torch.autograd.Function):
     """The recurrence of :class:`~rnnkit.cells.LayerNormLSTMCell` given
@@ -161,13 +168,15 @@ def lnlstm_direction(
 ) -> tuple[Tensor, LSTMState]:
     """One direction over ``x`` (L, N, H_in): output (zero at padded steps) and final state.
 
-    Training runs :class:`LNLSTMRecurrence`; without a gradient to take, the cell's step
-    loop (:func:`step_loop`)."""
+    Training a layer of at least :data:`KERNEL_FROM` units runs :class:`LNLSTMRecurrence`;
+    a narrower one, or one without a gradient to take, the cell's step loop
+    (:func:`step_loop`, under autograd in training)."""
     W_x = layer_norm(F.linear(x, p["weight_ih"]), p["ln_ih_weight"], p["ln_ih_bias"])
     if "bias_ih" in p:
         W_x = W_x + (p["bias_ih"] + p["bias_hh"])
     recurrent = [p[k] for k in ("weight_hh", "ln_hh_weight", "ln_hh_bias", "ln_c_weight", "ln_c_bias")]
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (W_x, *state, *recurrent)):
+    training = torch.is_grad_enabled() and any(t.requires_grad for t in (W_x, *state, *recurrent))
+    if training and cell.hidden_size >= KERNEL_FROM:
         y, h, c = LNLSTMRecurrence.apply(W_x, *state, *recurrent, mask)
         return y, LSTMState(h, c)
     return step_loop(W_x, state, *recurrent, mask)
