@@ -221,3 +221,47 @@ def test_a_choice_kept_keeps_the_record_of_its_search_from_older_files_too():
     newer = {"searches": [{"methods": ["dynamic"], "trials": 2}, {"methods": ["cache"], "trials": 5}]}
     assert _still_standing(newer, {"cache"}) == [{"methods": ["dynamic"], "trials": 2}]
     assert _still_standing(None, {"cache"}) == _still_standing({"searches": "junk"}, {"cache"}) == []
+
+
+def test_finer_values_lie_halfway_to_the_grid_neighbours_and_beyond_an_edge():
+    from rnnkit.adapt.run import GRID_CACHE_LAMBDA, GRID_DECAY, GRID_THETA, GRID_WINDOW, finer
+    from rnnkit.adapt.settings import CacheSettings, DynamicSettings
+
+    axes = (("theta", GRID_THETA), ("lam", GRID_CACHE_LAMBDA), ("window", GRID_WINDOW))
+    # θ 1.0 is the grid's top (0.6 below it): √0.6 and one step of 1/0.6 beyond; λ 0.1
+    # between 0.05 and 0.2; the window, whole, between 100 and 2000
+    assert finer(CacheSettings(theta=1.0, lam=0.1, window=500), axes) == (
+        ("theta", (0.77, 1.7)),
+        ("lam", (0.071, 0.14)),
+        ("window", (224, 1000)),
+    )
+    # next to a 0 the midpoint is arithmetic; a value off the grid gets no finer values
+    assert finer(DynamicSettings(lr=3e-5, decay=0.001), (("lr", (1e-5, 1e-4)), ("decay", GRID_DECAY))) == (
+        ("decay", (0.0005, 0.0014)),
+    )
+
+
+def test_the_search_finds_an_optimum_between_grid_points():
+    """A loss whose minimum lies between two grid values of λ (and θ): the coarse pass stops
+    on the grid, the finer pass moves to the value between."""
+    from rnnkit.adapt.run import GRID_CACHE_LAMBDA, GRID_THETA, GRID_WINDOW, _coarse_to_fine
+    from rnnkit.adapt.settings import CacheSettings
+
+    seen = []
+
+    def loss(settings):
+        seen.append(settings)
+        c = settings.cache
+        return (c.lam - 0.14) ** 2 + (c.theta - 0.8) ** 2 + (c.window - 500) ** 2 * 1e-9
+
+    from rnnkit.adapt.settings import AdaptSettings
+
+    best = _coarse_to_fine(
+        loss,
+        lambda: False,
+        lambda c: AdaptSettings(("cache",), cache=c),
+        CacheSettings(),
+        (("theta", GRID_THETA), ("lam", GRID_CACHE_LAMBDA), ("window", GRID_WINDOW)),
+    )
+    assert (best.theta, best.lam, best.window) == (0.77, 0.14, 500)
+    assert len(seen) == len(set(seen))  # no setting tried twice

@@ -398,7 +398,8 @@ def tune(
     """Search the settings of ``methods`` on the validation split only (its first
     ``budget_tokens`` tokens per trial) by coordinate search: η then λ for dynamic
     evaluation (segment and ε as given by the defaults), θ then λ then the window for the
-    cache (searched first: its trials are cheap), each from the papers' values. The two
+    cache (searched first: its trials are cheap), each from the papers' values over a coarse
+    grid, then once more over the values halfway to the best's neighbours (:func:`finer`). The two
     methods are searched apart (the pair of searches costs their sum, not their product);
     ``dynamic,cache`` then uses both choices, and a method not searched keeps the choice
     ``adapt.json`` already holds, with the record of the search that made it (``searches``:
@@ -452,12 +453,12 @@ def tune(
     best_dynamic, best_cache = DynamicSettings(), CacheSettings()
     # the cache first: its trials cost a forward pass, dynamic evaluation's a backward too
     if "cache" in chosen:
-        best_cache = _coordinate(
+        best_cache = _coarse_to_fine(
             trial, over_time, lambda c: AdaptSettings(("cache",), cache=c), best_cache,
             (("theta", GRID_THETA), ("lam", GRID_CACHE_LAMBDA), ("window", GRID_WINDOW)),
         )  # fmt: skip
     if "dynamic" in chosen:
-        best_dynamic = _coordinate(
+        best_dynamic = _coarse_to_fine(
             trial, over_time, lambda d: AdaptSettings(("dynamic",), dynamic=d), best_dynamic,
             (("lr", GRID_LR), ("decay", GRID_DECAY)),
         )  # fmt: skip
@@ -516,10 +517,41 @@ def _still_standing(before: Any, searched: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _coordinate(trial, over_time, wrap, start, axes) -> Any:
+def _coarse_to_fine(trial, over_time, wrap, start, axes) -> Any:
+    """Coordinate search over the grids ``axes``, then once more over :func:`finer` values
+    around the best (each setting tried once)."""
+    tried: dict[Any, float] = {}
+    best = _coordinate(trial, over_time, wrap, start, axes, tried)
+    return _coordinate(trial, over_time, wrap, best, finer(best, axes), tried)
+
+
+def finer(best: Any, axes: Any) -> tuple[tuple[str, tuple[float, ...]], ...]:
+    """For each axis (name, grid), the values halfway between the best setting's value and its
+    grid neighbours (geometrically: the grids are roughly geometric; arithmetically next to a
+    0), and at the grid's edge one grid step beyond it (its ratio to the neighbour again).
+    Two significant figures; whole-number axes stay whole. A value off the grid (the search
+    did not reach it) gets none."""
+    out = []
+    for name, grid in axes:
+        value, grid = getattr(best, name), sorted(grid)
+        if value not in grid or len(grid) < 2 or value == 0:
+            continue
+        i = grid.index(value)
+        neighbours = [grid[j] for j in (i - 1, i + 1) if 0 <= j < len(grid)]
+        values = [(value + n) / 2 if n == 0 else math.sqrt(value * n) for n in neighbours]
+        if len(neighbours) == 1 and neighbours[0] != 0:  # at an edge: one step beyond it
+            values.append(value * value / neighbours[0])
+        values = [round(v) if isinstance(value, int) else float(f"{v:.2g}") for v in values]
+        out.append((name, tuple(sorted({v for v in values if v != value}))))
+    return tuple(out)
+
+
+def _coordinate(trial, over_time, wrap, start, axes, tried: dict[Any, float] | None = None) -> Any:
     """Coordinate search: along each axis in turn, keep the value with the lowest loss (a
-    setting already tried is not tried again)."""
-    tried = {start: trial(wrap(start))}
+    setting already in ``tried`` is not tried again)."""
+    tried = {} if tried is None else tried
+    if start not in tried:
+        tried[start] = trial(wrap(start))
     best = start
     for name, values in axes:
         for value in values:
