@@ -29,6 +29,7 @@ from torch.autograd.function import once_differentiable
 
 from rnnkit.cells.base import LSTMState
 from rnnkit.cells.lnlstm import EPS, LayerNormLSTMCell, layer_norm
+from rnnkit.layers.kernels import _masked
 from rnnkit.layers.state import where_state
 
 CHUNK = 32
@@ -91,11 +92,7 @@ class LNLSTMRecurrence(torch.autograd.Function):
     def backward(ctx, dy, dh_last, dc_last):
         rec, mu, rho, mu_c, rho_c, gates, tanh_c, c_new, hs, cs, w_hh, a_hh, a_c, mask = ctx.saved_tensors
         L, N, H = tanh_c.shape
-        dy = dy.contiguous() if mask is None else dy * mask
-        m = keep = None
-        if mask is not None:
-            m = mask.to(dy.dtype)
-            keep = 1 - m
+        dy, m, keep = _masked(mask, dy.contiguous())  # m, keep: the mask as 1/0 and 0/1 (or None)
         d_pre = torch.empty_like(gates)  # dL/d(i, f, g, o pre-activations) = dL/dxp
         d_rec = torch.empty_like(rec)  # dL/d(θ_h h_{t-1})
         d_ln = tanh_c.new_empty(N, H)  # dL/d LN(c_t)

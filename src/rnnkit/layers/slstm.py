@@ -26,6 +26,7 @@ from torch.autograd.function import once_differentiable
 
 from rnnkit.cells.base import SLSTMState
 from rnnkit.cells.slstm import SLSTMCell, slstm_update
+from rnnkit.layers.kernels import _masked
 from rnnkit.layers.state import where_state
 
 
@@ -89,11 +90,7 @@ class SLSTMRecurrence(torch.autograd.Function):
     def backward(ctx, dy, dh_last, dc_last, dn_last, dm_last):
         pre, gates, a, m_new, n_new, ratio, hs, cs, ns, w_hh, mask = ctx.saved_tensors
         L, N, H = a.shape
-        dy = dy.contiguous() if mask is None else dy * mask
-        m = keep = None
-        if mask is not None:
-            m = mask.to(a.dtype)
-            keep = 1 - m
+        dy, m, keep = _masked(mask, dy.contiguous())  # m, keep: the mask as 1/0 and 0/1 (or None)
         d_pre = torch.empty_like(pre)
         DI, DF, DZ, DO = _steps(d_pre.view(L, N, 4, H).unbind(2))
         D_pre, DY = d_pre.unbind(0), dy.unbind(0)
