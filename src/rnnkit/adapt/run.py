@@ -398,9 +398,9 @@ def tune(
     """Search the settings of ``methods`` on the validation split only (its first
     ``budget_tokens`` tokens per trial) by coordinate search: η then λ for dynamic
     evaluation (segment and ε as given by the defaults), θ then λ then the window for the
-    cache (searched first: its trials are cheap), each from the papers' values over a coarse
-    grid, then once more over the values halfway to the best's neighbours (:func:`finer`). The two
-    methods are searched apart (the pair of searches costs their sum, not their product);
+    cache (searched first: its trials are cheap), each from the papers' values over a
+    coarse grid, then once more over the values halfway to the best's neighbours
+    (:func:`finer`). The two methods are searched apart (the pair of searches costs their sum, not their product);
     ``dynamic,cache`` then uses both choices, and a method not searched keeps the choice
     ``adapt.json`` already holds, with the record of the search that made it (``searches``:
     every search whose choice the file keeps; ``search``: the latest).
@@ -529,8 +529,8 @@ def finer(best: Any, axes: Any) -> tuple[tuple[str, tuple[float, ...]], ...]:
     """For each axis (name, grid), the values halfway between the best setting's value and its
     grid neighbours (geometrically: the grids are roughly geometric; arithmetically next to a
     0), and at the grid's edge one grid step beyond it (its ratio to the neighbour again).
-    Two significant figures; whole-number axes stay whole. A value off the grid (the search
-    did not reach it) gets none."""
+    Two significant figures; whole-number axes stay whole. A best value of 0, or one off the
+    grid, gets none."""
     out = []
     for name, grid in axes:
         value, grid = getattr(best, name), sorted(grid)

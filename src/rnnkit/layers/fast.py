@@ -267,8 +267,9 @@ def choose(
     * minGRU / minLSTM (torch has no fused op): :func:`rnnkit.layers.scan.scan_direction`,
       the in-place loop on CPUs and the log-space parallel scan elsewhere
       (:func:`~rnnkit.layers.scan.best_method`).
-    * the LayerNorm LSTM: every step's LN(θ_x x_t) at once, then the loop over h, in
-      training our kernel with a hand-written backward (:mod:`rnnkit.layers.lnlstm`).
+    * the LayerNorm LSTM: every step's LN(θ_x x_t) at once, then the loop over h; layers
+      of 400 units or more train through our kernel with a hand-written backward
+      (:mod:`rnnkit.layers.lnlstm`).
     * the sLSTM: every step's W x_t + b at once, then the loop over h
       (:mod:`rnnkit.layers.slstm`).
     """
