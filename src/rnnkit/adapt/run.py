@@ -398,12 +398,12 @@ def tune(
     """Search the settings of ``methods`` on the validation split only (its first
     ``budget_tokens`` tokens per trial) by coordinate search: η then λ for dynamic
     evaluation (segment and ε as given by the defaults), θ then λ then the window for the
-    cache (searched first: its trials are cheap), each from the papers' values over a
-    coarse grid, then once more over the values halfway to the best's neighbours
-    (:func:`finer`). The two methods are searched apart (the pair of searches costs their sum, not their product);
-    ``dynamic,cache`` then uses both choices, and a method not searched keeps the choice
-    ``adapt.json`` already holds, with the record of the search that made it (``searches``:
-    every search whose choice the file keeps; ``search``: the latest).
+    cache (searched first: its trials are cheap), each from the papers' values over a coarse
+    grid, then once more over the values halfway to the best's neighbours (:func:`finer`).
+    The two methods are searched apart (the pair of searches costs their sum, not their
+    product); ``dynamic,cache`` then uses both choices, and a method not searched keeps the
+    choice ``adapt.json`` already holds, with the record of the search that made it
+    (``searches``: every search whose choice the file keeps; ``search``: the latest).
     No trial starts once ``budget_seconds`` are spent (the best so far is kept). Writes
     ``adapt.json`` atomically (Ctrl-C leaves the previous file, or none) and returns what it
     holds: the chosen settings and the search's cost (tokens, seconds, every trial)."""
