@@ -245,7 +245,7 @@ def test_the_search_finds_an_optimum_between_grid_points():
     """A loss whose minimum lies between two grid values of λ (and θ): the coarse pass stops
     on the grid, the finer pass moves to the value between."""
     from rnnkit.adapt.run import GRID_CACHE_LAMBDA, GRID_THETA, GRID_WINDOW, _coarse_to_fine
-    from rnnkit.adapt.settings import CacheSettings
+    from rnnkit.adapt.settings import AdaptSettings, CacheSettings
 
     seen = []
 
@@ -253,8 +253,6 @@ def test_the_search_finds_an_optimum_between_grid_points():
         seen.append(settings)
         c = settings.cache
         return (c.lam - 0.14) ** 2 + (c.theta - 0.8) ** 2 + (c.window - 500) ** 2 * 1e-9
-
-    from rnnkit.adapt.settings import AdaptSettings
 
     best = _coarse_to_fine(
         loss,
