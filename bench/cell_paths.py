@@ -19,13 +19,18 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
+import signal
+import sys
 import time
+from pathlib import Path
 
 import torch
 
 import rnnkit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness
 
 
 def measure(cell: str, length: int, hidden: int, batch: int, repeats: int) -> dict:
@@ -95,12 +100,12 @@ def measure_kernel(cell_name: str, length: int, hidden: int, batch: int, repeats
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--cells", nargs="+", default=["slstm", "lnlstm"])
-    p.add_argument("--lengths", nargs="+", type=int, default=[35, 256])
-    p.add_argument("--hidden", type=int, default=256)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--repeats", type=int, default=6)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--cells", nargs="+", default=["slstm", "lnlstm"], choices=["slstm", "lnlstm"])
+    p.add_argument("--lengths", nargs="+", type=harness.count, default=[35, 256])
+    p.add_argument("--hidden", type=harness.count, default=256)
+    p.add_argument("--batch", type=harness.count, default=32)
+    p.add_argument("--repeats", type=harness.count, default=6)
+    p.add_argument("--threads", type=harness.count, default=1)
     p.add_argument("--json", default="bench/results/cell_paths.json")
     p.add_argument(
         "--kernel", choices=["slstm", "lnlstm"], help="this cell's kernel against its autograd loop"
@@ -137,10 +142,10 @@ def main() -> None:
                 flush=True,
             )
     out["load_average_end"] = os.getloadavg()[0]
-    with open(args.json, "w") as f:
-        json.dump(out, f, indent=1)
+    harness.write_json(args.json, out)
     print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # piped into head: end quietly, as rnnkit does
     main()

@@ -7,6 +7,7 @@ median over repeats of the per-repeat ratio, reported with its min and max.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -131,3 +132,14 @@ def write_json(path: str | Path, payload: dict) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(payload, indent=2) + "\n")
     tmp.replace(path)
+
+
+def count(text: str) -> int:
+    """An argument that must be a whole number from 1 to 10^6 (argparse's one-line error else)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 1 <= value <= 10**6:
+        raise argparse.ArgumentTypeError(f"expected 1 to 1000000, got {value}")
+    return value

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -40,6 +41,7 @@ from rnnkit.config import load_config
 from rnnkit.data.corpora import Corpus
 from rnnkit.data.text import Codec
 from rnnkit.data.vocab import Vocab
+from rnnkit.errors import RnnkitError
 from rnnkit.layers.scan import linear_scan, loop_scan, sequential_scan
 from rnnkit.tasks.lm import LanguageModelling
 from rnnkit.training.loop import Cursor, History, make_optimizer, train_epoch
@@ -140,7 +142,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cpu")
     p.add_argument("--part", choices=("lm", "scan", "both"), default="both")
-    p.add_argument("--bptt", type=int, nargs="+", default=[35, 256])
+    p.add_argument("--bptt", type=harness.count, nargs="+", default=[35, 256])
     p.add_argument("--cells", nargs="+", default=list(CELLS), help="lm part: the cells (the LSTM always)")
     p.add_argument("--config", default="ptb-60min", help="lm part: the preset (or TOML) timed")
     p.add_argument(
@@ -150,17 +152,22 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="lm part: a setting for the cells other than the LSTM, e.g. train.optimizer=adam (repeatable)",
     )
-    p.add_argument("--vocab", type=int, default=10000, help="vocabulary size (PTB: 10000)")
-    p.add_argument("--batch", type=int, default=20)
-    p.add_argument("--hidden", type=int, default=650, help="scan part: H")
-    p.add_argument("--windows", type=int, default=4, help="lm part: windows per timed call")
-    p.add_argument("--lengths", type=int, nargs="+", default=[64, 256, 1024, 4096])
-    p.add_argument("--chunks", type=int, nargs="+", default=[64, 256, 4096])
+    p.add_argument("--vocab", type=harness.count, default=10000, help="vocabulary size (PTB: 10000)")
+    p.add_argument("--batch", type=harness.count, default=20)
+    p.add_argument("--hidden", type=harness.count, default=650, help="scan part: H")
+    p.add_argument("--windows", type=harness.count, default=4, help="lm part: windows per timed call")
+    p.add_argument("--lengths", type=harness.count, nargs="+", default=[64, 256, 1024, 4096])
+    p.add_argument("--chunks", type=harness.count, nargs="+", default=[64, 256, 4096])
     p.add_argument("--autograd-max", type=int, default=256, help="scan part: longest L for the autograd loop")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=harness.count, default=5)
     p.add_argument("--seconds", type=float, default=1.0)
     p.add_argument("--json", default="bench/results/mincells.json")
     args = p.parse_args()
+    try:  # the preset and the settings, checked before anything is timed
+        for cell in {"lstm", *args.cells}:
+            load_config(args.config, [*(f"--{s}" for s in args.set), f"--model.cell={cell}"])
+    except RnnkitError as err:
+        p.error(str(err))
     device = harness.usable(args.device)
     # Each part is written as soon as it is measured, into the file's entry of that part (an
     # earlier run's other part is kept), with its own machine line and settings.
@@ -186,4 +193,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # piped into head: end quietly, as rnnkit does
     main()
