@@ -87,6 +87,8 @@ def time_to_perplexity(args: argparse.Namespace) -> dict:
         if args.adapt:
             tune = ["tune-adapt", str(out), "--adapt", args.adapt, "--budget-tokens", str(args.adapt_tokens)]
             tune += ["--budget-minutes", str(args.adapt_minutes), "--json", "--no-progress"]
+            if args.adapt_segment is not None:
+                tune += ["--segment", str(args.adapt_segment)]
             steps += [
                 (tune, "tune-adapt"),
                 (["evaluate", str(out), "--adapt", args.adapt, "--json"], "evaluate"),
@@ -279,6 +281,11 @@ def main() -> int:
     )
     p.add_argument("--adapt-tokens", type=int, default=20000, help="for ttp: tune-adapt's --budget-tokens")
     p.add_argument("--adapt-minutes", type=float, default=1.0, help="for ttp: tune-adapt's --budget-minutes")
+    p.add_argument(
+        "--adapt-segment",
+        type=harness.count,
+        help="for ttp: dynamic evaluation's segment, kept through tune-adapt's search (default: 5)",
+    )
     p.add_argument("--workdir", default=str(ROOT / "bench" / "out"))
     p.add_argument("--json", help="default: WORKDIR/long-PART.json")
     args = p.parse_args()

@@ -131,6 +131,21 @@ def test_tune_adapt_reads_no_test_split_and_evaluate_uses_its_choice(runs, tmp_p
     assert checkpoints(run) == before
 
 
+def test_tune_adapt_keeps_the_given_segment_through_every_dynamic_trial(runs, tmp_path):
+    run = copied_run(runs, tmp_path)
+    args = ["tune-adapt", str(run), "--adapt", "dynamic", "--segment", "7", "--stats-tokens", "300"]
+    assert main([*args, "--budget-tokens", "100", "--no-progress"]) == 0
+    stored = json.loads((run / "adapt.json").read_text())
+    assert stored["dynamic"]["segment"] == 7 and stored["dynamic"]["stats_tokens"] == 300
+    trials = stored["search"]["history"]
+    assert len(trials) >= 2 and all(t["dynamic"]["segment"] == 7 for t in trials)
+    assert {t["dynamic"]["lr"] for t in trials} > {5e-5}  # η was searched from the paper's
+    assert stored["search"]["stats_tokens"] <= 300
+    proc = run_rnnkit("evaluate", str(run), "--split", "valid", "--adapt", "dynamic", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["adapt"]["dynamic"]["segment"] == 7  # evaluate reads it back
+
+
 def test_ctrl_c_during_tune_adapt_leaves_no_adapt_json(runs, tmp_path):
     run = copied_run(runs, tmp_path, valid_lines=3000)
     proc = subprocess.Popen(
@@ -180,6 +195,10 @@ def test_bad_values_are_one_line_errors(runs, args, words):
         (["tune-adapt", "{lm}", "--budget-tokens", "5"], ["--budget-tokens"]),
         (["tune-adapt", "{lm}", "--budget-minutes", "nan"], ["--budget-minutes"]),
         (["tune-adapt", "{tag}"], ["language model"]),
+        (["tune-adapt", "{lm}", "--segment", "0"], ["--segment"]),
+        (["tune-adapt", "{lm}", "--stats-tokens", "-3"], ["--stats-tokens"]),
+        (["tune-adapt", "{lm}", "--segment", "x"], ["--segment"]),
+        (["tune-adapt", "{lm}", "--adapt", "cache", "--segment", "20"], ["--segment", "--adapt dynamic"]),
     ],
 )
 def test_more_bad_values_are_one_line_errors_in_process(runs, args, words, capsys):

@@ -332,14 +332,20 @@ class LanguageModelRun(Trained):
         data: str | Path | None = None,
         progress: bool = False,
         log: Callable[[str], None] | None = None,
+        segment: int | None = None,
+        stats_tokens: int | None = None,
     ) -> dict[str, Any]:
         """Search the settings of ``adapt`` on the validation split only (its first
         ``budget_tokens`` per trial, trials stopped after ``budget_minutes``) and store them
         in the run's ``adapt.json`` (written atomically), which :meth:`evaluate` then uses.
-        Returns what was stored: the settings and the search's cost. See :func:`rnnkit.adapt.tune`."""
+        Dynamic evaluation's ``segment`` and ``stats_tokens`` (default: the papers') stay
+        fixed through the search and are stored with its choice. Returns what was stored:
+        the settings and the search's cost. See :func:`rnnkit.adapt.tune`."""
         from rnnkit import adapt as adaptation
 
-        return adaptation.tune(self, adapt, budget_tokens, budget_minutes * 60, data, progress, log)
+        fixed = {k: v for k, v in (("segment", segment), ("stats_tokens", stats_tokens)) if v is not None}
+        dynamic = adaptation.DynamicSettings(**fixed)
+        return adaptation.tune(self, adapt, budget_tokens, budget_minutes * 60, data, progress, log, dynamic)
 
     def adapted_scorer(self, adapt: str, data: str | Path | None = None, **settings: Any) -> Any:
         """A :class:`rnnkit.adapt.LineScorer`: lines scored in order as one stream that the

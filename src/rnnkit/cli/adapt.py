@@ -122,6 +122,21 @@ def tune_parser(verbs: argparse._SubParsersAction) -> None:
         help="no new trial starts after this many minutes (default: 10); the best so far is kept",
     )
     tune.add_argument(
+        "--segment",
+        type=int,
+        default=None,
+        metavar="N",
+        help="dynamic: tokens scored between two updates, kept through the search (default: 5, the "
+        "paper's; longer segments adapt less often and read faster)",
+    )
+    tune.add_argument(
+        "--stats-tokens",
+        type=int,
+        default=None,
+        metavar="N",
+        help="dynamic: training tokens the RMS gradient statistics are collected on (default: 100000)",
+    )
+    tune.add_argument(
         "--data", help="corpus directory, file or name (default: the corpus the run was trained on)"
     )
     tune.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: auto)")
@@ -139,6 +154,13 @@ def tune_adapt(args: argparse.Namespace) -> int:
         )
     if not (args.budget_minutes > 0 and args.budget_minutes < 1e7):  # also refuses nan
         raise RnnkitError(f"--budget-minutes must be a number in (0, 10000000), got {args.budget_minutes}")
+    fixed = {
+        k: v for k, v in (("segment", args.segment), ("stats_tokens", args.stats_tokens)) if v is not None
+    }
+    if fixed and "dynamic" not in args.adapt.split(","):
+        raise RnnkitError(
+            "--segment and --stats-tokens are dynamic settings; they need --adapt dynamic (or dynamic,cache)"
+        )
     from rnnkit.cli.commands import _language_model
 
     args.quantize = None
@@ -150,6 +172,7 @@ def tune_adapt(args: argparse.Namespace) -> int:
         args.data,
         progress=not args.no_progress,
         log=lambda line: print(f"rnnkit tune-adapt: {line}", file=sys.stderr),
+        **fixed,
     )
     if args.json:
         print(json.dumps(record))
