@@ -83,10 +83,8 @@ class DynamicEval:
         theta0 = [p.detach().clone() for p in self.params]
         rms = [ms.sqrt() for ms in mean_square]
         average = sum(float(r.mean()) for r in rms) / max(len(rms), 1)
-        decay = [(settings.decay * r / max(average, 1e-300)).clamp(max=1.0) for r in rms]
-        # θ + λRMS_norm(θ_l − θ) = θ(1 − λRMS_norm) + λRMS_norm θ_l: three in-place passes a step
-        self.keep = [1 - d for d in decay]
-        self.pull = [d * t for d, t in zip(decay, theta0)]
+        # θ + λRMS_norm ⊙ (θ_l − θ): one lerp toward θ_l, then the gradient step (two passes)
+        self.decay = [(settings.decay * r / max(average, 1e-300)).clamp(max=1.0) for r in rms]
         self.step_scale = [settings.lr / (r + settings.eps) for r in rms]
         self.theta0 = theta0
         # The embedding is read a row per input token: a row no segment reads only decays, so
@@ -95,6 +93,7 @@ class DynamicEval:
         shared = any(p is emb for p in model.head.parameters())  # tied weights: read whole
         self.lazy = next((i for i, p in enumerate(self.params) if p is emb), None) if not shared else None
         self.dense = [i for i in range(len(self.params)) if i != self.lazy]
+        self.keep = None if self.lazy is None else 1 - self.decay[self.lazy]  # what a row keeps a step
         self.steps = 0
         self.seen = torch.zeros(emb.shape[0], dtype=torch.long, device=emb.device)
 
@@ -109,14 +108,13 @@ class DynamicEval:
             i = self.lazy
             theta0 = self.theta0[i][rows]
             weight = self.params[i].data
-            weight[rows] = theta0 + self.keep[i][rows].pow(behind[:, None]) * (weight[rows] - theta0)
+            weight[rows] = theta0 + self.keep[rows].pow(behind[:, None]) * (weight[rows] - theta0)
             self.seen[rows] = self.steps
 
     @torch.no_grad()
     def _apply(self, grads: Sequence[Tensor], inputs: Tensor) -> None:
         dense = [self.params[i].data for i in self.dense]
-        torch._foreach_mul_(dense, [self.keep[i] for i in self.dense])
-        torch._foreach_add_(dense, [self.pull[i] for i in self.dense])
+        torch._foreach_lerp_(dense, [self.theta0[i] for i in self.dense], [self.decay[i] for i in self.dense])
         torch._foreach_addcmul_(
             dense, [grads[i] for i in self.dense], [self.step_scale[i] for i in self.dense], value=-1.0
         )
@@ -124,8 +122,7 @@ class DynamicEval:
             i, rows = self.lazy, inputs.flatten().unique()
             weight = self.params[i].data
             weight[rows] = (
-                weight[rows] * self.keep[i][rows]
-                + self.pull[i][rows]
+                weight[rows].lerp(self.theta0[i][rows], self.decay[i][rows])
                 - self.step_scale[i][rows] * grads[i][rows]
             )
             self.seen[rows] = self.steps + 1
