@@ -344,7 +344,7 @@ class LanguageModelRun(Trained):
         from rnnkit import adapt as adaptation
 
         fixed = {k: v for k, v in (("segment", segment), ("stats_tokens", stats_tokens)) if v is not None}
-        dynamic = adaptation.DynamicSettings(**fixed)
+        dynamic = adaptation.DynamicSettings(**fixed) if fixed else None
         return adaptation.tune(self, adapt, budget_tokens, budget_minutes * 60, data, progress, log, dynamic)
 
     def adapted_scorer(self, adapt: str, data: str | Path | None = None, **settings: Any) -> Any:

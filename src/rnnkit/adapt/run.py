@@ -410,6 +410,10 @@ def tune(
     ``adapt.json`` atomically (Ctrl-C leaves the previous file, or none) and returns what it
     holds: the chosen settings and the search's cost (tokens, seconds, every trial)."""
     chosen = parse_methods(methods)
+    if dynamic is not None and "dynamic" not in chosen:
+        raise RnnkitError(
+            "--segment and --stats-tokens are dynamic settings; they need --adapt dynamic (or dynamic,cache)"
+        )
     start_dynamic = dynamic or DynamicSettings()
     start_dynamic.check()
     _int_range("--budget-tokens", budget_tokens, 100, 10**9)

@@ -157,10 +157,6 @@ def tune_adapt(args: argparse.Namespace) -> int:
     fixed = {
         k: v for k, v in (("segment", args.segment), ("stats_tokens", args.stats_tokens)) if v is not None
     }
-    if fixed and "dynamic" not in args.adapt.split(","):
-        raise RnnkitError(
-            "--segment and --stats-tokens are dynamic settings; they need --adapt dynamic (or dynamic,cache)"
-        )
     from rnnkit.cli.commands import _language_model
 
     args.quantize = None
