@@ -289,6 +289,8 @@ def main() -> int:
     p.add_argument("--workdir", default=str(ROOT / "bench" / "out"))
     p.add_argument("--json", help="default: WORKDIR/long-PART.json")
     args = p.parse_args()
+    if args.adapt_segment is not None and "dynamic" not in (args.adapt or ""):
+        p.error("--adapt-segment is dynamic evaluation's; it needs --adapt dynamic (or dynamic,cache)")
     if not Path(args.data).exists():
         print(f"--data {args.data}: no PTB directory there; every part needs it", file=sys.stderr)
         return 2
