@@ -399,9 +399,9 @@ def tune(
     """Search the settings of ``methods`` on the validation split only (its first
     ``budget_tokens`` tokens per trial) by coordinate search: η then λ for dynamic
     evaluation (from ``dynamic``'s values, default the papers'; its segment, ε and
-    statistics stay as given), θ then λ then the window for the
-    cache (searched first: its trials are cheap), each from the papers' values over a coarse
-    grid, then once more over the values halfway to the best's neighbours (:func:`finer`).
+    statistics stay as given), θ then λ then the window for the cache (searched first: its
+    trials are cheap), each from the papers' values over a coarse grid, then once more over
+    the values halfway to the best's neighbours (:func:`finer`).
     The two methods are searched apart (the pair of searches costs their sum, not their
     product); ``dynamic,cache`` then uses both choices, and a method not searched keeps the
     choice ``adapt.json`` already holds, with the record of the search that made it
@@ -414,8 +414,8 @@ def tune(
         raise RnnkitError(
             "--segment and --stats-tokens are dynamic settings; they need --adapt dynamic (or dynamic,cache)"
         )
-    start_dynamic = dynamic or DynamicSettings()
-    start_dynamic.check()
+    best_dynamic, best_cache = dynamic or DynamicSettings(), CacheSettings()
+    best_dynamic.check()
     _int_range("--budget-tokens", budget_tokens, 100, 10**9)
     if not (math.isfinite(budget_seconds) and budget_seconds > 0):
         raise RnnkitError(f"--budget-minutes must be a number above 0, got {budget_seconds / 60:g}")
@@ -458,7 +458,6 @@ def tune(
         else adapter.evaluate(text, AdaptSettings(("cache",), cache=CacheSettings(lam=0.0)), budget_tokens)
     )
     say(f"no adaptation: valid ppl {baseline['ppl']:.3f} over the first {baseline['tokens']} tokens")
-    best_dynamic, best_cache = start_dynamic, CacheSettings()
     # the cache first: its trials cost a forward pass, dynamic evaluation's a backward too
     if "cache" in chosen:
         best_cache = _coarse_to_fine(

@@ -154,9 +154,6 @@ def tune_adapt(args: argparse.Namespace) -> int:
         )
     if not (args.budget_minutes > 0 and args.budget_minutes < 1e7):  # also refuses nan
         raise RnnkitError(f"--budget-minutes must be a number in (0, 10000000), got {args.budget_minutes}")
-    fixed = {
-        k: v for k, v in (("segment", args.segment), ("stats_tokens", args.stats_tokens)) if v is not None
-    }
     from rnnkit.cli.commands import _language_model
 
     args.quantize = None
@@ -168,7 +165,8 @@ def tune_adapt(args: argparse.Namespace) -> int:
         args.data,
         progress=not args.no_progress,
         log=lambda line: print(f"rnnkit tune-adapt: {line}", file=sys.stderr),
-        **fixed,
+        segment=args.segment,
+        stats_tokens=args.stats_tokens,
     )
     if args.json:
         print(json.dumps(record))
